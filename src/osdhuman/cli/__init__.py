@@ -1,0 +1,52 @@
+"""The `osdhuman` command. The only code in the package that knows the command line.
+
+Each subcommand lives in its own module with ``register(subparsers)``, which adds its
+parser and sets ``func`` (called with the parsed namespace, returns the exit code). The
+list below is explicit: no module scanning. Subcommand modules import heavy libraries
+inside their ``run`` functions so that ``osdhuman --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from osdhuman import __version__
+
+# module name in osdhuman.cli -> one per subcommand group (a module may register several)
+COMMAND_MODULES = [
+    "build_dataset",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osdhuman", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"osdhuman {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"osdhuman.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from osdhuman.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"osdhuman {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"osdhuman {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    """Bad command-line input found before any work started (printed, exit code 2)."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -69,7 +69,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if args:
                 if len(args) != len(items):
                     raise ConfigError(f"{where}: expected {len(args)} values, got {len(items)}")
-                return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, items)))
+                return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(items, args)))
             return tuple(items)
         item_tp = args[0] if args else Any
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(items)]

@@ -1,0 +1,198 @@
+"""HQ-ACF throughput on this machine, one core per process:
+
+  * source images / s for everything before IQA scoring (decode, Laplacian blur filter, box
+    filters, square crops, centre NMS, 512 resize of the surviving crops), on 640x480 JPEGs
+    with 1-4 annotated people, beside a naive reference (Pillow decode + EXIF transpose +
+    float64 Laplacian + two Pillow-Lanczos crops) and the ratio; target >= 120 / s / core;
+  * the folder: person detector (OpenCV HOG + Haar) on its own, images / s;
+  * IQA scoring, crops / s per metric and backend (512x512 crops).
+
+    python benchmarks/curation.py [--images 200] [--no-iqa]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+TARGET = 120.0
+
+
+def _base_photos() -> list[np.ndarray]:
+    """Real photos from installed packages when present (JPEG decode speed depends on content)."""
+    photos = []
+    try:
+        import skimage.data as d
+
+        photos += [d.astronaut(), np.stack([d.camera()] * 3, -1), d.coffee(), d.chelsea()]
+    except ImportError:
+        pass
+    try:
+        from importlib.resources import files
+
+        for n in ("bus.jpg", "zidane.jpg"):
+            photos.append(np.asarray(Image.open(str(files("ultralytics").joinpath("assets", n))).convert("RGB")))
+    except (ImportError, FileNotFoundError, ModuleNotFoundError):
+        pass
+    if not photos:  # smooth random texture
+        rng = np.random.default_rng(0)
+        photos = [cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 1.2)]
+    return photos
+
+
+def make_inputs(root: Path, n: int):
+    from osdhuman.curation.sources import SourceImage
+
+    rng = np.random.default_rng(0)
+    photos = _base_photos()
+    items = []
+    for i in range(n):
+        base = photos[i % len(photos)]
+        img = cv2.resize(base, (640, 480), interpolation=cv2.INTER_AREA)
+        if i % 2:
+            img = img[:, ::-1]
+        path = root / f"{i:05d}.jpg"
+        Image.fromarray(np.ascontiguousarray(img)).save(path, quality=90)
+        boxes = []
+        for _ in range(int(rng.integers(1, 5))):  # up to 4 people
+            h = float(rng.uniform(260, 470))
+            w = float(rng.uniform(0.3, 0.6) * h)
+            x0 = float(rng.uniform(0, 640 - w))
+            y0 = float(rng.uniform(0, 480 - h))
+            boxes.append([x0, y0, x0 + w, y0 + h])
+        items.append(SourceImage("bench", path.name, str(path), boxes, (640, 480)))
+    return items
+
+
+def naive(items) -> None:
+    """The reference: what a straightforward script does."""
+    for it in items:
+        with Image.open(it.path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            rgb = np.asarray(im)
+            gray = np.asarray(im.convert("L"))
+        cv2.Laplacian(gray, cv2.CV_64F).var()
+        for b in it.boxes[:2]:
+            s = int(max(b[2] - b[0], b[3] - b[1]))
+            x0 = int(min(max(0, (b[0] + b[2]) / 2 - s / 2), 640 - min(s, 640)))
+            y0 = int(min(max(0, (b[1] + b[3]) / 2 - s / 2), 480 - min(s, 480)))
+            Image.fromarray(rgb[y0:y0 + s, x0:x0 + s]).resize((512, 512), Image.LANCZOS)
+
+
+def ours(items, cfg) -> tuple[int, int]:
+    from osdhuman.curation.shard import prepare_image
+
+    crops = rejects = 0
+    for it in items:
+        p = prepare_image(it, cfg)
+        crops += len(p.crops)
+        rejects += len(p.rejects)
+    return crops, rejects
+
+
+def rate(fn, n: int, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def interleaved_rates(fns: dict, n: int, repeat: int = 5) -> dict:
+    """Best-of-``repeat`` rate of each function, runs interleaved so that load changes on a
+    shared machine hit all of them alike."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return {k: n / v for k, v in best.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--no-iqa", action="store_true")
+    ap.add_argument("--iqa-crops", type=int, default=8)
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from osdhuman.curation.config import CurationConfig
+
+    cfg = CurationConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        items = make_inputs(Path(tmp), args.images)
+        n_boxes = sum(len(i.boxes) for i in items)
+        naive(items[:10]), ours(items[:10], cfg)  # warm the page cache and imports
+        crops, rejects = ours(items, cfg)
+        from osdhuman.config import apply_overrides
+
+        cubic = apply_overrides(cfg, ["crop.upscale=cubic"])
+        rates = interleaved_rates({"naive": lambda: naive(items), "ours": lambda: ours(items, cfg),
+                                   "cubic": lambda: ours(items, cubic)}, len(items))
+        r_naive, r_ours = rates["naive"], rates["ours"]
+        print(f"HQ-ACF before IQA, {len(items)} 640x480 JPEGs, {n_boxes} person boxes "
+              f"({crops} crops resized to 512 after NMS, {rejects} boxes rejected), 1 core:")
+        print(f"  ours      {r_ours:8.1f} source images/s/core")
+        print(f"  naive ref {r_naive:8.1f} source images/s/core  (Pillow decode + float64 Laplacian + 2 Lanczos crops)")
+        print(f"  ratio     {r_ours / r_naive:8.2f}x   target >= {TARGET:.0f}/s/core: {'met' if r_ours >= TARGET else 'NOT met'}"
+              f" (the issue's unloaded naive figure is 92/s: {TARGET / 92:.2f}x)")
+        print(f"  ours with crop.upscale=cubic {rates['cubic']:8.1f} source images/s/core (Lanczos is ~80% of our time)")
+
+        from osdhuman.curation.detect import OpenCVPersonDetector
+        from osdhuman.imageio import read_rgb
+
+        det = OpenCVPersonDetector(cfg.detector)
+        imgs = [read_rgb(i.path) for i in items[:20]]
+        r_det = rate(lambda: [det(im) for im in imgs], len(imgs), repeat=1)
+        print(f"  detector  {r_det:8.1f} images/s/core  (OpenCV HOG + Haar upper body + face, folder: sources only)")
+
+        if args.no_iqa:
+            return 0
+        from osdhuman.curation import stages
+
+        crops_arr = []
+        for it in items:
+            rgb = read_rgb(it.path)
+            b = it.boxes[0]
+            sq = stages.square_crop_box(b, 640, 480, "pad")
+            crops_arr.append(stages.resize_square(stages.extract_crop(rgb, sq), cfg.crop))
+            if len(crops_arr) == args.iqa_crops:
+                break
+        x = torch.from_numpy(np.stack(crops_arr)).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 512, 512)
+        print(f"IQA scoring, {len(x)} crops 512x512, 1 core:")
+        try:
+            from osdhuman.iqa import MetricUnavailable, get_metric
+        except ImportError as exc:
+            print(f"  osdhuman.iqa not importable ({exc})")
+            return 0
+        for backend, names in (("offline", ["niqe", "brisque", "piqe", "laplacian_var"]),
+                               ("pyiqa", ["clipiqa", "maniqa", "musiq", "niqe"])):
+            for name in names:
+                try:
+                    m = get_metric(name, backend=backend, device="cpu")
+                    m(x[:1])  # warm-up (lazy imports, compilation)
+                    t = time.perf_counter()
+                    m(x)
+                    dt = time.perf_counter() - t
+                    print(f"  {backend:8s} {name:14s} {len(x) / dt:8.2f} crops/s")
+                except (MetricUnavailable, ImportError, KeyError, ValueError) as exc:
+                    print(f"  {backend:8s} {name:14s} unavailable: {str(exc)[:110]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Typed configuration of the HQ-ACF pipeline (paper 3.1, FACTS.md section 5).
+
+Every threshold of the pipeline is a field here ([choose] values: the paper publishes
+none). The resolved config is written to ``OUT/config.yaml`` by every run and its hash keys
+the resumable shard results, so changing any value re-runs exactly the work it affects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# IQA metric presets. "paper" needs pyiqa and its downloaded weights.
+METRIC_PRESETS: dict[str, list[str]] = {
+    "offline": ["niqe", "brisque", "piqe"],
+    "paper": ["clipiqa", "maniqa", "musiq", "niqe"],
+    "laplacian": ["laplacian_var"],
+}
+
+
+@dataclass
+class LabelConfig:
+    """Which annotation labels count as a person (matched case-insensitively)."""
+
+    coco_names: list[str] = field(default_factory=lambda: ["person"])  # COCO "person", Objects365 "Person", VOC "person"
+    openimages_names: list[str] = field(
+        default_factory=lambda: ["Human body", "Person", "Man", "Woman", "Boy", "Girl"]
+    )
+    crowdhuman_box: Literal["fbox", "vbox"] = "fbox"  # full-body box, as the paper
+    skip_crowd: bool = True  # COCO iscrowd=1 / Open Images IsGroupOf=1 boxes are not one person
+    skip_difficult: bool = True  # Pascal VOC difficult=1 boxes
+
+
+@dataclass
+class DetectorConfig:
+    """Person detector for ``folder:`` sources."""
+
+    kind: Literal["opencv", "yolo"] = "opencv"
+    weights: str | None = None  # YOLO11 weights file (kind=yolo)
+    device: str = "cpu"
+    max_side: int = 800  # images are downscaled to this longer side for detection
+    yolo_conf: float = 0.35
+    hog: bool = True  # OpenCV HOG people detector (full bodies)
+    hog_min_score: float = 0.5
+    upperbody: bool = True  # Haar upper-body cascade
+    faces: bool = True  # Haar frontal-face cascade, extended to a head-and-shoulders box
+    face_to_body: tuple[float, float, float, float] = (1.2, 0.6, 1.2, 3.0)  # face widths left, up, right, down
+    merge_iou: float = 0.4  # detections of different detectors overlapping more are merged
+
+
+@dataclass
+class BlurConfig:
+    """Laplacian-variance blur filter on the whole (grayscale) source image."""
+
+    min_laplacian_var: float = 60.0
+
+
+@dataclass
+class BoxConfig:
+    """Rejection of low-resolution and overly dense person boxes (before cropping)."""
+
+    min_long_side: int = 256  # px; the crop side equals the long side, so this bounds upscaling (512/256 = 2x)
+    min_short_side: int = 64  # px
+    max_people: int = 20  # more person boxes than this in one image: the whole image is a crowd
+    dense_iou: float = 0.3  # two boxes "overlap" when their IoU exceeds this
+    max_overlapping: int = 3  # a box overlapping more boxes than this is "too dense"
+
+
+@dataclass
+class CropConfig:
+    """Square crop (side = the box's longer edge) and resize.
+
+    Border behaviour: the square is centred on the box and then shifted (not shrunk) to lie
+    inside the image. If the side exceeds the image's shorter side it cannot fit: with
+    ``oversize="reject"`` the crop is rejected (reason ``crop_exceeds_image``); with
+    ``oversize="pad"`` it stays centred on the box in that dimension and the missing part is
+    filled with ``pad_value``.
+    """
+
+    size: int = 512
+    oversize: Literal["reject", "pad"] = "reject"
+    pad_value: int = 0
+    upscale: Literal["lanczos", "cubic", "linear"] = "lanczos"
+    downscale: Literal["area", "lanczos", "cubic", "linear"] = "area"
+
+
+@dataclass
+class NMSConfig:
+    """Among overlapping candidate crops keep the one nearest the image centre."""
+
+    iou_threshold: float = 0.4
+
+
+@dataclass
+class IQAConfig:
+    """No-reference IQA scoring of the 512x512 crops."""
+
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_PRESETS["offline"]))
+    backend: str = "auto"  # auto | pyiqa | offline (passed to osdhuman.iqa.get_metric)
+    device: str = "cpu"
+    batch_size: int = 8
+    # Per-metric pass thresholds in the metric's own units and direction: a crop passes
+    # when score >= t (higher-better metrics) or score <= t (lower-better metrics).
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SourceSelection:
+    """Selection rule for the crops of one source, replacing the global rule for them.
+
+    The paper's test set is the other way round from training: real low-quality VOC crops
+    "sampled under predefined IQA thresholds". For that: ``keep_fraction: 1.0``, ``at_most``
+    bounds (a crop passes when its score is no *better* than the bound) and ``max_count: 3000``.
+    Eq. 1 scores are still z-scores over the whole pool; ranking and counts are within the source.
+    """
+
+    keep_fraction: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)  # at least this good (as iqa.thresholds)
+    at_most: dict[str, float] = field(default_factory=dict)  # at most this good (real-LQ sampling)
+    max_count: int = 0  # 0: all that pass; else a seeded random sample of this many
+
+
+@dataclass
+class SelectionConfig:
+    """Eq. 1: z-score each metric over the pool (lower-better negated), average, keep the top fraction."""
+
+    keep_fraction: float = 1.0 / 3.0
+    sources: dict[str, SourceSelection] = field(default_factory=dict)  # per-source rules, e.g. {voc: {...}}
+
+
+@dataclass
+class SplitConfig:
+    """Train / val / test assignment, disjoint by source image."""
+
+    val_fraction: float = 0.04  # of selected crops (paper: 4,216 val vs 109,053 train)
+    test_fraction: float = 0.0  # the paper's test set is a whole source (VOC): use source_splits
+    source_splits: dict[str, str] = field(default_factory=dict)  # source name -> split, e.g. {voc: test}
+    seed: int = 0
+
+
+@dataclass
+class ExecConfig:
+    """How the work runs (not part of the results' cache key, except shard_size)."""
+
+    backend: Literal["local", "ray"] = "local"
+    workers: int = 0  # 0 = one per CPU core
+    shard_size: int = 32  # source images per resumable unit of work
+    max_images_per_source: int = 0  # 0: all; else only the first N images of each source (a quick trial)
+    png_compression: int = 1  # 0-9, zlib level of the written PNGs (1: 26 ms, 374 KB; 3: 42 ms, 358 KB per crop)
+    report_thumbs: int = 48  # crops shown per group in report.html
+    ray_num_gpus: float = 0.0  # GPUs per Ray worker (e.g. 0.25 with iqa.device=cuda shares one GPU by 4)
+
+
+@dataclass
+class CurationConfig:
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    boxes: BoxConfig = field(default_factory=BoxConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    nms: NMSConfig = field(default_factory=NMSConfig)
+    iqa: IQAConfig = field(default_factory=IQAConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    sources: list[str] = field(default_factory=list)  # --source specs, recorded for reproducibility
+
+    def __post_init__(self):
+        if not 0.0 < self.selection.keep_fraction <= 1.0:
+            raise ValueError(f"selection.keep_fraction must be in (0, 1], got {self.selection.keep_fraction}")
+        for name, rule in self.selection.sources.items():
+            if not 0.0 < rule.keep_fraction <= 1.0 or rule.max_count < 0:
+                raise ValueError(f"selection.sources.{name}: keep_fraction must be in (0, 1] and max_count >= 0")
+        for name, split in self.split.source_splits.items():
+            if split not in ("train", "val", "test"):
+                raise ValueError(f"split.source_splits.{name}: {split!r} is not train, val or test")
+        if self.split.val_fraction < 0 or self.split.test_fraction < 0 or self.split.val_fraction + self.split.test_fraction > 1:
+            raise ValueError("split.val_fraction and split.test_fraction must be >= 0 and sum to <= 1")
+        if self.crop.size < 8:
+            raise ValueError(f"crop.size must be >= 8, got {self.crop.size}")

@@ -1,0 +1,164 @@
+"""``OUT/report.html``: what the build kept and why (contact sheets, histograms, Table-1 summary)."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from osdhuman.curation.config import CurationConfig
+from osdhuman.curation.shard import metric_column
+
+THUMB = 160
+
+
+def _hist_png(path: Path, name: str, pool: np.ndarray, chosen: np.ndarray, lower_better: bool | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=100)
+    pool = pool[np.isfinite(pool)]
+    chosen = chosen[np.isfinite(chosen)]
+    if len(pool):
+        bins = np.histogram_bin_edges(pool, bins=min(40, max(5, len(pool) // 3)))
+        ax.hist(pool, bins=bins, color="#bbbbbb", label=f"pool ({len(pool)})")
+        if len(chosen):
+            ax.hist(chosen, bins=bins, color="#2a7ab0", label=f"selected ({len(chosen)})")
+    direction = "" if lower_better is None else (" (lower is better)" if lower_better else " (higher is better)")
+    ax.set_title(name + direction, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _thumb(arr: np.ndarray, path: Path) -> None:
+    import cv2
+
+    small = cv2.resize(arr, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def _table(df: pd.DataFrame, float_fmt: str = "{:.3f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for _, r in df.iterrows():
+        cells = []
+        for v in r.tolist():
+            if isinstance(v, (float, np.floating)):
+                cells.append(f"<td>{float_fmt.format(v) if np.isfinite(v) else '-'}</td>")
+            else:
+                cells.append(f"<td>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def summary_table(cand: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Table-1 style: mean of every metric per source (scored pool) and for the selected set."""
+    pool = cand[cand["score"].notna()]
+    cols = [metric_column(n) for n in names] + ["laplacian_var", "people_in_crop"]
+    rows = []
+    for src, g in pool.groupby("source", sort=True):
+        rows.append({"set": f"{src} (all scored crops)", "crops": len(g), **{c: g[c].mean() for c in cols}})
+    chosen = cand[cand["selected"]]
+    rows.append({"set": "selected", "crops": len(chosen), **{c: chosen[c].mean() if len(chosen) else np.nan for c in cols}})
+    for split, g in chosen.groupby("split", sort=True):
+        rows.append({"set": f"selected / {split}", "crops": len(g), **{c: g[c].mean() for c in cols}})
+    table = pd.DataFrame(rows, columns=["set", "crops", *cols])
+    return table.rename(columns={metric_column(n): n for n in names})
+
+
+def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: list[dict], cfg: CurationConfig, render) -> Path:
+    import shutil
+
+    rdir = out / "report"
+    tdir = rdir / "thumbs"
+    if tdir.exists():  # thumbnails of an earlier run of this output directory
+        shutil.rmtree(tdir)
+    tdir.mkdir(parents=True, exist_ok=True)
+    names = [m["name"] for m in infos]
+    lower = {m["name"]: m["lower_better"] for m in infos}
+    scored = cand[cand["score"].notna()]
+    chosen = cand[cand["selected"]]
+
+    hists = []
+    for n in names + ["score"]:
+        col = "score" if n == "score" else metric_column(n)
+        p = rdir / f"hist_{n}.png"
+        _hist_png(p, n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n))
+        hists.append(p.name)
+
+    n_th = cfg.exec.report_thumbs
+
+    def sheet(rows: pd.DataFrame, from_disk: bool) -> str:
+        cells = []
+        for r in rows.to_dict("records"):
+            tp = tdir / f"{r['crop_id']}.jpg"
+            try:
+                if from_disk:
+                    import cv2
+
+                    arr = cv2.cvtColor(cv2.imread(str(out / r["image_path"])), cv2.COLOR_BGR2RGB)
+                else:
+                    arr = render(r)
+                _thumb(arr, tp)
+            except Exception as exc:  # a thumbnail is not worth failing the run
+                cells.append(f"<figure><figcaption>{html.escape(r['crop_id'])}: {html.escape(str(exc))}</figcaption></figure>")
+                continue
+            score = r["score"]
+            cap = f"{r['crop_id']}<br>score {score:.2f}" if np.isfinite(score) else r["crop_id"]
+            if r.get("reject_reason"):
+                cap += f"<br>{r['reject_reason']}"
+            elif r.get("split"):
+                cap += f"<br>{r['split']}"
+            cells.append(f'<figure><img src="report/thumbs/{tp.name}" width="{THUMB}" height="{THUMB}">'
+                         f"<figcaption>{html.escape(cap).replace('&lt;br&gt;', '<br>')}</figcaption></figure>")
+        return '<div class="sheet">' + "".join(cells) + "</div>" if cells else "<p>none</p>"
+
+    sel_rows = chosen.sort_values(["score", "crop_id"], ascending=[False, True]).head(n_th)
+    rej_scored = scored[~scored["selected"]].sort_values(["score", "crop_id"], ascending=[True, True]).head(n_th)
+
+    reasons = pd.concat([
+        rejects.groupby(["stage", "reason"]).size().rename("count").reset_index(),
+        cand[cand["reject_reason"].notna()].assign(stage="crops", reason=lambda d: d["reject_reason"])
+        .groupby(["stage", "reason"]).size().rename("count").reset_index(),
+    ], ignore_index=True)
+
+    metric_rows = pd.DataFrame([{"metric": m["name"], "backend": m["backend"], "lower is better": m["lower_better"],
+                                 "threshold": cfg.iqa.thresholds.get(m["name"], "-"),
+                                 "settings": ", ".join(f"{k}={v}" for k, v in (m.get("settings") or {}).items())}
+                                for m in infos])
+    backends = sorted({m["backend"] for m in infos})
+    rules = "".join(f"; source {html.escape(k)}: keep {r.keep_fraction:.4g}, thresholds {r.thresholds}, at most {r.at_most}, "
+                    f"max count {r.max_count or 'all'}" for k, r in cfg.selection.sources.items())
+    n_images = cand["source_image"].nunique()
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>HQ-ACF build report</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}table{{border-collapse:collapse;margin:.5em 0}}
+td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}}th{{background:#eee}}
+.sheet{{display:flex;flex-wrap:wrap;gap:6px}}figure{{margin:0;width:{THUMB}px;font-size:10px;word-break:break-all}}
+img{{display:block}}.hists img{{display:inline-block;margin:4px}}</style></head><body>
+<h1>HQ-ACF build report</h1>
+<p>{len(cand)} candidate crops from {n_images} source images with candidates; {int(scored.shape[0])} scored;
+<b>{len(chosen)} selected</b> (keep fraction {cfg.selection.keep_fraction:.4g} of the pool, then per-metric thresholds{rules}).
+Sources: {html.escape(', '.join(cfg.sources))}.</p>
+<h2>IQA scores</h2><p>Backend(s): <b>{html.escape(', '.join(backends))}</b>; metrics: <b>{html.escape(', '.join(names))}</b>.
+Normalised score = mean over metrics of the z-score over the whole pool, lower-is-better metrics negated (paper Eq. 1).</p>
+{_table(metric_rows)}
+<h2>Summary (Table 1 style: mean per source and for the selected set)</h2>
+{_table(summary_table(cand, names))}
+<h2>Histograms</h2><div class="hists">{''.join(f'<img src="report/{h}">' for h in hists)}</div>
+<h2>Rejections</h2>{_table(reasons, "{}")}
+<h2>Selected crops (best first, up to {n_th})</h2>{sheet(sel_rows, True)}
+<h2>Scored but not selected (worst first, up to {n_th})</h2>{sheet(rej_scored, False)}
+</body></html>"""
+    path = out / "report.html"
+    tmp = path.with_name(f".report.html.tmp{os.getpid()}")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,370 @@
+"""Input sources of HQ-ACF: ``--source`` specs and their annotation parsers.
+
+Spec grammar: ``[NAME=]KIND:ARG[:ARG...]`` with
+
+    coco:ANNOTATIONS.json:IMAGE_DIR                    COCO and Objects365 (same format)
+    openimages:BOXES.csv:CLASS_DESCRIPTIONS.csv:IMAGE_DIR
+    crowdhuman:ANNOTATION.odgt:IMAGE_DIR
+    voc:ANNOTATIONS_DIR:IMAGE_DIR                      Pascal VOC XML files (the paper's test source)
+    folder:DIR                                         unlabelled; a person detector gives boxes
+
+NAME (default: the kind, numbered when repeated) names the source in the manifest and in
+``split.source_splits`` (e.g. ``voc:VOC2012/Annotations:VOC2012/JPEGImages`` then ``--split-source voc=test``).
+
+Parsers read the whole annotation file before any image work starts: an unreadable or
+invalid file raises :class:`SourceError`; a malformed *row* becomes a reject record and the
+rest of the file is used. Boxes are ``[x0, y0, x1, y1]`` pixels of the image as displayed
+(EXIF orientation applied); Open Images boxes are stored normalised and scaled at read time.
+For COCO, whose annotations give the image size, boxes annotated on the stored (un-rotated)
+pixels of an EXIF-rotated file are detected by that size and rotated with the image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from osdhuman.curation.config import LabelConfig
+from osdhuman.imageio import list_images
+
+KIND_ARGS = {"coco": 2, "openimages": 3, "crowdhuman": 2, "voc": 2, "folder": 1}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class SourceError(ValueError):
+    """A --source spec or annotation file that cannot be used (raised before any work)."""
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    kind: str
+    args: list[str]
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}={self.kind}:" + ":".join(self.args)
+
+
+@dataclass
+class SourceImage:
+    """One input image and its person boxes (None: run the detector)."""
+
+    source: str
+    key: str  # image id inside the source
+    path: str
+    boxes: list[list[float]] | None = None
+    size: tuple[int, int] | None = None  # (w, h) stated by the annotations
+    normalized: bool = False  # boxes in [0, 1] (Open Images)
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "key": self.key, "path": self.path, "boxes": self.boxes,
+                "size": list(self.size) if self.size else None, "normalized": self.normalized}
+
+    @staticmethod
+    def from_json(d: dict) -> SourceImage:
+        return SourceImage(d["source"], d["key"], d["path"], d["boxes"],
+                           tuple(d["size"]) if d.get("size") else None, d.get("normalized", False))
+
+
+@dataclass
+class ParsedSource:
+    spec: SourceSpec
+    images: list[SourceImage] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)  # malformed / skipped annotation rows
+
+
+def reject_row(source: str, key: str | None, path: str | None, reason: str, detail: str = "",
+               box=None, stage: str = "annotations") -> dict:
+    b = list(box) if box is not None else [None] * 4
+    return {"source": source, "source_image": key, "path": path, "stage": stage, "reason": reason,
+            "detail": detail, "box_x0": b[0], "box_y0": b[1], "box_x1": b[2], "box_y1": b[3]}
+
+
+def parse_specs(specs: list[str]) -> list[SourceSpec]:
+    """Parse and check ``--source`` strings (files readable, dirs exist); SourceError if not."""
+    if not specs:
+        raise SourceError("no --source given (e.g. --source coco:annotations.json:images/)")
+    out: list[SourceSpec] = []
+    counts: dict[str, int] = {}
+    for raw in specs:
+        name = None
+        body = raw
+        head = raw.split(":", 1)[0]
+        if "=" in head:
+            name, body = raw.split("=", 1)
+            if not _NAME_RE.match(name):
+                raise SourceError(f"--source {raw!r}: name {name!r} must be letters, digits, '_' or '-'")
+        kind, _, rest = body.partition(":")
+        if kind not in KIND_ARGS:
+            raise SourceError(f"--source {raw!r}: unknown kind {kind!r}; expected one of {sorted(KIND_ARGS)}")
+        args = rest.split(":") if rest else []
+        if len(args) != KIND_ARGS[kind] or any(not a for a in args):
+            usage = {"coco": "coco:ANNOTATIONS.json:IMAGE_DIR",
+                     "openimages": "openimages:BOXES.csv:CLASS_DESCRIPTIONS.csv:IMAGE_DIR",
+                     "crowdhuman": "crowdhuman:ANNOTATION.odgt:IMAGE_DIR", "voc": "voc:ANNOTATIONS_DIR:IMAGE_DIR",
+                     "folder": "folder:DIR"}[kind]
+            raise SourceError(f"--source {raw!r}: expected {usage}")
+        *files, image_dir = args
+        if kind == "voc":
+            if not Path(files[0]).is_dir():
+                raise SourceError(f"--source {raw!r}: annotation directory {files[0]} does not exist")
+            files = []
+        for f in files:
+            p = Path(f)
+            if not p.is_file():
+                raise SourceError(f"--source {raw!r}: annotation file {f} does not exist")
+            try:
+                with open(p, "rb") as fh:
+                    fh.read(1)
+            except OSError as exc:
+                raise SourceError(f"--source {raw!r}: cannot read {f} ({exc.strerror or exc})") from None
+        if not Path(image_dir).is_dir():
+            raise SourceError(f"--source {raw!r}: image directory {image_dir} does not exist")
+        counts[kind] = counts.get(kind, 0) + 1
+        if name is None:
+            name = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"
+        if any(s.name == name for s in out):
+            raise SourceError(f"--source {raw!r}: source name {name!r} used twice; give NAME=... explicitly")
+        out.append(SourceSpec(name, kind, [str(Path(a).resolve()) for a in args]))
+    return out
+
+
+def _num(v) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"non-finite {v!r}")
+    return f
+
+
+def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    ann_path, image_dir = spec.args
+    try:
+        data = json.loads(Path(ann_path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{ann_path}: not a readable COCO json ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list) \
+            or not isinstance(data.get("categories"), list):
+        raise SourceError(f"{ann_path}: not COCO format (needs 'images', 'annotations' and 'categories' lists)")
+    wanted = {n.lower() for n in labels.coco_names}
+    person_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict) and str(c.get("name", "")).lower() in wanted}
+    if not person_ids:
+        names = sorted({str(c.get("name")) for c in data["categories"] if isinstance(c, dict)})[:20]
+        raise SourceError(f"{ann_path}: no category named {sorted(wanted)} (has {names}); set labels.coco_names")
+    out = ParsedSource(spec)
+    images: dict = {}
+    for i, im in enumerate(data["images"]):
+        try:
+            images[im["id"]] = (str(im["file_name"]), int(im["width"]), int(im["height"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            out.rejects.append(reject_row(spec.name, None, None, "malformed_annotation", f"images[{i}]: {exc!r}"))
+    boxes: dict = {}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or a.get("category_id") not in person_ids:
+            continue
+        img = images.get(a.get("image_id"))
+        if img is None:
+            out.rejects.append(reject_row(spec.name, str(a.get("image_id")), None, "malformed_annotation",
+                                          f"annotations[{i}]: unknown image_id {a.get('image_id')!r}"))
+            continue
+        key = img[0]
+        path = str(Path(image_dir) / img[0])
+        try:
+            x, y, w, h = (_num(v) for v in a["bbox"])
+            if w <= 0 or h <= 0:
+                raise ValueError(f"empty box {a['bbox']}")
+        except (KeyError, TypeError, ValueError) as exc:
+            out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation", f"annotations[{i}]: bbox {exc}"))
+            continue
+        box = [x, y, x + w, y + h]
+        if labels.skip_crowd and a.get("iscrowd", 0):
+            out.rejects.append(reject_row(spec.name, key, path, "crowd_box", f"annotations[{i}]: iscrowd=1", box))
+            continue
+        boxes.setdefault(a["image_id"], []).append(box)
+    for image_id, bs in boxes.items():
+        name, w, h = images[image_id]
+        out.images.append(SourceImage(spec.name, name, str(Path(image_dir) / name), bs, (w, h)))
+    out.images.sort(key=lambda s: s.key)
+    return out
+
+
+def _read_class_names(path: str) -> dict[str, str]:
+    mids: dict[str, str] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.reader(fh):
+                if len(row) >= 2 and row[0] != "LabelName":
+                    mids[row[0]] = row[1]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"{path}: not a readable class-descriptions csv ({exc})") from None
+    if not mids:
+        raise SourceError(f"{path}: no 'LabelName,DisplayName' rows")
+    return mids
+
+
+def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    boxes_path, classes_path, image_dir = spec.args
+    mids = _read_class_names(classes_path)
+    wanted = {n.lower() for n in labels.openimages_names}
+    person_mids = {m for m, n in mids.items() if n.lower() in wanted}
+    if not person_mids:
+        raise SourceError(f"{classes_path}: none of {sorted(wanted)} is a class; set labels.openimages_names")
+    out = ParsedSource(spec)
+    per_image: dict[str, list[list[float]]] = {}
+    try:
+        with open(boxes_path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            need = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]
+            if header is None or any(c not in header for c in need):
+                raise SourceError(f"{boxes_path}: not an Open Images boxes csv (header needs {need}, got {header})")
+            col = {c: header.index(c) for c in header}
+            for lineno, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    key = row[0] if row else None
+                    out.rejects.append(reject_row(spec.name, key, None, "malformed_annotation",
+                                                  f"{Path(boxes_path).name} line {lineno}: {len(row)} fields, expected {len(header)}"))
+                    continue
+                if row[col["LabelName"]] not in person_mids:
+                    continue
+                key = row[col["ImageID"]]
+                path = str(Path(image_dir) / f"{key}.jpg")
+                try:
+                    x0, x1, y0, y1 = (_num(row[col[c]]) for c in ("XMin", "XMax", "YMin", "YMax"))
+                    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                        raise ValueError(f"box {x0},{y0},{x1},{y1} not inside [0, 1]")
+                except ValueError as exc:
+                    out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation",
+                                                  f"{Path(boxes_path).name} line {lineno}: {exc}"))
+                    continue
+                if labels.skip_crowd and "IsGroupOf" in col and row[col["IsGroupOf"]] == "1":
+                    out.rejects.append(reject_row(spec.name, key, path, "crowd_box", f"line {lineno}: IsGroupOf=1",
+                                                  [x0, y0, x1, y1]))
+                    continue
+                per_image.setdefault(key, []).append([x0, y0, x1, y1])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"{boxes_path}: cannot read ({exc})") from None
+    for key in sorted(per_image):
+        out.images.append(SourceImage(spec.name, key, str(Path(image_dir) / f"{key}.jpg"), per_image[key], None, True))
+    return out
+
+
+def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    ann_path, image_dir = spec.args
+    out = ParsedSource(spec)
+    box_key = labels.crowdhuman_box
+    n_ok = 0
+    try:
+        with open(ann_path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{ann_path}: not a text .odgt file ({exc})") from None
+    except OSError as exc:
+        raise SourceError(f"{ann_path}: cannot read ({exc.strerror or exc})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key = str(rec["ID"])
+            gts = rec["gtboxes"]
+            if not isinstance(gts, list):
+                raise TypeError("gtboxes is not a list")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            out.rejects.append(reject_row(spec.name, None, None, "malformed_annotation",
+                                          f"{Path(ann_path).name} line {lineno}: {exc!r}"))
+            continue
+        n_ok += 1
+        path = str(Path(image_dir) / f"{key}.jpg")
+        boxes = []
+        for j, g in enumerate(gts):
+            if not isinstance(g, dict) or g.get("tag") != "person":
+                continue  # "mask": crowd / reflection regions, not a person
+            try:
+                x, y, w, h = (_num(v) for v in g[box_key])
+                if w <= 0 or h <= 0:
+                    raise ValueError(f"empty box {g[box_key]}")
+            except (KeyError, TypeError, ValueError) as exc:
+                out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation",
+                                              f"line {lineno} gtboxes[{j}].{box_key}: {exc}"))
+                continue
+            extra = g.get("extra") or {}
+            if isinstance(extra, dict) and extra.get("ignore", 0):
+                out.rejects.append(reject_row(spec.name, key, path, "ignore_flagged", f"line {lineno} gtboxes[{j}]",
+                                              [x, y, x + w, y + h]))
+                continue
+            boxes.append([x, y, x + w, y + h])
+        if boxes:
+            out.images.append(SourceImage(spec.name, key, path, boxes))
+    if n_ok == 0 and out.rejects:
+        raise SourceError(f"{ann_path}: no valid CrowdHuman .odgt line ({out.rejects[0]['detail']})")
+    out.images.sort(key=lambda s: s.key)
+    return out
+
+
+def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    """Pascal VOC: one XML per image; <object><name>person</name><bndbox> 1-based pixel indices."""
+    import xml.etree.ElementTree as ET
+
+    ann_dir, image_dir = spec.args
+    files = sorted(Path(ann_dir).glob("*.xml"))
+    if not files:
+        raise SourceError(f"{ann_dir}: no Pascal VOC .xml annotation files")
+    wanted = {n.lower() for n in labels.coco_names}
+    out = ParsedSource(spec)
+    for f in files:
+        try:
+            root = ET.parse(f).getroot()
+            name = (root.findtext("filename") or f"{f.stem}.jpg").strip()
+            size = root.find("size")
+            wh = (int(float(size.findtext("width"))), int(float(size.findtext("height")))) if size is not None else None
+            if wh is not None and min(wh) <= 0:  # some VOC files state 0x0: no usable size
+                wh = None
+        except (ET.ParseError, OSError, TypeError, ValueError) as exc:
+            out.rejects.append(reject_row(spec.name, f.stem, None, "malformed_annotation", f"{f.name}: {exc}"))
+            continue
+        path = str(Path(image_dir) / name)
+        boxes = []
+        for j, obj in enumerate(root.iter("object")):
+            if (obj.findtext("name") or "").strip().lower() not in wanted:
+                continue
+            try:
+                bb = obj.find("bndbox")
+                x0, y0, x1, y1 = (_num(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+                if x1 <= x0 - 1 or y1 <= y0 - 1:
+                    raise ValueError(f"empty box {x0},{y0},{x1},{y1}")
+            except (AttributeError, TypeError, ValueError) as exc:
+                out.rejects.append(reject_row(spec.name, name, path, "malformed_annotation", f"{f.name} object {j}: {exc}"))
+                continue
+            box = [x0 - 1.0, y0 - 1.0, x1, y1]  # 1-based inclusive pixel indices -> continuous
+            if labels.skip_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+                out.rejects.append(reject_row(spec.name, name, path, "difficult_box", f"{f.name} object {j}", box))
+                continue
+            boxes.append(box)
+        if boxes:
+            out.images.append(SourceImage(spec.name, name, path, boxes, wh))
+    return out
+
+
+def parse_folder(spec: SourceSpec) -> ParsedSource:
+    (root,) = spec.args
+    out = ParsedSource(spec)
+    for p in list_images(root):
+        out.images.append(SourceImage(spec.name, p.relative_to(root).as_posix(), str(p), None))
+    return out
+
+
+def parse_source(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    if spec.kind == "coco":
+        return parse_coco(spec, labels)
+    if spec.kind == "openimages":
+        return parse_openimages(spec, labels)
+    if spec.kind == "crowdhuman":
+        return parse_crowdhuman(spec, labels)
+    if spec.kind == "voc":
+        return parse_voc(spec, labels)
+    return parse_folder(spec)

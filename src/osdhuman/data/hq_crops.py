@@ -1,0 +1,116 @@
+"""HQ training crops from an image folder or a PERSONA manifest (paper 4.2: 512x512 HQ crops;
+the LQ is synthesised on the training device by ``osdhuman.degradation``).
+
+Every random choice of an item (crop offset, flip, degradation seed) comes from
+(``seed``, epoch, index) alone, so it is the same whatever the number of DataLoader workers.
+Files that cannot be read are skipped with a warning naming the file; the item falls back
+to the next readable file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from osdhuman.imageio import ImageReadError, list_images, read_rgb
+
+__all__ = ["HQCropDataset", "read_manifest"]
+
+_MANIFEST_COLUMNS = ("selected", "split", "image_path")
+
+
+def read_manifest(path: str | Path, split: str) -> list[tuple[Path, str]]:
+    """(image file, key) of the rows with ``selected == True`` and ``split == split``."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ValueError(f"{path}: cannot read manifest ({exc})") from exc
+    missing = [c for c in _MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: manifest lacks column(s) {missing} (written by `osdhuman build-dataset`?)")
+    rows = df[(df["selected"].fillna(False).astype(bool)) & (df["split"] == split)]
+    rows = rows[rows["image_path"].notna()]
+    keys = rows["crop_id"].astype(str) if "crop_id" in rows.columns else rows["image_path"].map(lambda p: Path(p).stem)
+    return [(path.parent / str(p), str(k)) for p, k in zip(rows["image_path"], keys)]
+
+
+class HQCropDataset(Dataset):
+    """Square HQ crops in [-1, 1] with a per-item degradation seed.
+
+    source: an image folder (searched recursively; ``split`` ignored) or a ``manifest.parquet``.
+    size: crop side. Images with a shorter side below ``size`` are first upscaled (bicubic) so
+    that it equals ``size``. random_crop: random offset, else the centre crop. flip: random
+    horizontal flip with p 0.5. Random 512 crops from larger images also give the "LSDIR-style
+    random crops" ablation.
+
+    Items: ``dict(hq=(3, size, size) float32 in [-1, 1], key=str, seed=int)``; ``seed`` is a
+    deterministic per-item, per-epoch seed for the degradation (see :meth:`set_epoch`).
+    """
+
+    def __init__(self, source: str | Path, size: int = 512, split: str = "train", random_crop: bool = True,
+                 flip: bool = True, seed: int = 0):
+        source = Path(source)
+        if source.is_dir():
+            files = list_images(source)
+            self.items = [(f, f.relative_to(source).with_suffix("").as_posix()) for f in files]
+        elif source.suffix == ".parquet":
+            self.items = read_manifest(source, split)
+        else:
+            raise ValueError(f"{source}: not an image folder or a manifest .parquet file")
+        if not self.items:
+            raise ValueError(f"{source}: no images" + (f" with selected == True and split == {split!r}"
+                                                       if source.suffix == ".parquet" else ""))
+        self.source, self.size, self.split = source, int(size), split
+        self.random_crop, self.flip, self.seed = random_crop, flip, int(seed)
+        self.epoch = 0
+        self.bad: dict[str, str] = {}  # file -> reason, in this process
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new crops, flips and degradation seeds (call before each epoch, as with a sampler)."""
+        self.epoch = int(epoch)
+
+    def _load(self, i: int) -> tuple[np.ndarray, str]:
+        n = len(self.items)
+        for j in range(n):
+            path, key = self.items[(i + j) % n]
+            if str(path) in self.bad:
+                continue
+            try:
+                return read_rgb(path), key
+            except ImageReadError as exc:
+                self.bad[str(path)] = exc.reason
+                warnings.warn(f"HQCropDataset: skipping {path}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""),
+                              stacklevel=2)
+        raise RuntimeError(f"{self.source}: none of the {n} images can be read")
+
+    def __getitem__(self, i: int) -> dict:
+        img, key = self._load(int(i))  # (H, W, 3) uint8
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        s = self.size
+        h, w = img.shape[:2]
+        if min(h, w) < s:  # upscale so the shorter side is s
+            f = s / min(h, w)
+            nh, nw = max(s, round(h * f)), max(s, round(w * f))
+            img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC))
+            h, w = nh, nw
+        if self.random_crop:
+            top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        crop = img[top:top + s, left:left + s]
+        flip = bool(self.flip and rng.random() < 0.5)
+        if flip:
+            crop = crop[:, ::-1]
+        hq = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, s, s)
+        return {"hq": hq, "key": key, "seed": int(rng.integers(0, 2**62))}

@@ -1,0 +1,61 @@
+"""Real-ESRGAN second-order degradation (paper 4.2; FACTS.md section 4): fast, batched, per-image
+parameters, reproducible from one seed per image.
+
+Public API::
+
+    from osdhuman.degradation import DegradationConfig, Degrader, make_pairs, degrade_folder
+
+    cfg = DegradationConfig()                       # defaults = FACTS.md section 4 table
+    cfg = load_config(DegradationConfig, "configs/degradation.yaml")   # or from YAML
+    deg = Degrader(cfg)                             # no parameters, no state
+    lq = deg(hq, seeds)                             # hq (B, 3, H, W) float in [0, 1], seeds: B ints
+                                                    # -> lq (B, 3, H, W) float32 in [0, 1], 8-bit levels
+    lq, params = deg(hq, seeds, return_params=True) # params: list of ImageParams (.to_dict())
+    lq_m11, hq_m11 = make_pairs(hq_m11, seeds, deg) # training pairs in [-1, 1]
+    degrade_folder(hq_dir, lq_dir, seed=0)          # what `osdhuman degrade` runs
+
+An image's LQ depends only on (its pixels, its seed, the config): not on the batch it travels
+in. On a CPU (image by image, one thread per image, ``workers`` images in parallel) it is
+bit-identical run to run whatever the thread count. On CUDA the batch runs as one ragged
+canvas (per-image sizes, kernels and modes in batched ops); its noise comes from CUDA
+generators, so CPU and CUDA give different (equally distributed) LQs for one seed.
+Degrader(cfg, batched=True) runs the CUDA code path on a CPU (tests, debugging).
+"""
+
+from osdhuman.degradation.config import (
+    DegradationConfig,
+    FinalConfig,
+    KernelConfig,
+    NoiseConfig,
+    ResizeConfig,
+    StageConfig,
+)
+from osdhuman.degradation.folder import DegradeSummary, degrade_folder
+from osdhuman.degradation.kernels import build_kernels
+from osdhuman.degradation.params import (
+    ImageParams,
+    KernelParams,
+    NoiseParams,
+    ResizeParams,
+    sample_params,
+)
+from osdhuman.degradation.pipeline import Degrader, make_pairs
+
+__all__ = [
+    "DegradationConfig",
+    "DegradeSummary",
+    "Degrader",
+    "FinalConfig",
+    "ImageParams",
+    "KernelConfig",
+    "KernelParams",
+    "NoiseConfig",
+    "NoiseParams",
+    "ResizeConfig",
+    "ResizeParams",
+    "StageConfig",
+    "build_kernels",
+    "degrade_folder",
+    "make_pairs",
+    "sample_params",
+]

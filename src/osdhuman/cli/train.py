@@ -1,0 +1,69 @@
+"""`osdhuman train`: train OSDHuman (paper 3.2 / 4.2) with MSE + LPIPS + VSD on accelerate.
+
+    osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman \
+        [--max-steps N] [--resume latest|PATH] [--set key=value ...]
+
+Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m osdhuman.cli.train ARGS`` (or
+``torchrun --nproc_per_node N -m osdhuman.cli.train ARGS``, which also runs N CPU processes over
+gloo), ARGS being the same arguments as ``osdhuman train``. Each process takes batch_size
+images per micro-batch; checkpoints and logs are written by process 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from osdhuman.cli._common import add_config_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the OSDHuman restorer (MSE + LPIPS + VSD)",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+        "  osdhuman train --config configs/tiny.yaml --output-dir runs/tiny --max-steps 20\n"
+        "  osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman --set data.source=persona/manifest.parquet\n"
+        "  osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman --resume latest\n",
+    )
+    add_config_args(p)
+    p.add_argument("--output-dir", "-o", required=True, metavar="DIR",
+                   help="run folder: config.yaml, checkpoints/, tb/, metrics.jsonl, val/, final/")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps (overrides max_steps)")
+    p.add_argument("--resume", metavar="latest|PATH",
+                   help="continue the run in --output-dir from its newest checkpoint ('latest') or from a checkpoint folder")
+    p.add_argument("--device", metavar="DEV", help="'cpu' forces CPU (default: accelerate's choice)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from osdhuman.cli import UsageError
+    from osdhuman.cli._common import resolve_config
+    from osdhuman.models import WeightsError
+    from osdhuman.training import CheckpointError, LPIPSWeightsError, TrainConfig, TrainingError, train
+
+    extra = []
+    if args.max_steps is not None:
+        if args.max_steps < 0:
+            raise UsageError(f"--max-steps must be >= 0, got {args.max_steps}")
+        extra.append(f"max_steps={args.max_steps}")
+    if args.device:
+        extra.append(f"device={args.device}")
+    cfg = resolve_config(TrainConfig, args, extra)
+    try:
+        result = train(cfg, args.output_dir, resume=args.resume)
+    except (LPIPSWeightsError, TrainingError, CheckpointError, WeightsError) as exc:
+        print(f"osdhuman train: error: {exc}", file=sys.stderr)
+        return 1
+    if result.final_dir is not None:  # process 0 only
+        print(f"trained {result.step} steps; final weights: {result.final_dir} "
+              f"(use: osdhuman restore INPUT -o OUT --weights {result.final_dir})")
+    return 0
+
+
+if __name__ == "__main__":  # `accelerate launch -m osdhuman.cli.train ...`
+    from osdhuman.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,143 @@
+"""OSDHumanConfig: every knob of the one-step generator (paper 3.2, FACTS sections 1-2).
+
+The model is built from this dataclass alone (``build_osdhuman(cfg)``). ``base_model`` picks
+where the frozen Stable Diffusion weights come from:
+
+* ``"tiny"``        - the same architecture at toy width, random weights from ``seed``
+                      (tests and smoke runs; outputs come from an UNTRAINED model);
+* ``"sd21-random"`` - SD-2.1-base-sized modules with random weights (benchmarks, meta-device
+                      checks; also untrained);
+* a local diffusers folder (``unet/``, ``vae/``, optionally ``text_encoder/`` + ``tokenizer/``)
+  or a hub id such as ``stabilityai/stable-diffusion-2-1-base`` (``HF_HUB_OFFLINE`` honoured).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "RANDOM_BASE_MODELS",
+    "SD21_BASE_TEXT_ENCODER_CONFIG",
+    "SD21_BASE_UNET_CONFIG",
+    "SD21_BASE_VAE_CONFIG",
+    "SWIN_L_RAM",
+    "TINY_SWIN",
+    "TINY_TEXT_ENCODER_CONFIG",
+    "TINY_UNET_CONFIG",
+    "TINY_VAE_CONFIG",
+    "OSDHumanConfig",
+]
+
+RANDOM_BASE_MODELS = ("tiny", "sd21-random")
+
+# --- Stable Diffusion 2.1-base, as diffusers' config.json files spell them (no download) ---
+SD21_BASE_UNET_CONFIG: dict = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
+    "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "only_cross_attention": False, "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2,
+    "downsample_padding": 1, "mid_block_scale_factor": 1.0, "act_fn": "silu", "norm_num_groups": 32,
+    "norm_eps": 1e-5, "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20),
+    "dual_cross_attention": False, "use_linear_projection": True, "upcast_attention": False,
+}  # 865.9 M parameters
+
+SD21_BASE_VAE_CONFIG: dict = {
+    "in_channels": 3, "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "act_fn": "silu",
+    "latent_channels": 4, "norm_num_groups": 32, "sample_size": 512, "scaling_factor": 0.18215,
+}  # 83.65 M parameters (encoder 34.16 M, decoder 49.49 M)
+
+SD21_BASE_TEXT_ENCODER_CONFIG: dict = {  # OpenCLIP ViT-H text tower as SD-2.1 ships it
+    "vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
+    "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512,
+}
+
+# RAM's image encoder (FACTS section 2): Swin-L, 384x384 input, 195.2 M parameters.
+SWIN_L_RAM: dict = {
+    "img_size": 384, "patch_size": 4, "embed_dim": 192, "depths": (2, 2, 18, 2),
+    "num_heads": (6, 12, 24, 48), "window_size": 12, "mlp_ratio": 4.0, "qkv_bias": True, "out_dim": 512,
+}
+
+# --- tiny preset: same block types, toy widths (still /8 spatially, 4 latent channels) ---
+TINY_UNET_CONFIG: dict = {
+    "sample_size": 8, "in_channels": 4, "out_channels": 4, "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
+    "cross_attention_dim": 32, "attention_head_dim": (2, 4), "use_linear_projection": True,
+}
+
+TINY_VAE_CONFIG: dict = {
+    "in_channels": 3, "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "act_fn": "silu",
+    "latent_channels": 4, "norm_num_groups": 4, "sample_size": 64, "scaling_factor": 0.18215,
+}
+
+TINY_TEXT_ENCODER_CONFIG: dict = {
+    "vocab_size": 514, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32,
+    "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513,
+}
+
+TINY_SWIN: dict = {
+    "img_size": 64, "patch_size": 4, "embed_dim": 16, "depths": (1, 1, 2, 1),
+    "num_heads": (1, 2, 2, 4), "window_size": 2, "mlp_ratio": 2.0, "qkv_bias": True, "out_dim": 16,
+}
+
+
+@dataclass
+class OSDHumanConfig:
+    """Typed configuration of the OSDHuman generator (+ optional VSD regularizer adapter)."""
+
+    # where the frozen SD weights come from: "tiny" | "sd21-random" | local folder | hub id
+    base_model: str = "tiny"
+    revision: str | None = None  # hub revision (ignored for folders)
+    # LoRA (FACTS 1): rank 4 everywhere, alpha 8 (scale alpha/r = 2), gaussian init (B = 0)
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    lora_init: Literal["gaussian", "kaiming"] = "gaussian"
+    vae_lora_rank: int | None = None  # None -> lora_rank
+    train_conv_in: bool = True  # OSEDiff trains the whole conv_in weight [choose: same]
+    # one step at T_L (Eq. 2)
+    timestep: int = 999
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # latent of the LQ image: sample the VAE posterior or take its mode [choose]
+    latent_mode_train: Literal["sample", "mode"] = "sample"
+    latent_mode_infer: Literal["sample", "mode"] = "mode"
+    # prompt (paper Table 4): HFIE from LQ (default) / from HQ / a fixed text / the null prompt " "
+    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null"] = "hfie_lq"
+    text_prompt: str = ""
+    # RAM checkpoint (ram_swin_large_14m.pth) for HFIE's image encoder; None is allowed only
+    # for the random presets (tiny, sd21-random) or when loading saved weights that hold it
+    hfie_encoder_path: str | None = None
+    hfie_image_size: int = 384  # tiny preset uses TINY_SWIN["img_size"]
+    hfie_heads: int = 8  # MultiheadAttention heads [choose]
+    hfie_query_len: int = 77
+    # null-prompt embedding (VSD classifier-free guidance), computed once through the text
+    # encoder when the base model has one, then kept as a tensor
+    compute_null_prompt: bool = True
+    # seed for the random presets and for LoRA / HFIE head initialisation
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if not (0 <= self.timestep < self.num_train_timesteps):
+            raise ValueError(f"timestep must be in [0, {self.num_train_timesteps}), got {self.timestep}")
+
+    @property
+    def is_random(self) -> bool:
+        """True when the base weights are random (untrained) presets."""
+        return self.base_model in RANDOM_BASE_MODELS
+
+    @property
+    def effective_vae_lora_rank(self) -> int:
+        return self.vae_lora_rank if self.vae_lora_rank is not None else self.lora_rank

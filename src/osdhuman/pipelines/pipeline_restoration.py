@@ -1,0 +1,254 @@
+"""RestorationPipeline: OSDHuman one-step restoration of images of any size.
+
+    pipe = RestorationPipeline.from_pretrained("weights/", base_model="sd21-base/", hfie_encoder="ram_swin_large_14m.pth")
+    images = pipe([PIL.Image.open("person.jpg")]).images
+
+Steps of ``__call__`` (diffusers style):
+  1. inputs (PIL / uint8 or float arrays / tensors in [0,1]) -> (B,3,H,W) in [-1,1]
+  2. prompt p = HFIE(LQ) once per image, on the whole image (Eq. 5)
+  3. pad to a multiple of 8 (reflect)
+  4. z_L = VAE encoder (tiled above ``vae_tile_size``)
+  5. z_hat = Eq. 2 at t = 999 (latent tiles above ``tile_size``, smooth blending)
+  6. image = VAE decoder (tiled), crop back to H x W
+  7. colour fix (adain | wavelet | none) against the input
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman, load_osdhuman
+from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
+from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
+
+__all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PIPELINE_FILE = "pipeline_config.json"
+
+
+@dataclass
+class PipelineConfig:
+    """Inference settings (not part of the trained weights)."""
+
+    tile_size: int = 512  # pixels; images larger than this (either side) run in latent tiles
+    tile_overlap: int = 64  # pixels of overlap between tiles (blended smoothly)
+    vae_tile_size: int | None = None  # pixels for tiled VAE encode/decode; None -> tile_size
+    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: str = "auto"  # auto -> cuda, then mps, then cpu
+    seed: int = 0  # used only when the model samples the latent at inference
+    # VAE GroupNorm statistics when tiling: "global" = estimated once on a downscaled copy of
+    # the whole input and shared by all tiles (no colour shifts between tiles); "tile" = per
+    # tile. (UNet latent tiles always normalise per tile and are blended, as in OSEDiff.)
+    tile_norm: Literal["global", "tile"] = "global"
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 64 or self.tile_size % 8:
+            raise ValueError(f"tile_size must be a multiple of 8 and >= 64, got {self.tile_size}")
+        vt = self.vae_tile_size if self.vae_tile_size is not None else self.tile_size
+        if vt < 64 or vt % 8:
+            raise ValueError(f"vae_tile_size must be a multiple of 8 and >= 64, got {vt}")
+        if self.tile_overlap < 0 or self.tile_overlap % 8 or self.tile_overlap >= min(self.tile_size, vt):
+            raise ValueError(f"tile_overlap must be a multiple of 8, >= 0 and < the tile size, got {self.tile_overlap}")
+        if self.color_fix not in COLOR_FIXES:
+            raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
+
+
+@dataclass
+class RestorationOutput:
+    images: Any  # list of PIL images | list of uint8 (H,W,3) arrays | (B,3,H,W) tensor in [0,1]
+    untrained: bool = False  # True: produced by a random (untrained) preset - NOT a restoration
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _to_tensor(img: Any) -> torch.Tensor:
+    """One image -> (3,H,W) float32 in [0,1]."""
+    from PIL import Image
+
+    if isinstance(img, Image.Image):
+        img = np.asarray(img.convert("RGB"))
+    if isinstance(img, np.ndarray):
+        a = img
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H,W,3) image array, got shape {a.shape}")
+        a = a[..., :3]
+        t = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)
+        t = t.float() / 255.0 if a.dtype == np.uint8 else t.float()
+    elif torch.is_tensor(img):
+        t = img.detach()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ValueError(f"expected a (3,H,W) tensor, got shape {tuple(t.shape)}")
+        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    else:
+        raise TypeError(f"unsupported image type {type(img).__name__} (PIL image, numpy array or torch tensor)")
+    if t.min() < -1e-3 or t.max() > 1 + 1e-3:
+        raise ValueError("float images must be in [0, 1]")
+    return t.clamp(0, 1).cpu()
+
+
+class RestorationPipeline:
+    """Components: ``model`` (OSDHuman: vae, unet, prompt_extractor) + ``config`` (PipelineConfig)."""
+
+    def __init__(self, model: OSDHuman, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        self.model = model.eval()
+        self.device = resolve_device(self.config.device)
+        self.dtype = PRECISIONS[self.config.precision]
+        self._place()
+
+    # ---------------------------------------------------------------- components
+    @property
+    def components(self) -> dict[str, Any]:
+        return {"vae": self.model.vae, "unet": self.model.unet, "prompt_extractor": self.model.prompt_extractor}
+
+    @property
+    def untrained(self) -> bool:
+        return self.model.untrained
+
+    def _place(self) -> None:
+        m = self.model.to(device=self.device, dtype=self.dtype)
+        if self.dtype == torch.float16:
+            # the SD VAE overflows in fp16 (NaN / black images): keep it in fp32
+            m.vae.to(torch.float32)
+
+    def to(self, device: str | None = None, precision: str | None = None) -> RestorationPipeline:
+        self.config = replace(self.config, device=device or self.config.device, precision=precision or self.config.precision)
+        self.device = resolve_device(self.config.device)
+        self.dtype = PRECISIONS[self.config.precision]
+        self._place()
+        return self
+
+    # ---------------------------------------------------------------- loading / saving
+    @classmethod
+    def from_pretrained(
+        cls, weights: str | Path | None = None, *, base_model: str | None = None,
+        hfie_encoder: str | None = None, model_config: OSDHumanConfig | None = None, **pipeline_kwargs,
+    ) -> RestorationPipeline:
+        """``weights``: a folder written by ``save_pretrained`` / ``OSDHuman.save_weights`` /
+        training. Without it, a model with untrained (zero) LoRA is built from ``base_model``
+        (or ``model_config``). ``pipeline_kwargs`` override PipelineConfig fields."""
+        saved: dict = {}
+        if weights is not None:
+            model = load_osdhuman(weights, base_model=base_model, hfie_encoder_path=hfie_encoder)
+            pf = Path(weights) / PIPELINE_FILE
+            if pf.is_file():
+                saved = json.loads(pf.read_text())
+        else:
+            cfg = model_config or OSDHumanConfig()
+            if base_model is not None:
+                cfg = replace(cfg, base_model=base_model)
+            if hfie_encoder is not None:
+                cfg = replace(cfg, hfie_encoder_path=hfie_encoder)
+            model = build_osdhuman(cfg)
+        known = set(PipelineConfig.__dataclass_fields__)
+        merged = {k: v for k, v in {**saved, **pipeline_kwargs}.items() if k in known and v is not None}
+        return cls(model, PipelineConfig(**merged))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from osdhuman.config import to_dict
+
+        d = self.model.save_weights(directory)
+        (d / PIPELINE_FILE).write_text(json.dumps(to_dict(self.config), indent=2))
+        return d
+
+    # ---------------------------------------------------------------- the one step, any size
+    @torch.no_grad()
+    def restore_tensor(self, lq: torch.Tensor, generator: torch.Generator | None = None,
+                       tile_size: int | None = None, tile_overlap: int | None = None,
+                       vae_tile_size: int | None = None, color_fix: str | None = None) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1] (any H, W) -> restored (B,3,H,W) in [-1,1] float32."""
+        c = self.config
+        tile = (tile_size or c.tile_size) // 8
+        vtile = (vae_tile_size or c.vae_tile_size or tile_size or c.tile_size) // 8
+        ov = (c.tile_overlap if tile_overlap is None else tile_overlap) // 8
+        m = self.model
+        lq = lq.to(self.device, torch.float32)
+        _B, _, H, W = lq.shape
+        # 2. prompt from the whole LQ image
+        p = m.prompt_extractor(lq.to(self.dtype))  # (B,77,D)
+        # 3. pad to a multiple of 8
+        ph, pw = (-H) % 8, (-W) % 8
+        x = F.pad(lq, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
+        gh, gw = x.shape[-2] // 8, x.shape[-1] // 8
+        sample = m.config.latent_mode_infer == "sample"
+        shared = c.tile_norm == "global"
+        # 4. VAE encoder, tiled
+        enc = lambda t: m.encode_latent(t, sample=sample, generator=generator)
+        z = tiled_map(self._tiled_fn(enc, m.vae.encoder, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
+                      x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
+        # 5. Eq. 2 at t = 999, latent tiles
+        step = lambda t: m.predict_x0(t, p)
+        z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
+        # 6. decoder, tiled; crop
+        img = tiled_map(self._tiled_fn(m.decode, m.vae.decoder, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
+                        z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)
+        img = img[..., :H, :W].clamp(-1, 1)
+        # 7. colour fix
+        return apply_color_fix(img, lq, color_fix or c.color_fix)
+
+    @staticmethod
+    def _tiled_fn(fn, module, x, max_side: int, multiple: int, shared: bool):
+        """fn itself, or fn with GroupNorm statistics of a downscaled whole input (tiling)."""
+        if not shared:
+            return fn
+        stats = GroupNormStats(module)
+        stats.record(fn, downscale_to(x, max_side, multiple))
+        return stats.wrap(fn)
+
+    def __call__(self, images: Any, *, batch_size: int = 1, output_type: Literal["pil", "np", "pt"] = "pil",
+                 generator: torch.Generator | None = None, **kwargs) -> RestorationOutput:
+        """images: one or a list of PIL images, (H,W,3) arrays (uint8 or float in [0,1]),
+        (3,H,W) tensors or a (B,3,H,W) tensor in [0,1]. kwargs: tile_size, tile_overlap,
+        vae_tile_size, color_fix for this call."""
+        if torch.is_tensor(images) and images.ndim == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        tensors = [_to_tensor(im) for im in images]  # 1. each (3,H,W) in [0,1]
+        if generator is None and self.model.config.latent_mode_infer == "sample":
+            generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        results: list[torch.Tensor | None] = [None] * len(tensors)
+        i = 0
+        while i < len(tensors):  # batch consecutive images of the same size
+            j = i + 1
+            while j < len(tensors) and j - i < batch_size and tensors[j].shape == tensors[i].shape:
+                j += 1
+            batch = torch.stack(tensors[i:j]) * 2 - 1  # (b,3,H,W) in [-1,1]
+            out = self.restore_tensor(batch, generator=generator, **kwargs)
+            for k in range(j - i):
+                results[i + k] = ((out[k] + 1) * 0.5).clamp(0, 1).cpu()  # (3,H,W) in [0,1]
+            i = j
+        return RestorationOutput(images=_format(results, output_type), untrained=self.untrained)
+
+
+def _format(results: Sequence[torch.Tensor], output_type: str) -> Any:
+    if output_type == "pt":
+        return torch.stack(list(results)) if len({r.shape for r in results}) == 1 else list(results)
+    arrays = [(r.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8) for r in results]
+    if output_type == "np":
+        return arrays
+    if output_type == "pil":
+        from PIL import Image
+
+        return [Image.fromarray(a) for a in arrays]
+    raise ValueError(f"output_type must be pil | np | pt, got {output_type!r}")

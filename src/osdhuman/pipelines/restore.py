@@ -1,0 +1,283 @@
+"""``restore_paths``: restore image files / folders into an output folder (what
+``osdhuman restore`` runs), and ``weights_from_env`` for the demo.
+
+Environment variables (defaults for the CLI flags and the demo):
+  OSDHUMAN_WEIGHTS        folder of trained OSDHuman weights (osdhuman_weights.safetensors + osdhuman_config.json)
+  OSDHUMAN_BASE_MODEL     SD-2.1-base diffusers folder or hub id (stabilityai/stable-diffusion-2-1-base)
+  OSDHUMAN_HFIE_ENCODER   RAM checkpoint ram_swin_large_14m.pth (HFIE's image encoder)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from osdhuman.imageio import (
+    ImageReadError,
+    list_images,
+    read_rgb,
+    write_image,
+)
+
+__all__ = [
+    "ENV_BASE_MODEL",
+    "ENV_HFIE_ENCODER",
+    "ENV_WEIGHTS",
+    "HOW_TO",
+    "OutputCollisionError",
+    "RestoreConfig",
+    "RestoreReport",
+    "WeightsSetup",
+    "collect_inputs",
+    "demo_restore",
+    "plan_outputs",
+    "restore_paths",
+    "weights_from_env",
+]
+
+ENV_WEIGHTS = "OSDHUMAN_WEIGHTS"
+ENV_BASE_MODEL = "OSDHUMAN_BASE_MODEL"
+ENV_HFIE_ENCODER = "OSDHUMAN_HFIE_ENCODER"
+CONFIG_NAME = "restore_config.yaml"
+REPORT_NAME = "restore_report.json"
+
+
+@dataclass
+class RestoreConfig:
+    """Everything ``osdhuman restore`` needs; saved as OUTDIR/restore_config.yaml."""
+
+    weights: str | None = None  # trained weights folder; None -> untrained LoRA on base_model
+    base_model: str | None = None  # None -> the one saved with the weights, else "tiny"
+    hfie_encoder: str | None = None  # RAM checkpoint path (None -> saved path)
+    tile_size: int = 512
+    tile_overlap: int = 64
+    vae_tile_size: int | None = None
+    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: str = "auto"
+    batch_size: int = 1
+    ext: Literal["png", "jpg", "auto"] = "auto"  # auto: keep png/jpg/webp, else png
+    suffix: str = ""
+    recursive: bool = False
+    jpeg_quality: int = 95
+    seed: int = 0
+
+
+@dataclass
+class RestoreReport:
+    restored: list[tuple[str, str]] = field(default_factory=list)  # (input, output)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+    untrained: bool = False
+    seconds: float = 0.0
+    out_dir: str = ""
+
+    def to_dict(self) -> dict:
+        return {"restored": [{"input": a, "output": b} for a, b in self.restored],
+                "failed": [{"input": a, "reason": b} for a, b in self.failed],
+                "untrained_model": self.untrained, "seconds": round(self.seconds, 3)}
+
+
+class OutputCollisionError(ValueError):
+    """An output path would overwrite an input file (nothing was written)."""
+
+
+# ---------------------------------------------------------------------------------------
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Files and folders -> [(file, relative output stem path)], [(missing, reason)]."""
+    found: list[tuple[Path, Path]] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in list_images(p, recursive=recursive):
+                found.append((f, f.relative_to(p)))
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            missing.append((str(p), "missing_file"))
+    return found, missing
+
+
+def _out_ext(src: Path, ext: str) -> str:
+    if ext != "auto":
+        return "." + ext
+    s = src.suffix.lower()
+    return s if s in (".png", ".jpg", ".jpeg", ".webp") else ".png"
+
+
+def plan_outputs(files: list[tuple[Path, Path]], out_dir: Path, ext: str, suffix: str) -> list[Path]:
+    """One output path per input; refuses (OutputCollisionError) to overwrite any input and
+    de-duplicates clashing names (``name-2.png``)."""
+    inputs = {f.resolve() for f, _ in files}
+    used: set[Path] = set()
+    outs = []
+    for src, rel in files:
+        base = out_dir / rel.parent / f"{rel.stem}{suffix}"
+        e = _out_ext(src, ext)
+        cand, n = base.with_name(base.name + e), 2
+        while cand.resolve() in used:
+            cand = base.with_name(f"{base.name}-{n}{e}")
+            n += 1
+        if cand.resolve() in inputs:
+            raise OutputCollisionError(
+                f"{cand}: writing here would overwrite an input image; choose another output folder "
+                f"(-o) or a suffix (--suffix _restored)")
+        used.add(cand.resolve())
+        outs.append(cand)
+    return outs
+
+
+def restore_paths(
+    inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
+    pipeline=None, progress: bool = True, log=None,
+) -> RestoreReport:
+    """Restore every image in ``inputs`` (files or folders) into ``out_dir``.
+
+    Unreadable files are skipped and listed in the report (and OUTDIR/restore_report.json);
+    the resolved config is saved as OUTDIR/restore_config.yaml. Never writes over an input.
+    """
+    from tqdm.auto import tqdm
+
+    from osdhuman.config import save_config
+    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
+
+    cfg = cfg or RestoreConfig()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out_dir = Path(out_dir)
+    files, failed = collect_inputs(inputs, cfg.recursive)
+    outs = plan_outputs(files, out_dir, cfg.ext, cfg.suffix)
+    report = RestoreReport(failed=list(failed), out_dir=str(out_dir))
+    t0 = time.perf_counter()
+    if pipeline is None:
+        if cfg.weights is None and cfg.base_model is None:
+            from osdhuman.models import WeightsError
+
+            raise WeightsError("no weights configured (RestoreConfig.weights and .base_model are both unset).\n" + HOW_TO)
+        pipeline = RestorationPipeline.from_pretrained(
+            cfg.weights, base_model=cfg.base_model,
+            hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
+            vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
+            device=cfg.device, seed=cfg.seed)
+    report.untrained = bool(pipeline.untrained)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / CONFIG_NAME)
+    if report.untrained:
+        log("osdhuman restore: WARNING: the model is an untrained random preset "
+            f"({pipeline.model.config.base_model!r}); outputs are NOT restorations")
+    bar = tqdm(total=len(files), desc="restore", unit="img", disable=not progress)
+    pending: list[tuple[Path, Path, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            res = pipeline([a for _, _, a in pending], batch_size=cfg.batch_size, output_type="np").images
+        except Exception as exc:  # noqa: BLE001 - one failed batch (e.g. OOM) is recorded; the job goes on
+            for src, _, _ in pending:
+                report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
+                bar.update(1)
+            pending.clear()
+            return
+        for (src, dst, _), arr in zip(pending, res):
+            try:
+                write_image(arr, dst, quality=cfg.jpeg_quality)
+                report.restored.append((str(src), str(dst)))
+            except OSError as exc:
+                report.failed.append((str(src), f"write_failed: {exc}"))
+            bar.update(1)
+        pending.clear()
+
+    for (src, _), dst in zip(files, outs):
+        try:
+            arr = read_rgb(src)
+        except ImageReadError as exc:
+            report.failed.append((str(src), exc.reason))
+            log(f"osdhuman restore: skipped {exc}")
+            bar.update(1)
+            continue
+        if pending and (len(pending) >= cfg.batch_size or pending[0][2].shape != arr.shape):
+            flush()
+        pending.append((src, dst, arr))
+    flush()
+    bar.close()
+    report.seconds = time.perf_counter() - t0
+    (out_dir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass
+class WeightsSetup:
+    weights: str | None
+    base_model: str | None
+    hfie_encoder: str | None
+    configured: bool
+    message: str
+
+
+HOW_TO = (
+    "To restore with OSDHuman, supply real weights:\n"
+    f"  {ENV_WEIGHTS}=DIR        trained OSDHuman weights (osdhuman_weights.safetensors + osdhuman_config.json,\n"
+    "                             written by `osdhuman train` or OSDHuman.save_weights)\n"
+    f"  {ENV_BASE_MODEL}=DIR     Stable Diffusion 2.1-base in diffusers layout, e.g.\n"
+    "                             `huggingface-cli download stabilityai/stable-diffusion-2-1-base --local-dir DIR`\n"
+    f"  {ENV_HFIE_ENCODER}=FILE  RAM's ram_swin_large_14m.pth (HFIE image encoder), from\n"
+    "                             https://huggingface.co/xinyu1205/recognize_anything_model\n"
+    "or pass --weights / --base-model / --hfie-encoder to `osdhuman restore`."
+)
+
+
+def weights_from_env(env: dict | None = None) -> WeightsSetup:
+    """Are real OSDHuman weights configured through the environment? (for ``make demo``)"""
+    env = os.environ if env is None else env
+    w, b, h = env.get(ENV_WEIGHTS) or None, env.get(ENV_BASE_MODEL) or None, env.get(ENV_HFIE_ENCODER) or None
+    problems = []
+    saved: dict = {}
+    if not w:
+        problems.append(f"{ENV_WEIGHTS} is not set")
+    elif not (Path(w) / "osdhuman_config.json").is_file():
+        problems.append(f"{ENV_WEIGHTS}={w}: no osdhuman_config.json there")
+    else:
+        try:
+            saved = json.loads((Path(w) / "osdhuman_config.json").read_text()).get("config", {})
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append(f"{w}/osdhuman_config.json unreadable ({exc})")
+    base = b or saved.get("base_model")
+    if saved and base in ("tiny", "sd21-random"):
+        problems.append(f"the weights in {w} were trained on the random preset {base!r}")
+    elif not base:
+        problems.append(f"{ENV_BASE_MODEL} is not set")
+    elif b and Path(b).expanduser().exists() is False and (b.startswith((".", "/", "~")) or b.count("/") != 1):
+        problems.append(f"{ENV_BASE_MODEL}={b}: folder not found")
+    if saved.get("prompt_source", "hfie_lq").startswith("hfie"):
+        enc = h or saved.get("hfie_encoder_path")
+        if not enc:
+            problems.append(f"{ENV_HFIE_ENCODER} is not set")
+        elif not Path(enc).is_file():
+            problems.append(f"HFIE encoder {enc}: file not found")
+    ok = not problems
+    msg = ("real OSDHuman weights configured" if ok else
+           "restoration skipped: no real weights (" + "; ".join(problems) + ").\n" + HOW_TO)
+    return WeightsSetup(w, base, h, ok, msg)
+
+
+def demo_restore(inputs: Sequence[str | Path], out_dir: str | Path, env: dict | None = None, log=print) -> int:
+    """The demo's restore step: restore ``inputs`` into ``out_dir`` when real weights are
+    configured through the environment; otherwise say plainly that it was skipped and how to
+    supply weights. Returns 0 (restored or skipped), 1 if nothing could be restored."""
+    setup = weights_from_env(env)
+    if not setup.configured:
+        log(f"[restore] {setup.message}")
+        return 0
+    cfg = RestoreConfig(weights=setup.weights, base_model=setup.base_model, hfie_encoder=setup.hfie_encoder)
+    report = restore_paths(inputs, out_dir, cfg)
+    log(f"[restore] restored {len(report.restored)} image(s) into {out_dir}; {len(report.failed)} skipped")
+    return 0 if report.restored else 1

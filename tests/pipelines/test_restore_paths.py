@@ -1,0 +1,91 @@
+"""restore_paths (files / folders -> OUTDIR) and weights_from_env."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from osdhuman.pipelines import (
+    ENV_BASE_MODEL,
+    ENV_HFIE_ENCODER,
+    ENV_WEIGHTS,
+    OutputCollisionError,
+    RestoreConfig,
+    restore_paths,
+    weights_from_env,
+)
+
+
+@pytest.fixture()
+def folder(tmp_path, astronaut):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut[:72, :64]).save(d / "a.png")
+    Image.fromarray(astronaut[100:164, 50:130]).save(d / "b.jpg", quality=95)
+    Image.fromarray(astronaut[200:256, :56]).save(d / "sub" / "c.webp")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (d / "notes.txt").write_text("ignored: not an image extension")
+    return d
+
+
+def test_folder_with_corrupt_file(tiny_pipe, folder, tmp_path):
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    cfg = RestoreConfig(base_model="tiny", batch_size=2, suffix="_r")
+    rep = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == ["a_r.png", "b_r.jpg", "restore_config.yaml", "restore_report.json"]
+    assert len(rep.failed) == 1 and rep.failed[0][0].endswith("broken.png")
+    assert rep.failed[0][1] in ("corrupt_image", "truncated_image", "not_an_image")
+    assert len(rep.restored) == 2 and rep.untrained
+    assert np.asarray(Image.open(out / "a_r.png")).shape == (72, 64, 3)
+    report = json.loads((out / "restore_report.json").read_text())
+    assert report["failed"][0]["input"].endswith("broken.png") and report["untrained_model"] is True
+    assert "suffix: _r" in (out / "restore_config.yaml").read_text()
+    assert before == {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}  # inputs untouched
+    # recursive keeps the sub-folder layout; --ext png
+    rep2 = restore_paths([folder], tmp_path / "out2", RestoreConfig(base_model="tiny", recursive=True, ext="png"),
+                         pipeline=tiny_pipe, progress=False, log=lambda m: None)
+    assert (tmp_path / "out2" / "sub" / "c.png").is_file() and len(rep2.restored) == 3
+
+
+def test_never_overwrites_inputs(tiny_pipe, folder):
+    with pytest.raises(OutputCollisionError, match="overwrite an input"):
+        restore_paths([folder / "a.png"], folder, RestoreConfig(base_model="tiny"), pipeline=tiny_pipe, progress=False)
+    assert Image.open(folder / "a.png").size == (64, 72)
+    # with a suffix the same folder is fine
+    rep = restore_paths([folder / "a.png"], folder, RestoreConfig(base_model="tiny", suffix="_restored"),
+                        pipeline=tiny_pipe, progress=False, log=lambda m: None)
+    assert rep.restored == [(str(folder / "a.png"), str(folder / "a_restored.png"))]
+
+
+def test_missing_and_duplicate_names(tiny_pipe, folder, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(folder / "a.png").save(other / "a.png")
+    rep = restore_paths([folder / "a.png", other / "a.png", tmp_path / "absent.png"], tmp_path / "o",
+                        RestoreConfig(base_model="tiny"), pipeline=tiny_pipe, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.png")) == ["a-2.png", "a.png"]
+    assert rep.failed == [(str(tmp_path / "absent.png"), "missing_file")]
+
+
+def test_weights_from_env(tmp_path):
+    s = weights_from_env({})
+    assert not s.configured
+    for name in (ENV_WEIGHTS, ENV_BASE_MODEL, ENV_HFIE_ENCODER, "huggingface"):
+        assert name in s.message
+    # weights trained on the tiny preset are not real weights
+    from osdhuman.models import OSDHumanConfig, build_osdhuman
+
+    build_osdhuman(OSDHumanConfig(base_model="tiny", compute_null_prompt=False)).save_weights(tmp_path / "w")
+    s = weights_from_env({ENV_WEIGHTS: str(tmp_path / "w")})
+    assert not s.configured and "random preset" in s.message
+    # a complete (fake) real setup
+    meta = json.loads((tmp_path / "w" / "osdhuman_config.json").read_text())
+    meta["config"]["base_model"] = "stabilityai/stable-diffusion-2-1-base"
+    (tmp_path / "w" / "osdhuman_config.json").write_text(json.dumps(meta))
+    (tmp_path / "ram.pth").write_bytes(b"x")
+    s = weights_from_env({ENV_WEIGHTS: str(tmp_path / "w"), ENV_HFIE_ENCODER: str(tmp_path / "ram.pth")})
+    assert s.configured, s.message
+    s = weights_from_env({ENV_WEIGHTS: str(tmp_path / "w")})
+    assert not s.configured and ENV_HFIE_ENCODER in s.message

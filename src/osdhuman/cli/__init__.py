@@ -16,7 +16,11 @@ from osdhuman import __version__
 
 # module name in osdhuman.cli -> one per subcommand group (a module may register several)
 COMMAND_MODULES = [
+    "train",
     "build_dataset",
+    "restore",
+    "degrade",
+    "evaluate",
 ]
 
 

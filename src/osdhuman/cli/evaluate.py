@@ -1,0 +1,142 @@
+"""``osdhuman evaluate`` (paper Table 2) and ``osdhuman dataset-quality`` (paper Table 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from osdhuman.cli._common import add_config_args, resolve_config
+
+EVAL_EPILOG = """metrics (--metrics, comma-separated names or one preset):
+  paper-val   dists,lpips,psnr_y,ssim_y,fid,clipiqa,maniqa,musiq,niqe (PERSONA-Val, needs --reference)
+  paper-test  clipiqa,maniqa,musiq,niqe (PERSONA-Test, no reference)
+  offline     psnr_y,ssim_y,niqe,brisque,piqe (no download, no pyiqa needed)
+  also: lpips dists fid clipiqa maniqa musiq niqe brisque piqe laplacian_var psnr_y ssim_y
+A metric whose weights are not on disk is reported n/a with the file it needs; the rest run.
+
+example:
+  osdhuman evaluate --method OSDHuman=out/osdhuman --method OSEDiff=out/osediff \\
+      --reference persona/val/hq --metrics paper-val -o eval/val
+"""
+
+DQ_EPILOG = """example:
+  osdhuman dataset-quality --dataset PERSONA=persona/images/train --dataset COCO=coco_person -o eval/datasets
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="score restored folders against HQ references (paper Table 2)",
+        description="Score each method's restored images (paired with --reference by file stem) and write "
+                    "per_image.csv, summary.json, table.md (paper Table 2 layout), plots/<metric>.png, "
+                    "issues.csv and the resolved settings to OUTDIR.", epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--method", action="append", default=[], metavar="NAME=DIR", required=True,
+                   help="a method's restored images (repeatable; rows of the table, in this order)")
+    p.add_argument("--reference", metavar="HQ_DIR", help="HQ images, paired with results by file stem")
+    _common(p)
+    p.add_argument("--title", help="table title (default: the reference folder's name)")
+    p.add_argument("--merge-with", action="append", default=[], metavar="EARLIER_OUTDIR",
+                   help="also write table_merged.md: the column groups of earlier evaluate outputs, then this "
+                        "one (e.g. PERSONA-Val beside PERSONA-Test, as the paper's Table 2)")
+    p.set_defaults(func=run_evaluate)
+
+    q = subparsers.add_parser(
+        "dataset-quality", help="no-reference IQA means per dataset (paper Table 1)",
+        description="No-reference IQA means per dataset folder (default BRISQUE, NIQE, CLIPIQA, MANIQA, MUSIQ) "
+                    "in the paper's Table 1 layout; metrics without local weights are marked n/a.", epilog=DQ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR", required=True,
+                   help="a dataset's image folder (repeatable; rows of the table)")
+    _common(q)
+    q.add_argument("--max-images", type=int, metavar="N", help="score an evenly spaced subset of N images per dataset")
+    q.set_defaults(func=run_dataset_quality)
+
+
+def _common(p) -> None:
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--metrics", metavar="LIST|PRESET", help="metric names, comma-separated, or a preset (see below)")
+    p.add_argument("--backend", choices=["auto", "pyiqa", "offline"], help="metric implementation (default auto)")
+    p.add_argument("--device", help="auto (default: cuda when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default 8)")
+    p.add_argument("--digits", choices=["paper", "sig4"], help="number format of the table (default paper)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_args(p)
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    from osdhuman.cli import UsageError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise UsageError(f"{flag} {item!r}: expected NAME=DIR")
+        if name in out:
+            raise UsageError(f"{flag} {name!r} given twice")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _overrides(args) -> list[str]:
+    extra = []
+    if args.metrics is not None:
+        extra.append(f"metrics={json.dumps([m.strip() for m in args.metrics.split(',') if m.strip()])}")
+    for attr in ("backend", "device", "batch_size", "digits", "title", "max_images"):
+        v = getattr(args, attr, None)
+        if v is not None:
+            extra.append(f"{attr}={json.dumps(v)}")
+    return extra
+
+
+def _report(result, what: str) -> None:
+    print(result.table)
+    kinds: dict[str, int] = {}
+    for i in result.issues:
+        kinds[i.kind] = kinds.get(i.kind, 0) + 1
+    if kinds:
+        print("issues: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+              + f" (details in {result.out_dir / 'issues.csv'})", file=sys.stderr)
+        for i in result.issues[:10]:
+            print(f"  [{i.kind}] {i.group}/{i.key}: {i.detail}", file=sys.stderr)
+    for n, why in result.unavailable.items():
+        print(f"unavailable: {n}: {why}", file=sys.stderr)
+    print(f"{what} written to {result.out_dir}/ (table.md, summary.json, per_image.csv, plots/)")
+
+
+def run_evaluate(args) -> int:
+    from pathlib import Path
+
+    from osdhuman.cli import UsageError
+    from osdhuman.evaluation import EvaluateConfig, evaluate_methods, merged_table
+
+    methods = _pairs(args.method, "--method")
+    cfg = resolve_config(EvaluateConfig, args, _overrides(args))
+    for d in args.merge_with:
+        if not (Path(d) / "summary.json").is_file():
+            raise UsageError(f"--merge-with {d}: no summary.json there (not an evaluate output folder)")
+    try:
+        result = evaluate_methods(methods, args.reference, args.out, cfg, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    _report(result, "evaluation")
+    if args.merge_with:
+        table = merged_table([*args.merge_with, args.out], digits=cfg.digits)
+        (Path(args.out) / "table_merged.md").write_text(table)
+        print(table)
+    return 0
+
+
+def run_dataset_quality(args) -> int:
+    from osdhuman.cli import UsageError
+    from osdhuman.evaluation import DatasetQualityConfig, dataset_quality
+
+    datasets = _pairs(args.dataset, "--dataset")
+    cfg = resolve_config(DatasetQualityConfig, args, _overrides(args))
+    try:
+        result = dataset_quality(datasets, args.out, cfg, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    _report(result, "dataset quality")
+    return 0

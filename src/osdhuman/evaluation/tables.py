@@ -1,0 +1,98 @@
+"""Markdown tables in the paper's layouts: methods (or datasets) as rows, metrics as columns,
+the best value of each column in **bold** and the second best <u>underlined</u>, each by that
+metric's direction (Table 2 marks them in red and cyan; Table 1 bolds the best)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from osdhuman.iqa import METRICS
+
+__all__ = ["ColumnGroup", "format_value", "markdown_table", "rank_marks"]
+
+
+@dataclass
+class ColumnGroup:
+    """One block of columns (e.g. PERSONA-Val): row name -> metric -> value."""
+
+    title: str
+    metrics: list[str]
+    values: dict[str, dict[str, float]]
+    unavailable: dict[str, str] | None = None  # metric -> why (column shows n/a)
+
+
+def format_value(value: float | None, metric: str, digits: str = "paper") -> str:
+    """As the paper prints it. "paper": the decimals of Table 2 (PSNR 2, others 4, keeping
+    trailing zeros: 3.5750). "sig4": 4 significant digits without the leading zero of values
+    below 1 (.1414, 22.41, 76.13, 3.575), the style of FACTS.md."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if digits == "paper":
+        return f"{value:.{METRICS[metric].decimals}f}"
+    if digits == "sig4":
+        mag = math.floor(math.log10(abs(value))) if value != 0 else 0
+        dec = max(0, 3 - mag)
+        s = f"{value:.{dec}f}"
+        if s.startswith("0."):
+            s = s[1:]
+        elif s.startswith("-0."):
+            s = "-" + s[2:]
+        return s
+    raise ValueError(f"digits must be 'paper' or 'sig4', got {digits!r}")
+
+
+def rank_marks(values: dict[str, float], lower_better: bool) -> dict[str, str]:
+    """row -> "best" | "second" | "" by the metric's direction (ties share a rank; NaN unranked)."""
+    finite = sorted({v for v in values.values() if v is not None and not math.isnan(v)}, reverse=not lower_better)
+    marks = {}
+    for row, v in values.items():
+        if v is None or math.isnan(v):
+            marks[row] = ""
+        elif v == finite[0]:
+            marks[row] = "best"
+        elif len(finite) > 1 and v == finite[1]:
+            marks[row] = "second"
+        else:
+            marks[row] = ""
+    return marks
+
+
+def markdown_table(groups: list[ColumnGroup], rows: list[str], digits: str = "paper", row_header: str = "Method",
+                   mark_second: bool = True) -> str:
+    """A Markdown table: one header row naming each column (group title prefixed when there
+    are several groups), one row per ``rows`` entry, marks per column, footnotes for n/a."""
+    header = [row_header]
+    cells: dict[str, list[str]] = {r: [r] for r in rows}
+    notes: list[str] = []
+    for g in groups:
+        for m in g.metrics:
+            spec = METRICS[m]
+            arrow = "↓" if spec.lower_better else "↑"
+            header.append((f"{g.title} " if len(groups) > 1 and g.title else "") + f"{spec.label} {arrow}")
+            col = {r: g.values.get(r, {}).get(m) for r in rows}
+            col = {r: (float("nan") if v is None else float(v)) for r, v in col.items()}
+            marks = rank_marks(col, spec.lower_better)
+            for r in rows:
+                s = format_value(col[r], m, digits)
+                if marks[r] == "best":
+                    s = f"**{s}**"
+                elif marks[r] == "second" and mark_second:
+                    s = f"<u>{s}</u>"
+                cells[r].append(s)
+            why = (g.unavailable or {}).get(m)
+            if why:
+                notes.append(f"- {spec.label}{' (' + g.title + ')' if g.title else ''}: n/a, {why}")
+    lines = []
+    if len(groups) == 1 and groups[0].title:
+        lines.append(f"**{groups[0].title}**\n")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(cells[r]) + " |")
+    legend = "Best in **bold**" + (", second best <u>underlined</u>" if mark_second else "") + \
+        " (by each metric's direction: ↓ lower is better, ↑ higher is better)."
+    lines += ["", legend]
+    if notes:
+        lines += [""] + notes
+    return "\n".join(lines) + "\n"

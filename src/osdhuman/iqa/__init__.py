@@ -1,0 +1,25 @@
+"""Image quality metrics: one table (:data:`METRICS`), offline implementations that need no
+download (PSNR-Y, SSIM-Y, NIQE, BRISQUE, PIQE, Laplacian variance) and pyiqa as an optional
+backend used only when its weights are already on disk.
+
+    from osdhuman.iqa import get_metric
+    m = get_metric("niqe")            # m.record.backend says which backend runs it
+    scores = m(images)                # (N, 3, H, W) float RGB in [0, 1] -> (N,) on CPU
+"""
+
+from osdhuman.iqa.metric import Metric, SetMetric, get_metric
+from osdhuman.iqa.records import BACKENDS, METRICS, PRESETS, MetricRecord, MetricSpec
+from osdhuman.iqa.weights import MetricUnavailable, WeightFile
+
+__all__ = [
+    "BACKENDS",
+    "METRICS",
+    "PRESETS",
+    "Metric",
+    "MetricRecord",
+    "MetricSpec",
+    "MetricUnavailable",
+    "SetMetric",
+    "WeightFile",
+    "get_metric",
+]

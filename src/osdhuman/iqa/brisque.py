@@ -1,0 +1,168 @@
+"""BRISQUE (Mittal, Moorthy & Bovik, IEEE TIP 2012), offline.
+
+36 natural-scene-statistics features (MSCN coefficients and their 4 neighbour products at two
+scales, each fitted by an asymmetric generalised Gaussian), scaled to [-1, 1] and regressed by
+an RBF epsilon-SVR. The SVR is the model shipped by the ``brisque`` PyPI package (Apache-2.0),
+read at run time from the installed package (never vendored, never unpickled with code
+execution): ``models/svm.txt`` (libsvm text format) and ``models/normalize.pickle`` (feature
+ranges, read with an unpickler that refuses every global). The features follow that package's
+definition, the one its SVR was trained on: skimage gray in [0, 1], zero-padded 7x7 Gaussian
+(sigma 7/6), C = 1/255, non-circular neighbour products, continuous AGGD shape solve, and a
+bicubic (OpenCV) half-size second scale. Scores are therefore on that package's scale, not on
+pyiqa's (LIVE-trained) BRISQUE scale used by the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from osdhuman.iqa.color import rgb_to_gray_skimage
+from osdhuman.iqa.filters import filter2d_separable, gaussian_window
+from osdhuman.iqa.weights import MetricUnavailable
+
+__all__ = ["SVRModel", "brisque_features", "brisque_fn", "load_brisque_package_model"]
+
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module, name):  # plain dict / list / float only
+        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+
+
+class SVRModel:
+    """RBF epsilon-SVR: f(x) = sum_i coef_i exp(-gamma |x - sv_i|^2) - rho."""
+
+    def __init__(self, sv: np.ndarray, coef: np.ndarray, gamma: float, rho: float, lo: np.ndarray, hi: np.ndarray):
+        self.sv = torch.from_numpy(sv)  # (S, D)
+        self.coef = torch.from_numpy(coef)  # (S,)
+        self.gamma, self.rho = gamma, rho
+        self.lo, self.hi = torch.from_numpy(lo), torch.from_numpy(hi)  # (D,)
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        f = feats.to(torch.float64)
+        x = -1.0 + 2.0 * (f - self.lo.to(f)) / (self.hi.to(f) - self.lo.to(f))  # (N, D)
+        d2 = torch.cdist(x, self.sv.to(f)) ** 2  # (N, S)
+        return torch.exp(-self.gamma * d2) @ self.coef.to(f) - self.rho
+
+
+def _parse_libsvm(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    header, coefs, rows = {}, [], []
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines) and lines[i].strip() != "SV":
+        k, _, v = lines[i].partition(" ")
+        header[k] = v.strip()
+        i += 1
+    for line in lines[i + 1:]:
+        parts = line.split()
+        if not parts:
+            continue
+        coefs.append(float(parts[0]))
+        row = np.zeros(dims)
+        for item in parts[1:]:
+            j, _, v = item.partition(":")
+            row[int(j) - 1] = float(v)
+        rows.append(row)
+    if header.get("svm_type") != "epsilon_svr" or header.get("kernel_type") != "rbf":
+        raise ValueError(f"{path}: expected an RBF epsilon-SVR, got {header.get('svm_type')}/{header.get('kernel_type')}")
+    return np.stack(rows), np.array(coefs), float(header["gamma"]), float(header["rho"])
+
+
+def load_brisque_package_model() -> SVRModel:
+    """The SVR of the installed ``brisque`` package (optional dependency)."""
+    spec = importlib.util.find_spec("brisque")
+    if spec is None or not spec.submodule_search_locations:
+        raise MetricUnavailable("brisque", "the offline BRISQUE model comes from the `brisque` package: "
+                                "pip install brisque (Apache-2.0)")
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    svm, norm = models / "svm.txt", models / "normalize.pickle"
+    for p in (svm, norm):
+        if not p.is_file():
+            raise MetricUnavailable("brisque", f"missing {p} (reinstall the `brisque` package)")
+    with open(norm, "rb") as fh:
+        ranges = _NoGlobals(fh).load()
+    lo = np.asarray(ranges["min_"], dtype=np.float64)
+    hi = np.asarray(ranges["max_"], dtype=np.float64)
+    sv, coef, gamma, rho = _parse_libsvm(svm, lo.size)
+    return SVRModel(sv, coef, gamma, rho, lo, hi)
+
+
+def _phi(a: torch.Tensor) -> torch.Tensor:
+    return torch.exp(2 * torch.lgamma(2 / a) - torch.lgamma(1 / a) - torch.lgamma(3 / a))
+
+
+def _aggd_continuous(x: torch.Tensor) -> torch.Tensor:
+    """(alpha, mean, sigma_l^2, sigma_r^2) per row of x (B, M); alpha solves
+    phi(alpha) = R_hat exactly (bisection on the monotone phi), sigma_r over x >= 0."""
+    neg, pos = x < 0, x >= 0
+    ls = ((x * x) * neg).sum(-1) / neg.sum(-1)
+    rs = ((x * x) * pos).sum(-1) / pos.sum(-1)
+    g = ls.sqrt() / rs.sqrt()
+    rhat = x.abs().mean(-1) ** 2 / (x * x).mean(-1)
+    target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
+    lo = torch.full_like(target, np.log(0.02))
+    hi = torch.full_like(target, np.log(60.0))
+    for _ in range(70):  # phi is increasing in alpha
+        mid = (lo + hi) / 2
+        up = _phi(mid.exp()) < target
+        lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
+    alpha = ((lo + hi) / 2).exp()
+    k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
+    mean = (rs.sqrt() - ls.sqrt()) * k * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
+    return torch.stack([alpha, mean, ls, rs], dim=-1)  # (B, 4)
+
+
+def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """18 features of one scale. gray: (N, 1, H, W) float64 in [0, 1], window: the (7,) factor
+    of the separable Gaussian -> (N, 18)."""
+    mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
+    sd = (mu * mu - filter2d_separable(gray * gray, window, "zeros")).abs().sqrt()
+    d = gray - mu
+    # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
+    # would depend on the summation order; it is exactly 0 there
+    d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
+    m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
+    n = m.shape[0]
+    base = _aggd_continuous(m.reshape(n, -1))
+    feats = [base[:, 0], (base[:, 2] + base[:, 3]) / 2]
+    pairs = (
+        m[:, :, :-1] * m[:, :, 1:],  # horizontal
+        m[:, :-1, :] * m[:, 1:, :],  # vertical
+        m[:, :-1, :-1] * m[:, 1:, 1:],  # main diagonal
+        m[:, 1:, :-1] * m[:, :-1, 1:],  # secondary diagonal
+    )
+    for p in pairs:
+        feats += list(_aggd_continuous(p.reshape(n, -1)).unbind(-1))
+    return torch.stack(feats, dim=-1)
+
+
+def brisque_features(images: torch.Tensor) -> torch.Tensor:
+    """36 BRISQUE features of (N, 3, H, W) RGB [0, 1] -> (N, 36) float64."""
+    gray = rgb_to_gray_skimage(images.to(torch.float64))  # (N, 1, H, W)
+    g = gaussian_window(7, 7.0 / 6.0)
+    window = torch.from_numpy(g.sum(axis=1) / g.sum()).to(gray)  # 1-D factor of the Gaussian
+    f1 = _scale_features(gray, window)
+    g = gray[:, 0].permute(1, 2, 0).cpu().numpy()  # (H, W, N): OpenCV resizes channels together
+    halves = []
+    for i in range(0, g.shape[2], 256):
+        h = cv2.resize(np.ascontiguousarray(g[:, :, i:i + 256]), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+        halves.append(h.reshape(h.shape[0], h.shape[1], -1))
+    half = torch.from_numpy(np.concatenate(halves, axis=2)).permute(2, 0, 1)[:, None].to(gray)
+    f2 = _scale_features(half, window)
+    return torch.cat([f1, f2], dim=-1)
+
+
+def brisque_fn(model: str = "brisque-package"):
+    if model != "brisque-package":
+        raise ValueError(f"unknown offline BRISQUE model {model!r} (only 'brisque-package')")
+    svr = load_brisque_package_model()
+
+    def fn(images: torch.Tensor) -> torch.Tensor:
+        return svr(brisque_features(images))
+
+    return fn

@@ -1,0 +1,221 @@
+"""``get_metric``: resolve a row of the metric table to something that scores images.
+
+    m = get_metric("niqe")                 # pyiqa if installed with its weights, else offline
+    scores = m(images)                     # images (N, 3, H, W) float RGB in [0, 1] -> (N,)
+    scores = get_metric("ssim_y")(x, ref)  # full-reference metrics take the reference second
+    m.record                               # MetricRecord(name, reference, lower_better, backend, settings)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Callable
+
+import torch
+
+from osdhuman.iqa.records import BACKENDS, METRICS, MetricRecord, MetricSpec
+from osdhuman.iqa.weights import MetricUnavailable, WeightFile
+
+__all__ = ["Metric", "SetMetric", "get_metric", "missing_files", "pyiqa_installed"]
+
+
+def pyiqa_installed() -> bool:
+    return importlib.util.find_spec("pyiqa") is not None
+
+
+def missing_files(files: tuple[WeightFile, ...]) -> list[WeightFile]:
+    return [f for f in files if f.find() is None]
+
+
+class Metric:
+    """A resolved image metric: ``m(images)`` (NR) or ``m(images, reference)`` (FR) -> (N,) CPU
+    float64 tensor. Inputs go to ``device``; no gradients are tracked."""
+
+    def __init__(self, record: MetricRecord, fn: Callable, device: str | torch.device = "cpu"):
+        self.record = record
+        self.device = torch.device(device)
+        self._fn = fn
+
+    def __repr__(self) -> str:
+        r = self.record
+        return f"Metric({r.name!r}, backend={r.backend!r}, device={str(self.device)!r})"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.record.name}: expected images (N, 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32)
+        if self.record.reference == "fr":
+            if reference is None:
+                raise ValueError(f"{self.record.name} is full-reference: call m(images, reference)")
+            if reference.shape != images.shape:
+                raise ValueError(f"{self.record.name}: images {tuple(images.shape)} and reference "
+                                 f"{tuple(reference.shape)} differ in shape")
+            out = self._fn(x, reference.to(self.device, torch.float32))
+        else:
+            out = self._fn(x)
+        return out.detach().reshape(-1).to("cpu", torch.float64)
+
+
+class SetMetric:
+    """A metric of two image sets (FID): ``features(images) -> (N, D)`` per batch, then
+    ``distance(feats_a, feats_b) -> float``."""
+
+    def __init__(self, record: MetricRecord, features: Callable, distance: Callable, device="cpu"):
+        self.record = record
+        self.device = torch.device(device)
+        self._features = features
+        self._distance = distance
+
+    @torch.inference_mode()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self._features(images.to(self.device, torch.float32)).detach().to("cpu", torch.float64)
+
+    def distance(self, feats_a, feats_b) -> float:
+        return float(self._distance(feats_a, feats_b))
+
+
+def _pyiqa_reason(spec: MetricSpec) -> str | None:
+    """None when the pyiqa backend of ``spec`` can run offline, else why not."""
+    if spec.pyiqa is None:
+        return "no pyiqa implementation"
+    if not pyiqa_installed():
+        return "pyiqa is not installed (pip install 'osdhuman[iqa]'; non-commercial licence)"
+    missing = missing_files(spec.pyiqa_files)
+    if missing:
+        return "pyiqa needs " + "; ".join(f.describe() for f in missing)
+    return None
+
+
+@contextlib.contextmanager
+def _safe_pyiqa_loading(spec: MetricSpec):
+    """While pyiqa builds a metric: (1) its downloader only resolves to the files we found on
+    disk (matched by file name) and never downloads; (2) its checkpoint loading (pyiqa passes
+    ``weights_only=False``) is forced to ``torch.load(weights_only=True)``, so third-party
+    checkpoints never run pickled code. Either failure is MetricUnavailable."""
+    import os
+
+    import pyiqa.archs.arch_util as au
+    import pyiqa.utils.download_util as du
+
+    found = {f.filename: f.find() for f in spec.pyiqa_files}
+    orig_load, orig_url = au.load_pretrained_network, du.load_file_from_url
+
+    def local_file(url, model_dir=None, progress=True, file_name=None):
+        name = file_name or os.path.basename(url.split("?")[0])
+        path = found.get(name)
+        if path is None:
+            raise MetricUnavailable(spec.name, f"pyiqa asked for {name}, which is not on disk; osdhuman never downloads")
+        return str(path)
+
+    def safe_load(net, model_path, strict=True, weight_keys=None):
+        if model_path.startswith(("http://", "https://")):
+            model_path = local_file(model_path)
+        state = torch_load_tensors_only(model_path, map_location="cpu")
+        if weight_keys is not None:
+            state = state[weight_keys]
+        net.load_state_dict(au.clean_state_dict(state), strict=strict)
+
+    orig_torch_load = torch.load
+
+    def torch_load_tensors_only(*args, **kwargs):  # some pyiqa archs call torch.load directly
+        kwargs["weights_only"] = True
+        try:
+            return orig_torch_load(*args, **kwargs)
+        except Exception as exc:
+            raise MetricUnavailable(spec.name, f"{args[0] if args else ''} does not load with "
+                                               f"torch.load(weights_only=True): {exc}") from None
+
+    swaps = [(torch, "load", orig_torch_load, torch_load_tensors_only)]
+    for k, m in list(sys.modules.items()):
+        if not k.startswith("pyiqa"):
+            continue
+        if getattr(m, "load_pretrained_network", None) is orig_load:
+            swaps.append((m, "load_pretrained_network", orig_load, safe_load))
+        if getattr(m, "load_file_from_url", None) is orig_url:
+            swaps.append((m, "load_file_from_url", orig_url, local_file))
+    for m, attr, _, new in swaps:
+        setattr(m, attr, new)
+    try:
+        yield
+    finally:
+        for m, attr, old, _ in swaps:
+            setattr(m, attr, old)
+
+
+def _pyiqa_metric(spec: MetricSpec, device: torch.device) -> Metric | SetMetric:
+    import pyiqa
+
+    settings = dict(spec.pyiqa_settings)
+    record = MetricRecord(spec.name, spec.reference, spec.lower_better, "pyiqa",
+                          {"pyiqa_metric": spec.pyiqa, "pyiqa_version": getattr(pyiqa, "__version__", "?"),
+                           **settings})
+    if spec.kind == "set":
+        from osdhuman.iqa.fid import clean_resize, frechet_distance, pyiqa_inception
+
+        with _safe_pyiqa_loading(spec):
+            net = pyiqa_inception(device)
+
+        def feats(images: torch.Tensor) -> torch.Tensor:
+            x = clean_resize(images)  # (N, 3, 299, 299) on the 0-255 scale
+            return net(((x - 128.0) / 128.0).to(device), False, False)[0].flatten(1)  # (N, 2048)
+
+        return SetMetric(record, feats, frechet_distance, device)
+    create_kwargs = {k: v for k, v in settings.items() if k != "mode"}
+    if spec.pyiqa_path_arg and spec.pyiqa_files:
+        path = str(spec.pyiqa_files[0].find())
+        create_kwargs[spec.pyiqa_path_arg] = path
+        record.settings["weights"] = path
+    with _safe_pyiqa_loading(spec):
+        model = pyiqa.create_metric(spec.pyiqa, device=device, as_loss=False, **create_kwargs)
+
+    def fn(x, ref=None):
+        return model(x) if ref is None else model(x, ref)
+
+    return Metric(record, fn, device)
+
+
+def get_metric(name: str, backend: str = "auto", device: str | torch.device = "cpu", **settings) -> Metric | SetMetric:
+    """The metric ``name`` of :data:`METRICS` on ``backend``: "offline" (ours, no download),
+    "pyiqa" (needs pyiqa and its weight files present locally) or "auto" (the row's ``prefer``
+    order; pyiqa is used only when its files are already on disk). ``settings`` override the
+    offline implementation's settings. Raises :class:`MetricUnavailable` naming the missing
+    package or the exact file and folder."""
+    key = name.lower()
+    if key not in METRICS:
+        raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    spec = METRICS[key]
+    dev = torch.device(device)
+    order = spec.prefer if backend == "auto" else (backend,)
+    reasons = []
+    for b in order:
+        if b == "pyiqa":
+            if settings and backend == "auto":
+                continue  # settings are the offline implementation's: auto takes the offline one
+            if settings:
+                raise ValueError(f"{key}: settings {sorted(settings)} apply to the offline backend only")
+            why = _pyiqa_reason(spec)
+            if why is None:
+                return _pyiqa_metric(spec, dev)
+            reasons.append(why)
+        elif b == "offline":
+            if spec.offline is None:
+                if backend == "offline" or spec.pyiqa is None:
+                    reasons.append("no offline implementation (pyiqa only)")
+                continue
+            unknown = set(settings) - set(spec.offline_settings)
+            if unknown:
+                raise ValueError(f"{key}: unknown settings {sorted(unknown)}; known: {sorted(spec.offline_settings)}")
+            resolved = {**spec.offline_settings, **settings}
+            try:
+                fn = spec.offline(**resolved)
+            except MetricUnavailable as exc:  # e.g. the package holding its model is missing
+                reasons.append(exc.reason)
+                continue
+            record = MetricRecord(spec.name, spec.reference, spec.lower_better, "offline", resolved)
+            return Metric(record, fn, dev)
+    raise MetricUnavailable(key, "; ".join(reasons))

@@ -1,12 +1,15 @@
 """`make demo`: a small PERSONA-style dataset from real photos of people that ship inside
 installed packages, built by `osdhuman build-dataset` (no network, no browser).
 
-Steps (a list, so later issues can append degrade / restore / evaluate steps):
+Steps:
   1. collect_photos      copy the packaged photos (skip any whose package is missing), add a
                          mirrored copy, a heavily JPEG-compressed copy and a blurred copy of each
   2. write_annotations   COCO json with hand-measured person boxes for the annotated photos
   3. build_dataset       osdhuman build-dataset: coco: source + folder: source (OpenCV detector)
   4. show_report         print where report.html is
+  5. degrade_val         osdhuman degrade: synthetic LQ for the val crops (PERSONA-Val style)
+  6. restore_lq          OSDHuman restore with real weights (OSDHUMAN_WEIGHTS ...), else skipped
+  7. evaluate            osdhuman evaluate (Table 2 layout) and dataset-quality (Table 1 layout)
 
     python demo/run.py --out demo_out [--workers 2]
 """
@@ -43,6 +46,9 @@ class Demo:
     coco_json: Path | None = None
     dataset: Path | None = None  # OUT of build-dataset (manifest.parquet, images/<split>/)
     report: Path | None = None
+    hq: Path | None = None  # HQ crops that were degraded (images/val)
+    lq: Path | None = None  # their synthetic LQ (osdhuman degrade)
+    restored: Path | None = None  # OSDHuman output, when real weights are configured
 
 
 def _ultralytics_asset(name: str):
@@ -172,7 +178,51 @@ def show_report(d: Demo) -> None:
     print(f"demo: dataset in {d.dataset}; open {d.report.resolve()} in a browser to see the report")
 
 
-STEPS = [collect_photos, write_annotations, build_dataset, show_report]
+def degrade_val(d: Demo) -> None:
+    """PERSONA-Val style: synthetic LQ for the selected val crops (train crops if val is empty)."""
+    from osdhuman.cli import main
+
+    images = d.dataset / "images"
+    d.hq = next((images / s for s in ("val", "train") if any((images / s).glob("*.png"))), None)
+    if d.hq is None:
+        raise SystemExit("demo: build-dataset selected no crops; nothing to degrade")
+    d.lq = d.out / f"{d.hq.name}_lq"
+    argv = ["degrade", str(d.hq), "-o", str(d.lq), "--seed", "0"]
+    print("demo: osdhuman " + " ".join(argv))
+    if main(argv) != 0:
+        raise SystemExit("demo: degrade failed")
+
+
+def restore_lq(d: Demo) -> None:
+    """Restore the LQ set when real weights are configured (OSDHUMAN_WEIGHTS, ...), else say how."""
+    from osdhuman.pipelines.restore import demo_restore
+
+    out = d.out / f"{d.hq.name}_restored"
+    if demo_restore([d.lq], out) == 0 and out.is_dir() and any(out.glob("*.png")):
+        d.restored = out
+
+
+def evaluate(d: Demo) -> None:
+    """Paper Table 2 layout (offline metrics) and Table 1 layout for the demo dataset."""
+    from osdhuman.cli import main
+
+    methods = ["--method", f"LQ (degraded)={d.lq}"]
+    if d.restored is not None:
+        methods += ["--method", f"OSDHuman={d.restored}"]
+    argv = ["evaluate", *methods, "--reference", str(d.hq), "--metrics", "offline",
+            "--title", f"demo {d.hq.name}", "-o", str(d.out / "eval"), "--no-progress"]
+    print("demo: osdhuman " + " ".join(argv))
+    if main(argv) != 0:
+        raise SystemExit("demo: evaluate failed")
+    argv = ["dataset-quality", "--dataset", f"PERSONA-demo={d.dataset / 'images'}",
+            "--dataset", f"source photos={d.out / 'photos'}", "--metrics", "offline",
+            "-o", str(d.out / "dataset_quality")]
+    print("demo: osdhuman " + " ".join(argv))
+    if main(argv) != 0:
+        raise SystemExit("demo: dataset-quality failed")
+
+
+STEPS = [collect_photos, write_annotations, build_dataset, show_report, degrade_val, restore_lq, evaluate]
 
 
 def main(argv: list[str] | None = None) -> int:

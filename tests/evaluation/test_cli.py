@@ -169,3 +169,20 @@ def test_evaluate_merges_val_and_test_tables(folders):
     good = rows[0].split("|")
     assert good[2].strip() == f"**{v['Good']['psnr_y']:.2f}**"
     assert main(["evaluate", "--method", f"A={tmp / 'good'}", "-o", str(tmp / "x"), "--merge-with", str(tmp)]) == 2
+
+
+def test_dataset_quality_preset_keeps_only_no_reference_metrics(folders):
+    """A preset such as `offline` (psnr_y, ssim_y, niqe, brisque, piqe) contributes only its
+    no-reference members to a one-folder table; a full-reference name asked for explicitly is
+    still reported as unavailable rather than silently dropped."""
+    tmp, _ = folders
+    out = tmp / "dq_preset"
+    assert main(["dataset-quality", "--dataset", f"HQ={tmp / 'hq'}", "--metrics", "offline",
+                 "-o", str(out), "--no-progress", "--device", "cpu"]) == 0
+    table = (out / "table.md").read_text()
+    assert "PSNR" not in table and "SSIM" not in table
+    assert "NIQE" in table and "PIQE" in table
+    out2 = tmp / "dq_explicit"
+    assert main(["dataset-quality", "--dataset", f"HQ={tmp / 'hq'}", "--metrics", "niqe,psnr_y",
+                 "-o", str(out2), "--no-progress", "--device", "cpu"]) == 0
+    assert "PSNR" in (out2 / "table.md").read_text()

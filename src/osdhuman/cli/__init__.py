@@ -16,16 +16,19 @@ from osdhuman import __version__
 
 # module name in osdhuman.cli -> one per subcommand group (a module may register several)
 COMMAND_MODULES = [
-    "train",
     "build_dataset",
-    "restore",
     "degrade",
+    "train",
+    "restore",
     "evaluate",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="osdhuman", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="osdhuman",
+        description="Human body restoration with one-step diffusion (OSDHuman), the HQ-ACF dataset pipeline and the PERSONA benchmark.",
+    )
     parser.add_argument("--version", action="version", version=f"osdhuman {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -43,7 +43,7 @@ def dataset_quality(
         if not d.is_dir():
             raise FileNotFoundError(f"{name}: {d} is not a folder")
     check_output_dir(out, list(dirs.values()))
-    names = expand_metric_names(cfg.metrics)
+    names = expand_metric_names(cfg.metrics, no_reference=True)
     device = pick_device(cfg.device)
 
     # 1. metrics: no-reference only

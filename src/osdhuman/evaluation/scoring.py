@@ -57,8 +57,10 @@ class ResolvedMetrics:
         return {k: m for k, m in self.metrics.items() if isinstance(m, SetMetric)}
 
 
-def expand_metric_names(names: list[str] | str) -> list[str]:
-    """Presets expanded, comma lists split, order kept, duplicates dropped; unknown names raise."""
+def expand_metric_names(names: list[str] | str, no_reference: bool = False) -> list[str]:
+    """Presets expanded, comma lists split, order kept, duplicates dropped; unknown names raise.
+    With ``no_reference`` a preset contributes only its no-reference members (names given
+    one by one are kept, so asking for a full-reference metric is still reported)."""
     if isinstance(names, str):
         names = [names]
     out: list[str] = []
@@ -68,6 +70,8 @@ def expand_metric_names(names: list[str] | str) -> list[str]:
             if not name:
                 continue
             expanded = PRESETS.get(name, (name,))
+            if no_reference and name in PRESETS:
+                expanded = tuple(n for n in expanded if METRICS[n].reference == "nr")
             for n in expanded:
                 if n not in METRICS:
                     raise ValueError(f"unknown metric {n!r}; metrics: {', '.join(METRICS)}; presets: {', '.join(PRESETS)}")

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--source", action="append", default=[], metavar="SPEC", help="input source (repeatable), see below")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (resumes when it holds an earlier run)")
+    p.add_argument("-o", "--out", "--output-dir", dest="out", required=True, metavar="DIR", help="output directory (resumes when it holds an earlier run)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per CPU core)")
     p.add_argument("--backend", choices=["local", "ray"], help="local processes (default) or Ray Data (RAY_ADDRESS)")
     p.add_argument("--detector", choices=["opencv", "yolo"], help="person detector for folder: sources (default opencv)")

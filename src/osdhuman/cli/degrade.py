@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "  osdhuman degrade hq/ -o lq/ --set stage2.blur_prob=0 --set final.sinc_prob=0\n",
     )
     p.add_argument("hq_dir", metavar="HQ_DIR", help="folder of HQ images (searched recursively)")
-    p.add_argument("--output-dir", "-o", required=True, metavar="LQ_DIR",
+    p.add_argument("--output-dir", "-o", "--out", dest="output_dir", required=True, metavar="LQ_DIR",
                    help="output folder (must not be HQ_DIR or inside it)")
     p.add_argument("--seed", type=int, default=0, help="run seed; each image's seed is derived from it and its name")
     add_config_args(p)

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("-o", "--out", "--output-dir", dest="out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--metrics", metavar="LIST|PRESET", help="metric names, comma-separated, or a preset (see below)")
     p.add_argument("--backend", choices=["auto", "pyiqa", "offline"], help="metric implementation (default auto)")
     p.add_argument("--device", help="auto (default: cuda when present), cpu, cuda, cuda:1, ...")

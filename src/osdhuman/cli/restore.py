@@ -15,7 +15,7 @@ def register(subparsers) -> None:
                     "OSDHUMAN_WEIGHTS, OSDHUMAN_BASE_MODEL, OSDHUMAN_HFIE_ENCODER. "
                     "--base-model tiny runs an untrained toy model (smoke tests only).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("-o", "--output", "--out", "--output-dir", dest="output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--weights", metavar="DIR", help="trained OSDHuman weights folder (env OSDHUMAN_WEIGHTS)")
     p.add_argument("--base-model", metavar="PATH_OR_ID",
                    help="SD-2.1-base diffusers folder or hub id, or 'tiny' (env OSDHUMAN_BASE_MODEL)")

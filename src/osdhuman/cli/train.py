@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "  osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman --resume latest\n",
     )
     add_config_args(p)
-    p.add_argument("--output-dir", "-o", required=True, metavar="DIR",
+    p.add_argument("--output-dir", "-o", "--out", dest="output_dir", required=True, metavar="DIR",
                    help="run folder: config.yaml, checkpoints/, tb/, metrics.jsonl, val/, final/")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps (overrides max_steps)")
     p.add_argument("--resume", metavar="latest|PATH",

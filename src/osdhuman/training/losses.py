@@ -16,6 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# The DDPM forward process and its inversion (Eq. 2 at any t, float32) are the model's own.
+from osdhuman.models.schedule import add_noise
+from osdhuman.models.schedule import predict_x0_from_eps as x0_from_eps
+
 __all__ = [
     "add_noise",
     "x0_from_eps",
@@ -25,23 +29,6 @@ __all__ = [
     "regularizer_loss",
     "generator_loss",
 ]
-
-
-def _ab(alphas_cumprod: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    ab = alphas_cumprod.to(device=t.device, dtype=torch.float32)[t]  # (B,)
-    return ab.view(-1, *([1] * (ndim - 1)))  # (B, 1, 1, 1)
-
-
-def add_noise(z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """z_t = sqrt(ab_t) z + sqrt(1 - ab_t) eps (DDPM forward process), in float32."""
-    ab = _ab(alphas_cumprod, t, z.ndim)
-    return ab.sqrt() * z.float() + (1 - ab).sqrt() * eps.float()  # (B, C, h, w)
-
-
-def x0_from_eps(z_t: torch.Tensor, eps_hat: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """x0 = (z_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t) (paper Eq. 2 at t), in float32."""
-    ab = _ab(alphas_cumprod, t, z_t.ndim)
-    return (z_t.float() - (1 - ab).sqrt() * eps_hat.float()) / ab.sqrt()
 
 
 def cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance: float) -> torch.Tensor:

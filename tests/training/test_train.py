@@ -85,18 +85,26 @@ def test_saved_weights_restore_through_the_cli(photo_dir, tmp_path):
     assert len(outs) == 1 and Image.open(outs[0]).size == Image.open(src).size
 
 
-def test_overfitting_one_pair_raises_its_psnr(one_photo_dir, tmp_path):
+def test_overfitting_one_pair_raises_its_psnr(one_photo_dir, fitted_tiny_base, tmp_path):
+    """Over-fit one photo: the validation pass on its (LQ, HQ) pair gains several dB of PSNR.
+
+    The base is the tiny architecture with a FITTED VAE (see ``fitted_tiny_base``): with the
+    random ``tiny`` preset's decoder no latent decodes to the photo and every fit stalls near
+    14 dB. A local base folder has no RAM checkpoint for HFIE, so the prompt is the paper's
+    null-prompt ablation (Table 4); the trained generator is VAE-encoder LoRA + UNet LoRA +
+    conv_in through the frozen decoder, MSE only (Eq. 4 with lambda1 = lambda2 = 0).
+    """
     out = tmp_path / "run"
-    cfg = tiny_cfg(one_photo_dir, "max_steps=60", "batch_size=1", "data.crop=center", "data.hflip=false",
-                   "data.num_val=1", "loss.lambda_lpips=0", "loss.lambda_vsd=0", "optim.lr=1e-2",
+    cfg = tiny_cfg(one_photo_dir, f"model.base_model={fitted_tiny_base}", 'model.prompt_source="null"',
+                   "max_steps=60", "batch_size=1", "data.crop=center", "data.hflip=false",
+                   "data.num_val=1", "loss.lambda_lpips=0", "loss.lambda_vsd=0", "optim.lr=5e-3",
                    "logging.val_every=0", "checkpoint.every=0")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # "only 1 image, validation uses training images"
         train(cfg, out)
-    gain = _val(out, 60)["val/psnr_y"] - _val(out, 0)["val/psnr_y"]
-    # The tiny preset's frozen VAE decoder is random: whatever latent the generator finds, the
-    # decoded image stays near 14 dB here (measured +2.1 dB after 60 steps, +2.3 after 100).
-    assert gain > 1.5, gain
+    start, end = _val(out, 0)["val/psnr_y"], _val(out, 60)["val/psnr_y"]
+    # measured on CPU: 13.4 -> 23.2 dB (+9.8), SSIM 0.30 -> 0.89
+    assert end - start > 5.0, (start, end)
 
 
 class _Kill(Exception):

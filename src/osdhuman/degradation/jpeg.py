@@ -150,7 +150,7 @@ def jpeg_one(x: torch.Tensor, quality: int | None) -> torch.Tensor:
         return x
     encode_jpeg, decode_jpeg = _codec()
 
-    u8 = (x[0].clamp(0, 1) * 255.0).round_().to(torch.uint8)  # (3, h, w)
+    u8 = x[0].clamp(0, 1).mul_(255.0).round_().to(torch.uint8)  # (3, h, w)
     data = encode_jpeg(u8, quality=int(quality))
     dec = decode_jpeg(data.cpu(), device=x.device) if x.device.type == "cuda" else decode_jpeg(data)
-    return (dec.to(x.dtype) / 255.0)[None]
+    return dec.to(x.dtype).div_(255.0)[None]

@@ -25,11 +25,13 @@ _CODES = {"iso": 0, "aniso": 0, "generalized_iso": 1, "generalized_aniso": 1,
           "plateau_iso": 2, "plateau_aniso": 2, "sinc": 3, "identity": 4}
 
 
-def build_kernels(params: Sequence[KernelParams], max_size: int = 21) -> torch.Tensor:
-    """(N, max_size, max_size) float32 kernels on the CPU, each summing to 1 (float64 maths)."""
+def build_kernels(params: Sequence[KernelParams], max_size: int = 21,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, max_size, max_size) kernels on the CPU, each summing to 1 (float64 maths, returned as
+    ``dtype``: float64 lets the CPU blur see exact zeros / separability before rounding)."""
     n = len(params)
     if n == 0:
-        return torch.zeros(0, max_size, max_size)
+        return torch.zeros(0, max_size, max_size, dtype=dtype)
     f64 = torch.float64
     code = torch.tensor([_CODES[p.kind] for p in params])  # (N,)
     size = torch.tensor([p.size for p in params], dtype=f64)
@@ -68,5 +70,5 @@ def build_kernels(params: Sequence[KernelParams], max_size: int = 21) -> torch.T
     support = (X.abs() <= half) & (Y.abs() <= half)  # (N, M, M)
     k = k * support
     k = k / k.sum(dim=(1, 2), keepdim=True)
-    return k.to(torch.float32)
+    return k.to(dtype)
 

@@ -73,16 +73,22 @@ def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor) -> 
     row = (e.to(torch.int32) * 256 + k.to(torch.int32)).flatten()  # (N,) table row
     u = u.flatten()
     guide = _guide_table(k.device)
-    code = guide.index_select(0, row * _J + (u * _J).to(torch.int32).clamp_(max=_J - 1))
+    j = (u * _J).to(torch.int32).clamp_(max=_J - 1)  # (N,) bucket
+    code = guide.index_select(0, row * _J + j)
     n = (code >> 1).long()
     idx = torch.nonzero(code & 1).squeeze(1)  # a CDF step inside the bucket: search on
-    if idx.numel():  # bisection in [n, K - 1]: CDF(n - 1) <= j / J <= u < CDF(K - 1) = 1
+    if idx.numel():
+        # bisection in [n, the next bucket's n] (K - 1 after the last bucket):
+        # CDF(n - 1) <= j / J <= u < (j + 1) / J < CDF(next), and CDF(K - 1) = 1 > u
         flat = poisson_cdf_table(k.device).flatten()
-        base = row.index_select(0, idx).long() * _K
+        ri, ji = row.index_select(0, idx), j.index_select(0, idx)
+        base = ri.long() * _K
         uu = u.index_select(0, idx).to(torch.float64)
         lo = n.index_select(0, idx)
-        hi = torch.full_like(lo, _K - 1)
-        for _ in range(_K.bit_length()):
+        last = ji == _J - 1
+        nxt = (guide.index_select(0, ri * _J + torch.where(last, 0, ji + 1)) >> 1).long()
+        hi = torch.where(last, _K - 1, nxt)
+        for _ in range(int((hi - lo).max()).bit_length()):
             mid = (lo + hi) >> 1
             above = flat.index_select(0, base + mid) > uu
             hi = torch.where(above, mid, hi)
@@ -158,13 +164,14 @@ def noise_one(x: torch.Tensor, p: NoiseParams | None) -> torch.Tensor:
         return x
     _, C, h, w = x.shape
     ch = 1 if p.gray else C
+    # in-place arithmetic on fresh buffers: the same operations, in the same order, as add_noise
     if p.type == "gaussian":
         n = _draw(p.seed, (1, ch, h, w), x.device, x.dtype, uniform=False)
-        return (x + n * (p.level / 255.0)).clamp_(0, 1)
+        return (x + n.mul_(p.level / 255.0)).clamp_(0, 1)
     src = _GRAY[0] * x[:, 0:1] + _GRAY[1] * x[:, 1:2] + _GRAY[2] * x[:, 2:3] if p.gray else x
     k = (src * 255.0).round_().clamp_(0, 255).to(torch.int32)  # (1, ch, h, w) 8-bit level
     e = _levels((torch.bincount(k.flatten(), minlength=256) > 0).sum())
     u = _draw(p.seed, (1, ch, h, w), x.device, x.dtype, uniform=True)
     n = sample_poisson_levels(k, e.expand_as(k), u).to(x.dtype)
-    q = k.to(x.dtype) / 255.0
-    return (x + (n / float(2 ** int(e)) - q) * p.level).clamp_(0, 1)
+    q = k.to(x.dtype).div_(255.0)
+    return (x + n.div_(float(2 ** int(e))).sub_(q).mul_(p.level)).clamp_(0, 1)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import torch
-import torch.nn.functional as F
 
 from osdhuman.degradation.blur import blur_one, blur_ragged
 from osdhuman.degradation.config import DegradationConfig
@@ -29,7 +29,7 @@ from osdhuman.degradation.params import (
     ResizeParams,
     sample_params,
 )
-from osdhuman.degradation.resize import resize_ragged
+from osdhuman.degradation.resize import resize_one, resize_ragged
 
 __all__ = ["Degrader", "make_pairs"]
 
@@ -39,14 +39,16 @@ class Degrader:
 
     No parameters, no state besides the config. ``device``: where ``__call__`` works (default:
     the input's device). ``batched``: process the whole batch at once as a ragged canvas
-    (default on CUDA) or image by image with native ``F.interpolate`` (default on CPU, where a
-    batch brings no speed and the canvas padding costs work). Each mode gives an image the
+    (default on CUDA) or image by image with native single-image ops (default on CPU, where a
+    batch brings no speed and the canvas padding costs work; there the blur and resize take
+    the exact OpenCV / sparse routes of blur.py and resize.py). Each mode gives an image the
     same LQ whatever its batch; the two modes agree to float rounding.
 
     Image by image on a CPU, each image is computed with one intra-op thread and ``workers``
     images run side by side (default: torch's thread count): many mid-sized ops parallelise
     badly inside an op, and one thread per image makes the result independent of the
-    machine's core count. torch's global thread count is set to 1 during the call and restored.
+    machine's core count. torch's and OpenCV's global thread counts are set to 1 during the
+    call and restored (the CPU blur and resize take OpenCV routes, see blur.py / resize.py).
     """
 
     def __init__(self, cfg: DegradationConfig | None = None, device: str | torch.device | None = None,
@@ -90,8 +92,9 @@ class Degrader:
         if hq.device.type != "cpu":
             return torch.cat([self._apply_one(hq[b:b + 1], params[b]) for b in range(B)])
         workers = min(self.workers or torch.get_num_threads(), B)
-        prev = torch.get_num_threads()
+        prev, prev_cv = torch.get_num_threads(), cv2.getNumThreads()
         torch.set_num_threads(1)
+        cv2.setNumThreads(1)
         try:
             if workers <= 1:
                 outs = [self._apply_one(hq[b:b + 1], params[b]) for b in range(B)]
@@ -100,6 +103,7 @@ class Degrader:
                     outs = list(pool.map(lambda b: self._apply_one(hq[b:b + 1], params[b]), range(B)))
         finally:
             torch.set_num_threads(prev)
+            cv2.setNumThreads(prev_cv)
         return torch.cat(outs)
 
     def _apply_one(self, x: torch.Tensor, p: ImageParams) -> torch.Tensor:
@@ -125,8 +129,8 @@ class Degrader:
     def _blur_one(self, x: torch.Tensor, k: KernelParams | None) -> torch.Tensor:
         if k is None:
             return x
-        kern = build_kernels([k], self.cfg.kernel_max_size)[0]  # (M, M)
-        return blur_one(x, kern, fft=self.cfg.fft_blur, size_multiple=self.cfg.fft_size_multiple or 1)
+        kern = build_kernels([k], self.cfg.kernel_max_size, dtype=torch.float64)[0]  # (M, M)
+        return blur_one(x, kern, fft=self.cfg.fft_blur, size_multiple=self.cfg.fft_size_multiple or 4)
 
     def _apply_batch(self, hq: torch.Tensor, params: Sequence[ImageParams]) -> torch.Tensor:
         """The whole batch at once on a ragged canvas (per-image sizes, kernels and modes)."""
@@ -169,22 +173,21 @@ class Degrader:
 
 
 def _interpolate(x: torch.Tensor, r: ResizeParams) -> torch.Tensor:
-    """Real-ESRGAN's call: F.interpolate(scale_factor=s) in stage 1, F.interpolate(size=...) else.
+    """Real-ESRGAN's call: F.interpolate(scale_factor=s) in stage 1, F.interpolate(size=...) else
+    (by :func:`resize_one`, which takes faster equivalent routes on a CPU).
 
     x (1, C, h, w) -> (1, C, *r.size)."""
     if tuple(r.size) == tuple(x.shape[-2:]) and (r.mode == "area" or not r.use_scale_factor or r.scale == 1.0):
         return x
-    if r.use_scale_factor and r.mode != "area":
-        return F.interpolate(x, scale_factor=r.scale, mode=r.mode)
-    return F.interpolate(x, size=tuple(r.size), mode=r.mode)
+    return resize_one(x, tuple(r.size), r.mode, r.scale if r.use_scale_factor else None)
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
     """Clip to [0, 1] and round to 8-bit levels (straight-through when x needs a gradient)."""
-    x = x.clamp(0, 1)
     if x.requires_grad:
+        x = x.clamp(0, 1)
         return x + ((x * 255).round() / 255 - x).detach()
-    return (x * 255.0).round() / 255.0
+    return x.clamp(0, 1).mul_(255.0).round_().div_(255.0)  # same ops as below, one buffer
 
 
 def make_pairs(hq_m11: torch.Tensor, seeds: Sequence[int] | torch.Tensor, degrader: Degrader) -> tuple[torch.Tensor, torch.Tensor]:

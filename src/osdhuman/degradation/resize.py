@@ -6,16 +6,28 @@ border-clamped taps), both with align_corners=False. All three are separable, so
 resized by two weighted gathers (rows, then columns) whose taps and weights follow PyTorch's
 CPU formulas (float32 source positions), with per-image sizes and modes in one batched op.
 With ``use_scale_factor`` the sampling step is 1/s (F.interpolate(scale_factor=s)), else in/out.
+
+One image on a CPU (:func:`resize_one`, no gradient) takes faster routes with the same
+semantics: bilinear and bicubic through cv2.resize (the same half-pixel taps, A = -0.75 and
+clamped borders, to a given size or with step 1 / s for a scale factor s; source positions
+in float64, so it differs from PyTorch's float32 positions by < 1e-4 at non-integer ratios;
+5-15x faster on one thread); area (PyTorch's adaptive average pooling, which Real-ESRGAN
+uses, not OpenCV's INTER_AREA, which weights fractional pixels) upsampled by an integer
+factor as pixel replication (exactly what the pooling computes then), else as two sparse
+averaging matrices, rows then columns (the same windows; the mean as a sum of x / count,
+so it differs by float rounding; 2-3.5x faster).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["MODE_CODES", "resample_axis", "resize_ragged", "resize_taps"]
+__all__ = ["MODE_CODES", "resample_axis", "resize_one", "resize_ragged", "resize_taps"]
 
 MODE_CODES = {"area": 0, "bilinear": 1, "bicubic": 2}
 _A = -0.75
@@ -118,3 +130,70 @@ def resize_ragged(x: torch.Tensor, sizes: Sequence[tuple[int, int]], out_sizes: 
 
 def _used(w: torch.Tensor) -> list[int]:
     return [t for t, u in enumerate((w != 0).flatten(0, 1).any(0).tolist()) if u]
+
+
+_CV2_MODES = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def resize_one(x: torch.Tensor, size: tuple[int, int], mode: str, scale: float | None = None) -> torch.Tensor:
+    """F.interpolate(x, scale_factor=scale) (when ``scale``; output ``size`` = floor(in * scale))
+    or F.interpolate(x, size=size), mode as given, for one image x (1, C, h, w).
+
+    On a CPU without gradient by the routes of the module docstring; else F.interpolate.
+    """
+    _, C, h, w = x.shape
+    oh, ow = int(size[0]), int(size[1])
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.requires_grad:
+        return _interpolate(x, (oh, ow), mode, scale)
+    if mode == "area":
+        if oh % h == 0 and ow % w == 0:  # every pooling window is one source pixel
+            fh, fw = oh // h, ow // w
+            return x[:, :, :, None, :, None].expand(1, C, h, fh, w, fw).reshape(1, C, oh, ow)
+        ah, aw = _area_matrix(h, oh), _area_matrix(w, ow)
+        src = x[0].contiguous().numpy()  # (C, h, w)
+        out = torch.empty((1, C, oh, ow), dtype=torch.float32)
+        dst = out[0].numpy()
+        for c in range(C):
+            dst[c] = (aw @ (ah @ src[c]).T).T  # (oh, w) -> (oh, ow)
+        return out
+    if scale is not None and (oh == h or ow == w):
+        # an axis whose size does not change: PyTorch's bilinear leaves it untouched whatever
+        # the scale factor, OpenCV does not; keep F.interpolate (both modes; s close to 1 only)
+        return _interpolate(x, (oh, ow), mode, scale)
+    src = x[0].contiguous().numpy()  # (C, h, w)
+    out = torch.empty((1, C, oh, ow), dtype=torch.float32)
+    dst = out[0].numpy()
+    flag = _CV2_MODES[mode]
+    for c in range(C):
+        if scale is None:
+            cv2.resize(src[c], (ow, oh), dst=dst[c], interpolation=flag)
+            continue
+        # fx = fy = scale: OpenCV samples with step 1 / scale, as F.interpolate(scale_factor=
+        # scale), over round(in * scale) >= floor(in * scale) pixels; the extra one is cut off.
+        # An unchanged size along an axis makes OpenCV copy instead: keep F.interpolate then.
+        y = cv2.resize(src[c], None, fx=float(scale), fy=float(scale), interpolation=flag)
+        if y.shape[0] == h or y.shape[1] == w or y.shape[0] < oh or y.shape[1] < ow:
+            return _interpolate(x, (oh, ow), mode, scale)
+        dst[c] = y[:oh, :ow]
+    return out
+
+
+def _area_matrix(n_in: int, n_out: int):
+    """(n_out, n_in) sparse float32 matrix of adaptive average pooling along one axis: row i
+    averages [floor(i n_in / n_out), ceil((i + 1) n_in / n_out)), PyTorch's "area" windows."""
+    # imported on first use: scipy.sparse is slow to import
+    from scipy.sparse import csr_matrix
+
+    i = np.arange(n_out, dtype=np.int64)
+    start = (i * n_in) // n_out
+    count = ((i + 1) * n_in + n_out - 1) // n_out - start
+    indptr = np.concatenate([[0], np.cumsum(count)])
+    indices = np.repeat(start, count) + np.arange(indptr[-1]) - np.repeat(indptr[:-1], count)
+    data = np.repeat((1.0 / count).astype(np.float32), count)
+    return csr_matrix((data, indices, indptr), shape=(n_out, n_in))
+
+
+def _interpolate(x: torch.Tensor, size: tuple[int, int], mode: str, scale: float | None) -> torch.Tensor:
+    if scale is not None and mode != "area":
+        return F.interpolate(x, scale_factor=scale, mode=mode)
+    return F.interpolate(x, size=size, mode=mode)

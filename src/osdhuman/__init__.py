@@ -2,3 +2,9 @@
 the HQ-ACF dataset pipeline and the PERSONA benchmark."""
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# bitsandbytes (installed by the optional pyiqa, imported by diffusers' quantizers) warns at
+# import time that it cannot fetch CPU kernels from a hub; nothing in osdhuman uses them.
+_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from osdhuman import __version__
@@ -38,9 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # bitsandbytes (pulled in by the optional pyiqa) warns at import time about CPU kernels it
-    # would fetch from a hub; nothing of ours uses them.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     from osdhuman.config import ConfigError

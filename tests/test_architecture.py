@@ -11,7 +11,7 @@ SRC = Path(osdhuman.__file__).parent
 BASE = {"config", "imageio", "__init__"}  # shared leaves (and the version in __init__)
 ALLOWED = {
     "cli": None,  # the front end may import anything
-    "training": {"models", "data", "degradation"},
+    "training": {"models", "data", "degradation", "iqa"},
     "pipelines": {"models"},
     "models": set(),
     "data": {"degradation"},

@@ -193,11 +193,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
         merged = to_dict(cfg)
         _deep_update(merged, data, str(path))
         cfg = from_dict(cls, merged, where=str(path))
     return apply_overrides(cfg, overrides)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: 'line L, column C: problem'."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def _deep_update(base: dict, new: dict, where: str) -> None:

@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"osdhuman {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        if exc.filename is None:  # not about a path the user can fix: a bug, keep the traceback
+            raise
+        # a path problem met during the work (e.g. a folder removed or a disk gone read-only)
+        print(f"osdhuman {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 class UsageError(Exception):

@@ -1,8 +1,11 @@
-"""Argument helpers shared by the subcommands: config file + KEY=VALUE overrides."""
+"""Argument helpers shared by the subcommands: config file + KEY=VALUE overrides, and the
+checks every command makes on its command line before any work starts."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from osdhuman.config import load_config
@@ -21,3 +24,44 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] = ()) -> T:
     """Defaults <- --config FILE <- explicit flags (``extra``) <- --set overrides."""
     return load_config(cls, getattr(args, "config", None), [*extra, *getattr(args, "overrides", [])])
+
+
+def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """UsageError if ``out`` is an existing non-folder, or is one of the input folders or inside one."""
+    from osdhuman.cli import UsageError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; choose another output folder")
+    for d in inputs:
+        d = Path(d)
+        if d.is_dir() and out.resolve().is_relative_to(d.resolve()):
+            raise UsageError(f"{out}: the output folder must not be the input folder {d} or inside it")
+
+
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """UsageError for a device string torch cannot parse or whose backend is absent ('auto'/None pass)."""
+    from osdhuman.cli import UsageError
+
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag} {device!r}: not a device name; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{flag} {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{flag} {device}: MPS is not available on this machine")
+
+
+def check_min(value: int | None, flag: str, minimum: int) -> None:
+    """UsageError unless ``value`` is None or >= ``minimum``."""
+    from osdhuman.cli import UsageError
+
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be >= {minimum}, got {value}")

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from osdhuman.cli._common import add_config_args, resolve_config
+from osdhuman.cli._common import (
+    add_config_args,
+    check_device,
+    check_min,
+    check_output_dir,
+    resolve_config,
+)
 
 EPILOG = """sources (repeatable --source, optionally NAME=... to name them):
   coco:ANNOTATIONS.json:IMAGE_DIR                       COCO / Objects365 (category 'person')
@@ -86,12 +92,17 @@ def run(args) -> int:
     from osdhuman.curation.detect import DetectorUnavailable
     from osdhuman.curation.runner import OutputDirError, build_dataset
     from osdhuman.curation.scoring import ScoringUnavailable
-    from osdhuman.curation.sources import SourceError
+    from osdhuman.curation.sources import SourceError, parse_specs
 
+    check_min(args.limit, "--limit", 0)
+    check_min(args.workers, "--workers", 0)
     cfg = resolve_config(CurationConfig, args, _overrides(args))
     if not cfg.sources:
         raise UsageError("no --source given (e.g. --source coco:annotations.json:images/)")
+    check_device(args.device)
     try:
+        # the output must not land in a folder we read (a folder: source would ingest it next run)
+        check_output_dir(args.out, [a for s in parse_specs(cfg.sources) for a in s.args])
         if args.dry_run:
             from osdhuman.curation.runner import parse_all
 

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from osdhuman.cli import UsageError
-    from osdhuman.cli._common import resolve_config
+    from osdhuman.cli._common import check_output_dir, resolve_config
     from osdhuman.degradation import DegradationConfig, degrade_folder
 
     hq, lq = Path(args.hq_dir), Path(args.output_dir)
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{lq}: the output folder must not be {hq} or inside it")
     except ValueError:
         pass
+    check_output_dir(lq)
     import torch
 
     try:

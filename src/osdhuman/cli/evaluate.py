@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from osdhuman.cli._common import add_config_args, resolve_config
+from osdhuman.cli._common import (
+    add_config_args,
+    check_device,
+    check_min,
+    check_output_dir,
+    resolve_config,
+)
 
 EVAL_EPILOG = """metrics (--metrics, comma-separated names or one preset):
   paper-val   dists,lpips,psnr_y,ssim_y,fid,clipiqa,maniqa,musiq,niqe (PERSONA-Val, needs --reference)
@@ -73,9 +79,10 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise UsageError(f"{flag} {item!r}: expected NAME=DIR")
+        name = name.strip()
         if name in out:
             raise UsageError(f"{flag} {name!r} given twice")
-        out[name.strip()] = path.strip()
+        out[name] = path.strip()
     return out
 
 
@@ -88,6 +95,21 @@ def _overrides(args) -> list[str]:
         if v is not None:
             extra.append(f"{attr}={json.dumps(v)}")
     return extra
+
+
+def _check(args, cfg, folders: dict[str, str]) -> None:
+    """Command-line checks made before any image is read: ``folders`` maps 'FLAG NAME' -> DIR."""
+    from pathlib import Path
+
+    from osdhuman.cli import UsageError
+    from osdhuman.imageio import list_images
+
+    check_min(cfg.batch_size, "--batch-size", 1)
+    check_device(cfg.device)
+    check_output_dir(args.out, folders.values())
+    for what, d in folders.items():  # a missing folder is reported by the library, naming it
+        if Path(d).is_dir() and not list_images(d, recursive=cfg.recursive):
+            raise UsageError(f"{what}: {d}: no image files found")
 
 
 def _report(result, what: str) -> None:
@@ -113,6 +135,10 @@ def run_evaluate(args) -> int:
 
     methods = _pairs(args.method, "--method")
     cfg = resolve_config(EvaluateConfig, args, _overrides(args))
+    folders = {f"--method {n}": d for n, d in methods.items()}
+    if args.reference:
+        folders["--reference"] = args.reference
+    _check(args, cfg, folders)
     for d in args.merge_with:
         if not (Path(d) / "summary.json").is_file():
             raise UsageError(f"--merge-with {d}: no summary.json there (not an evaluate output folder)")
@@ -134,6 +160,8 @@ def run_dataset_quality(args) -> int:
 
     datasets = _pairs(args.dataset, "--dataset")
     cfg = resolve_config(DatasetQualityConfig, args, _overrides(args))
+    check_min(cfg.max_images, "--max-images", 0)
+    _check(args, cfg, {f"--dataset {n}": d for n, d in datasets.items()})
     try:
         result = dataset_quality(datasets, args.out, cfg, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as exc:

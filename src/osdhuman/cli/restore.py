@@ -54,7 +54,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from osdhuman.cli import UsageError
-    from osdhuman.cli._common import resolve_config
+    from osdhuman.cli._common import check_device, check_output_dir, resolve_config
     from osdhuman.models import WeightsError
     from osdhuman.pipelines import (
         HOW_TO,
@@ -62,14 +62,30 @@ def run(args: argparse.Namespace) -> int:
         RestoreConfig,
         restore_paths,
     )
+    from osdhuman.pipelines.restore import collect_inputs
 
     cfg = resolve_config(RestoreConfig, args, _flag_overrides(args))
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.weights is None and cfg.base_model is None:
         raise UsageError("no weights configured.\n" + HOW_TO + "\n(--base-model tiny runs an untrained toy model for smoke tests)")
+    # with --recursive an output inside a folder input would be restored again on the next run
+    check_output_dir(args.output, args.inputs if cfg.recursive else ())
+    check_device(cfg.device)
+    files, missing = collect_inputs(args.inputs, cfg.recursive)
+    if not files:  # nothing to do: say why before loading a model
+        if missing:
+            raise UsageError(f"{missing[0][0]}: no such file or folder")
+        where = ", ".join(args.inputs)
+        raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
+    logged: list[str] = []
+
+    def log(msg: str) -> None:
+        logged.append(msg)
+        print(msg, file=sys.stderr)
+
     try:
-        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress)
+        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress, log=log)
     except OutputCollisionError as exc:
         raise UsageError(str(exc)) from None
     except WeightsError as exc:
@@ -82,5 +98,6 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {n_bad} skipped (see {args.output}/restore_report.json)" if n_bad else "")
           + (" [UNTRAINED model: not real restorations]" if report.untrained else ""))
     for path, reason in report.failed:
-        print(f"  skipped {path}: {reason}", file=sys.stderr)
+        if not any(path in m for m in logged):  # unreadable images were already logged as they came
+            print(f"  skipped {path}: {reason}", file=sys.stderr)
     return 0 if n_ok > 0 else 1

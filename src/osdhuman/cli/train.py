@@ -39,10 +39,20 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from osdhuman.cli import UsageError
-    from osdhuman.cli._common import resolve_config
+    from osdhuman.cli._common import check_output_dir, resolve_config
+    from osdhuman.data.hq_crops import NoReadableImagesError
     from osdhuman.models import WeightsError
-    from osdhuman.training import CheckpointError, LPIPSWeightsError, TrainConfig, TrainingError, train
+    from osdhuman.training import (
+        CheckpointError,
+        LPIPSWeightsError,
+        TrainConfig,
+        TrainingError,
+        train,
+    )
+    from osdhuman.training.checkpoint import find_latest
 
     extra = []
     if args.max_steps is not None:
@@ -52,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         extra.append(f"device={args.device}")
     cfg = resolve_config(TrainConfig, args, extra)
+    out = Path(args.output_dir)
+    check_output_dir(out, [cfg.data.source] if cfg.data.source else [])  # an image-folder source stays clean
+    if args.resume == "latest" and find_latest(out / "checkpoints") is None:
+        print(f"osdhuman train: no checkpoint in {out / 'checkpoints'} yet; starting a new run", file=sys.stderr)
     try:
         result = train(cfg, args.output_dir, resume=args.resume)
-    except (LPIPSWeightsError, TrainingError, CheckpointError, WeightsError) as exc:
+    except (LPIPSWeightsError, TrainingError, CheckpointError, WeightsError, NoReadableImagesError) as exc:
         print(f"osdhuman train: error: {exc}", file=sys.stderr)
         return 1
     if result.final_dir is not None:  # process 0 only

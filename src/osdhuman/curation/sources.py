@@ -124,7 +124,8 @@ def parse_specs(specs: list[str]) -> list[SourceSpec]:
             except OSError as exc:
                 raise SourceError(f"--source {raw!r}: cannot read {f} ({exc.strerror or exc})") from None
         if not Path(image_dir).is_dir():
-            raise SourceError(f"--source {raw!r}: image directory {image_dir} does not exist")
+            why = "is not a directory" if Path(image_dir).exists() else "does not exist"
+            raise SourceError(f"--source {raw!r}: image directory {image_dir} {why}")
         counts[kind] = counts.get(kind, 0) + 1
         if name is None:
             name = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"

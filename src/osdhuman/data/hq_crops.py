@@ -19,7 +19,12 @@ from torch.utils.data import Dataset
 
 from osdhuman.imageio import ImageReadError, list_images, read_rgb
 
-__all__ = ["HQCropDataset", "read_manifest"]
+__all__ = ["HQCropDataset", "NoReadableImagesError", "read_manifest"]
+
+
+class NoReadableImagesError(RuntimeError):
+    """Every image of the training source failed to read (the message names the source)."""
+
 
 _MANIFEST_COLUMNS = ("selected", "split", "image_path")
 
@@ -92,7 +97,7 @@ class HQCropDataset(Dataset):
                 self.bad[str(path)] = exc.reason
                 warnings.warn(f"HQCropDataset: skipping {path}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""),
                               stacklevel=2)
-        raise RuntimeError(f"{self.source}: none of the {n} images can be read")
+        raise NoReadableImagesError(f"{self.source}: none of the {n} images can be read")
 
     def __getitem__(self, i: int) -> dict:
         img, key = self._load(int(i))  # (H, W, 3) uint8

@@ -176,14 +176,15 @@ def load_ram_encoder(encoder: SwinEncoder, path: str | Path) -> RamLoadReport:
         raise WeightsError(f"HFIE encoder checkpoint not found: {path}. " + _layout_help(path))
     import pickle
 
-    load_errors = (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError)
+    load_errors = (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError,
+                   KeyError, IndexError, TypeError)  # a non-checkpoint file trips the unpickler
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except load_errors as exc:  # not a zip checkpoint (mmap needs one): try the legacy format
+    except load_errors:  # not a zip checkpoint (mmap needs one): try the legacy format
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-        except load_errors:
-            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({exc}). " + _layout_help(path)) from exc
+        except load_errors as exc:  # report the legacy reader's complaint, not mmap's
+            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({exc!r}). " + _layout_help(path)) from exc
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a dict, got {type(raw).__name__}. " + _layout_help(path))
     mapped, ignored = remap_ram_swin_keys(raw)

@@ -398,7 +398,7 @@ def load_osdhuman(directory: str | Path, base_model: str | None = None,
 
     ``base_model`` / ``hfie_encoder_path`` override where the frozen bases come from (the
     saved paths may not exist on this machine)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from osdhuman.config import from_dict
 
@@ -413,8 +413,11 @@ def load_osdhuman(directory: str | Path, base_model: str | None = None,
     wpath = Path(directory) / WEIGHTS_FILE
     if not wpath.is_file():
         raise WeightsError(f"{wpath}: not found (the folder has {CONFIG_FILE} but no weights).")
-    with safe_open(str(wpath), "pt") as f:
-        keys = set(f.keys())
+    try:
+        with safe_open(str(wpath), "pt") as f:
+            keys = set(f.keys())
+    except (OSError, SafetensorError) as exc:
+        raise WeightsError(f"{wpath}: not a readable safetensors file ({exc})") from exc
     have_prompts = "null_prompt_embeds" in keys and (not _needs_text(cfg) or "prompt_extractor.embeds" in keys)
     model = build_osdhuman(cfg, text_encoder=not have_prompts)
     return model.load_weights(directory)

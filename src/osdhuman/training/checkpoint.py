@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 __all__ = [
@@ -254,7 +255,7 @@ def load_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.T
         state = json.loads((path / "state.json").read_text())
         trainable = load_file(str(path / "trainable.safetensors"))
         rng = load_file(str(path / "rng.safetensors"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')} (this version reads {FORMAT_VERSION})")

@@ -75,3 +75,23 @@ def test_yaml_config_is_the_default_and_overridable(tmp_path):
     bad.write_text("stage1:\n  kernel:\n    sizes: [8]\n")
     with pytest.raises(ConfigError, match="odd"):
         load_config(DegradationConfig, bad)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("stage2.blur_prob=5", "blur_prob is a probability"),
+        ("stage1.noise.gray_prob=-0.1", "gray_prob is a probability"),
+        ("final.sinc_prob=1.5", "sinc_prob is a probability"),
+        ("final.jpeg_quality=[95, 30]", "lo <= hi"),
+        ("stage1.jpeg_quality=[0, 95]", r"within \[1, 100\]"),
+        ("stage1.noise.gaussian_sigma=[-1, 3]", "gaussian_sigma"),
+        ("stage1.resize.down=[1.0, 0.5]", "resize down"),
+    ],
+)
+def test_out_of_range_config_values_are_refused(override, fragment):
+    from osdhuman.config import ConfigError, apply_overrides
+    from osdhuman.degradation import DegradationConfig
+
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides(DegradationConfig(), [override])

@@ -31,7 +31,10 @@ def _hist_png(path: Path, name: str, pool: np.ndarray, chosen: np.ndarray, lower
             ax.hist(chosen, bins=bins, color="#2a7ab0", label=f"selected ({len(chosen)})")
     direction = "" if lower_better is None else (" (lower is better)" if lower_better else " (higher is better)")
     ax.set_title(name + direction, fontsize=9)
-    ax.legend(fontsize=7)
+    if len(pool):
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no scored crops", ha="center", va="center", transform=ax.transAxes)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path, format="png")

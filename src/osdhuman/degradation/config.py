@@ -29,6 +29,18 @@ KernelKind = Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "pl
 _SIZES = [7, 9, 11, 13, 15, 17, 19, 21]
 
 
+def _check_prob(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} is a probability and must be in [0, 1], got {p}")
+
+
+def _check_range(name: str, r: tuple, low: float | None = None, high: float | None = None) -> None:
+    if r[1] < r[0]:
+        raise ValueError(f"{name} must be (lo, hi) with lo <= hi, got {tuple(r)}")
+    if (low is not None and r[0] < low) or (high is not None and r[1] > high):
+        raise ValueError(f"{name} must lie within [{low}, {high}], got {tuple(r)}")
+
+
 @dataclass
 class KernelConfig:
     """One blur stage's kernel sampler (Real-ESRGAN ``random_mixed_kernels`` + 2-D sinc)."""
@@ -57,6 +69,12 @@ class KernelConfig:
             raise ValueError(f"kernel sizes must be odd positive integers, got {self.sizes}")
         if self.sigma[0] <= 0 or self.sigma[1] < self.sigma[0]:
             raise ValueError(f"sigma range must be 0 < lo <= hi, got {self.sigma}")
+        _check_range("beta_gaussian", self.beta_gaussian, low=0)
+        _check_range("beta_plateau", self.beta_plateau, low=0)
+        _check_range("rotation", self.rotation)
+        _check_range("sinc_omega_small", self.sinc_omega_small, low=0)
+        _check_range("sinc_omega_large", self.sinc_omega_large, low=0)
+        _check_prob("sinc_prob", self.sinc_prob)
 
 
 @dataclass
@@ -76,6 +94,8 @@ class ResizeConfig:
             raise ValueError(f"resize probs must be >= 0 with a positive sum, got {self.probs}")
         if not self.modes:
             raise ValueError("resize modes must not be empty")
+        _check_range("resize up", self.up, low=0)
+        _check_range("resize down", self.down, low=0)
 
 
 @dataclass
@@ -86,6 +106,12 @@ class NoiseConfig:
     gaussian_sigma: tuple[float, float] = (1.0, 30.0)  # on the 0-255 scale
     poisson_scale: tuple[float, float] = (0.05, 3.0)
     gray_prob: float = 0.4
+
+    def __post_init__(self) -> None:
+        _check_prob("gaussian_prob", self.gaussian_prob)
+        _check_prob("gray_prob", self.gray_prob)
+        _check_range("gaussian_sigma", self.gaussian_sigma, low=0)
+        _check_range("poisson_scale", self.poisson_scale, low=0)
 
 
 @dataclass
@@ -99,6 +125,11 @@ class StageConfig:
     # integer quality, uniform, both ends included; None = no JPEG in this stage (stage 2: the
     # final step holds its JPEG)
     jpeg_quality: tuple[int, int] | None = (30, 95)
+
+    def __post_init__(self) -> None:
+        _check_prob("blur_prob", self.blur_prob)
+        if self.jpeg_quality is not None:
+            _check_range("jpeg_quality", self.jpeg_quality, low=1, high=100)
 
 
 def _stage2() -> StageConfig:
@@ -121,6 +152,12 @@ class FinalConfig:
     sinc_sizes: list[int] = field(default_factory=lambda: list(_SIZES))
     sinc_omega: tuple[float, float] = (math.pi / 3, math.pi)
     jpeg_quality: tuple[int, int] = (30, 95)
+
+    def __post_init__(self) -> None:
+        _check_prob("resize_first_prob", self.resize_first_prob)
+        _check_prob("sinc_prob", self.sinc_prob)
+        _check_range("sinc_omega", self.sinc_omega, low=0)
+        _check_range("jpeg_quality", self.jpeg_quality, low=1, high=100)
 
 
 @dataclass

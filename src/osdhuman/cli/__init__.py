@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
 import sys
 
 from osdhuman import __version__
@@ -36,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"osdhuman: {category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    # warnings on the command line read as one line each, without file:line and source
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     from osdhuman.config import ConfigError

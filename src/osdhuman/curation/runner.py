@@ -76,6 +76,15 @@ def _sha(*parts: str) -> str:
     return h.hexdigest()
 
 
+def _file_identity(path: str) -> list[int] | None:
+    """Size and modification time: a replaced or edited input file is processed again on resume."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # missing files are rejected by the shard itself
+    return [st.st_size, st.st_mtime_ns]
+
+
 def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     """Hash of everything that changes a shard's result (not workers, backend, report size)."""
     d = to_dict(cfg)
@@ -365,7 +374,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     jobs = []
     for i in range(0, len(items), size):
         chunk = items[i:i + size]
-        jobs.append((_sha(ckey, json.dumps([it.to_json() for it in chunk], sort_keys=True))[:32], chunk))
+        described = [[it.to_json(), _file_identity(it.path)] for it in chunk]
+        jobs.append((_sha(ckey, json.dumps(described, sort_keys=True))[:32], chunk))
     store = ShardStore(out / ".work" / "shards")
     pending = [(k, ch) for k, ch in jobs if not store.done(k)]
 
@@ -428,7 +438,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
         # hashed in `content_key`; with the same key, existing files are kept and only files no
         # longer selected (or left half-written by a kill) are removed.
-        content_key = _sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression))
+        content_key = _sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
+                           *sorted(k for k, _ in jobs))  # a changed input file rewrites the PNGs
         images_dir = out / "images"
         if marker.get("images_key") != content_key:
             if images_dir.exists():

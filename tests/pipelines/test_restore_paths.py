@@ -89,3 +89,43 @@ def test_weights_from_env(tmp_path):
     assert s.configured, s.message
     s = weights_from_env({ENV_WEIGHTS: str(tmp_path / "w")})
     assert not s.configured and ENV_HFIE_ENCODER in s.message
+
+
+def test_out_of_memory_splits_the_batch_then_shrinks_the_tiles(tiny_pipe, folder, tmp_path):
+    """A device that runs out of memory above one image and above 128 px tiles: every image is
+    still restored, first by splitting the batch, then by halving the tile size, and the
+    output equals the pipeline's own output at that tiling."""
+    import torch
+
+    calls = []
+
+    class TightMemory:  # the real tiny pipeline behind a simulated memory limit
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+        def __call__(self, images, **kw):
+            tile = kw.get("tile_size", self.pipe.config.tile_size)
+            calls.append((len(images), tile))
+            if len(images) > 1 or tile > 128:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.pipe(images, **kw)
+
+    same_size = tmp_path / "same"
+    same_size.mkdir()
+    a = np.asarray(Image.open(folder / "a.png"))
+    for i, arr in enumerate([a, a[:, ::-1], a[::-1]]):
+        Image.fromarray(np.ascontiguousarray(arr)).save(same_size / f"p{i}.png")
+    messages = []
+    out = tmp_path / "out"
+    rep = restore_paths([same_size], out, RestoreConfig(batch_size=4), pipeline=TightMemory(tiny_pipe),
+                        progress=False, log=messages.append)
+    assert len(rep.restored) == 3 and not rep.failed
+    assert calls[0] == (3, 512) and (1, 128) in calls and all(n == 1 for n, t in calls if t < 512)
+    assert any("retrying with batch 2" in m for m in messages)
+    assert any("retrying with 256px tiles" in m for m in messages)
+    direct = tiny_pipe([np.asarray(Image.open(same_size / "p0.png"))], output_type="np", tile_size=128,
+                       vae_tile_size=128, tile_overlap=32).images[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "p0.png")), direct)

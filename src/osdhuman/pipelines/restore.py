@@ -135,6 +135,42 @@ def plan_outputs(files: list[tuple[Path, Path]], out_dir: Path, ext: str, suffix
     return outs
 
 
+MIN_FALLBACK_TILE = 128  # pixels: the smallest tile the out-of-memory fallback tries
+
+
+def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | None = None) -> list[np.ndarray]:
+    """``pipeline(arrays)`` as uint8 arrays; on out-of-memory, first split the batch in halves,
+    then (one image left) halve the latent and VAE tile sizes down to ``MIN_FALLBACK_TILE``
+    before giving up. Results are the same images the pipeline would give at that tiling."""
+    import torch
+
+    c = pipeline.config
+    kwargs = {}
+    if tile is not None:
+        overlap = c.tile_overlap if c.tile_overlap < tile // 2 else tile // 4 // 8 * 8
+        kwargs = {"tile_size": tile, "vae_tile_size": min(tile, c.vae_tile_size or c.tile_size),
+                  "tile_overlap": overlap}
+    try:
+        return list(pipeline(arrays, batch_size=len(arrays), output_type="np", **kwargs).images)
+    except torch.OutOfMemoryError:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(arrays) > 1:
+            half = (len(arrays) + 1) // 2
+            log(f"osdhuman restore: out of memory at batch {len(arrays)}; retrying with batch {half}")
+            return (restore_with_fallback(pipeline, arrays[:half], log, tile)
+                    + restore_with_fallback(pipeline, arrays[half:], log, tile))
+        current = tile or c.tile_size
+        smaller = current // 2 // 8 * 8
+        if smaller < MIN_FALLBACK_TILE:
+            raise
+        log(f"osdhuman restore: out of memory with {current}px tiles; retrying with {smaller}px tiles")
+        return restore_with_fallback(pipeline, arrays, log, smaller)
+
+
 def restore_paths(
     inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
     pipeline=None, progress: bool = True, log=None,
@@ -179,8 +215,8 @@ def restore_paths(
         if not pending:
             return
         try:
-            res = pipeline([a for _, _, a in pending], batch_size=cfg.batch_size, output_type="np").images
-        except Exception as exc:  # noqa: BLE001 - one failed batch (e.g. OOM) is recorded; the job goes on
+            res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
+        except Exception as exc:  # noqa: BLE001 - one failed batch is recorded; the job goes on
             for src, _, _ in pending:
                 report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
                 bar.update(1)

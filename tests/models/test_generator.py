@@ -93,7 +93,7 @@ def test_generator_parameters_get_gradients_and_base_does_not():
     # move LoRA B off zero so that gradients reach A as well
     with torch.no_grad():
         for n, q in m.named_parameters():
-            if ".lora_up." in n:
+            if ".lora_B." in n:
                 q.normal_(0, 0.01)
     out = m(_img(1))
     out.image.mean().backward()

@@ -98,8 +98,8 @@ def test_base_model_from_local_diffusers_folder(tmp_path):
     tok.save_pretrained(folder / "tokenizer")
     m = build_osdhuman(OSDHumanConfig(base_model=str(folder), prompt_source="null"))
     assert not m.untrained
-    assert torch.equal(m.unet.conv_out.base.weight, unet.conv_out.weight)
-    assert torch.equal(m.vae.encoder.conv_in.base.weight, vae.encoder.conv_in.weight)
+    assert torch.equal(m.unet.conv_out.get_base_layer().weight, unet.conv_out.weight)
+    assert torch.equal(m.vae.encoder.conv_in.get_base_layer().weight, vae.encoder.conv_in.weight)
     from osdhuman.models.prompt import encode_text
 
     assert torch.allclose(m.prompt_extractor.embeds, encode_text(te, tok, " "))

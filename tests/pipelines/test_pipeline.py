@@ -134,10 +134,10 @@ def test_precisions_and_fp16_vae_safety(astronaut):
 
     m = build_osdhuman(OSDHumanConfig(base_model="tiny"))
     pipe = RestorationPipeline(m, PipelineConfig(device="cpu", precision="fp16"))
-    assert m.unet.conv_out.base.weight.dtype == torch.float16
+    assert m.unet.conv_out.get_base_layer().weight.dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in m.vae.parameters())  # VAE kept fp32
     pipe.to(precision="bf16")
-    assert m.unet.conv_out.base.weight.dtype == torch.bfloat16
+    assert m.unet.conv_out.get_base_layer().weight.dtype == torch.bfloat16
     assert m.alphas_cumprod.dtype == torch.float32
     out = pipe(astronaut[:64, :64], output_type="pt").images
     pipe.to(precision="fp32")

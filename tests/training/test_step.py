@@ -70,7 +70,7 @@ def test_vsd_on_the_shared_unet(step_module):
     saved = _snapshot(fresh)
     with torch.no_grad():  # back to the initial regularizer (B = 0)
         for p, n in zip(fresh, [n for n, q in model.named_parameters() if any(q is f for f in fresh)]):
-            if ".lora_up." in n:
+            if ".lora_B." in n:
                 p.zero_()
     try:
         z = torch.randn(2, 4, 4, 4, generator=g)

@@ -16,10 +16,16 @@ def register(subparsers) -> None:
                     "--base-model tiny runs an untrained toy model (smoke tests only).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", "--out", "--output-dir", dest="output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument("--weights", metavar="DIR", help="trained OSDHuman weights folder (env OSDHUMAN_WEIGHTS)")
+    p.add_argument("--weights", metavar="PATH", help="trained weights: an osdhuman folder or export, a diffusers/peft "
+                   "LoRA file or folder, the authors' release folder, OSEDiff's osediff.pkl, or a hub id in the "
+                   "local cache (env OSDHUMAN_WEIGHTS)")
     p.add_argument("--base-model", metavar="PATH_OR_ID",
                    help="SD-2.1-base diffusers folder or hub id, or 'tiny' (env OSDHUMAN_BASE_MODEL)")
     p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth (env OSDHUMAN_HFIE_ENCODER)")
+    p.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart from the base weights (default: fused at load)")
+    p.add_argument("--timestep", type=int, metavar="T", help="override the one-step timestep the weights record (HAODiff: 199)")
+    p.add_argument("--prompt-source", choices=["hfie_lq", "hfie_hq", "text", "null"],
+                   help="override the prompt source the weights record (e.g. null for OSEDiff weights)")
     p.add_argument("--tile", type=int, metavar="N", help="tile size in pixels (default 512)")
     p.add_argument("--tile-overlap", type=int, metavar="N", help="tile overlap in pixels (default 64)")
     p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile)")
@@ -47,7 +53,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "tile_size": args.tile, "tile_overlap": args.tile_overlap, "vae_tile_size": args.vae_tile,
         "color_fix": args.color_fix, "precision": args.precision, "device": args.device,
         "batch_size": args.batch_size, "ext": args.ext, "suffix": args.suffix,
-        "recursive": True if args.recursive else None,
+        "recursive": True if args.recursive else None, "fuse": False if args.no_fuse else None,
+        "timestep": args.timestep, "prompt_source": args.prompt_source,
     }
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
 

@@ -61,7 +61,7 @@ from osdhuman.models.hfie import (
     load_ram_encoder,
     remap_ram_swin_keys,
 )
-from osdhuman.models.lora import LoRALayer, inject_lora, lora_target_names
+from osdhuman.models.lora import DualWeightConv2d, add_lora, lora_layers, lora_target_names
 from osdhuman.models.osdhuman import (
     UNET_MODES,
     OSDHuman,
@@ -87,7 +87,7 @@ __all__ = [
     "TINY_VAE_CONFIG",
     "UNET_MODES",
     "FixedPrompt",
-    "LoRALayer",
+    "DualWeightConv2d",
     "OSDHuman",
     "OSDHumanConfig",
     "OSDHumanOutput",
@@ -97,8 +97,9 @@ __all__ = [
     "alphas_cumprod_scaled_linear",
     "build_osdhuman",
     "build_tiny_tokenizer",
-    "inject_lora",
+    "add_lora",
     "load_osdhuman",
+    "lora_layers",
     "load_ram_encoder",
     "lora_target_names",
     "predict_x0_from_eps",

@@ -13,7 +13,7 @@ where the frozen Stable Diffusion weights come from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
@@ -103,6 +103,14 @@ class OSDHumanConfig:
     lora_alpha: float = 8.0
     lora_init: Literal["gaussian", "kaiming"] = "gaussian"
     vae_lora_rank: int | None = None  # None -> lora_rank
+    vae_lora_alpha: float | None = None  # None -> lora_alpha
+    # LoRA layout: None -> FACTS 1's targets (258 UNet modules, 32 VAE-encoder modules); an
+    # explicit list (module names) reproduces imported weights that adapt other modules.
+    # Per-module exceptions to rank / alpha, keyed by module name (peft's rank_pattern).
+    unet_lora_targets: list[str] | None = None
+    vae_lora_targets: list[str] | None = None
+    unet_lora_rank_pattern: dict[str, int] = field(default_factory=dict)
+    unet_lora_alpha_pattern: dict[str, float] = field(default_factory=dict)
     train_conv_in: bool = True  # OSEDiff trains the whole conv_in weight [choose: same]
     # one step at T_L (Eq. 2)
     timestep: int = 999
@@ -130,6 +138,10 @@ class OSDHumanConfig:
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.vae_lora_rank is not None and self.vae_lora_rank < 1:
+            raise ValueError(f"vae_lora_rank must be >= 1, got {self.vae_lora_rank}")
+        if self.lora_alpha <= 0 or (self.vae_lora_alpha is not None and self.vae_lora_alpha <= 0):
+            raise ValueError("lora_alpha and vae_lora_alpha must be > 0")
         if not (0 <= self.timestep < self.num_train_timesteps):
             raise ValueError(f"timestep must be in [0, {self.num_train_timesteps}), got {self.timestep}")
 
@@ -141,3 +153,7 @@ class OSDHumanConfig:
     @property
     def effective_vae_lora_rank(self) -> int:
         return self.vae_lora_rank if self.vae_lora_rank is not None else self.lora_rank
+
+    @property
+    def effective_vae_lora_alpha(self) -> float:
+        return self.vae_lora_alpha if self.vae_lora_alpha is not None else self.lora_alpha

@@ -22,7 +22,8 @@ from torch import nn
 
 from osdhuman.models.errors import WeightsError
 
-__all__ = ["HFIE", "RAM_URL", "RamLoadReport", "SwinEncoder", "load_ram_encoder", "remap_ram_swin_keys"]
+__all__ = ["HFIE", "RAM_URL", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder",
+           "remap_ram_swin_keys"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,7 +135,8 @@ def _layout_help(path: str) -> str:
         f"'visual_encoder.*' = Swin-L with patch merging at the end of stages 0-2, and "
         f"'image_proj.weight' / 'image_proj.bias' = Linear(1536, 512)). Download "
         f"ram_swin_large_14m.pth (5.6 GB) from {RAM_URL} and pass it with --hfie-encoder FILE "
-        f"(or OSDHUMAN_HFIE_ENCODER). Checkpoint: {path}"
+        f"(or OSDHUMAN_HFIE_ENCODER); `osdhuman export-encoder RAM.pth -o encoder.safetensors` keeps "
+        f"only the encoder (0.8 GB), which --hfie-encoder also reads. Checkpoint: {path}"
     )
 
 
@@ -163,6 +165,54 @@ def remap_ram_swin_keys(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, 
     return out, ignored
 
 
+def _read_checkpoint(path: str) -> dict:
+    """A RAM checkpoint (torch pickle, weights_only, memory-mapped when it can) or our
+    reduced encoder file (safetensors, same key names)."""
+    import pickle
+
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc}). " + _layout_help(path)) from None
+    load_errors = (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError,
+                   KeyError, IndexError, TypeError)  # a non-checkpoint file trips the unpickler
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except load_errors:  # not a zip checkpoint (mmap needs one): try the legacy format
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except load_errors as exc:  # report the legacy reader's complaint, not mmap's
+            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({exc!r}). " + _layout_help(path)) from exc
+
+
+def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int]:
+    """Keep only RAM's image encoder (``visual_encoder.*``, ``image_proj.*``; buffers dropped)
+    in a safetensors file that ``load_ram_encoder`` reads: (path, tensors written)."""
+    from safetensors.torch import save_file
+
+    path = str(ram_path)
+    if not Path(path).is_file():
+        raise WeightsError(f"RAM checkpoint not found: {path}. " + _layout_help(path))
+    raw = _read_checkpoint(path)
+    sd = raw.get("model", raw) if isinstance(raw, dict) else None
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{path}: expected a dict. " + _layout_help(path))
+    keep = {k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)
+            and k.startswith(("visual_encoder.", "image_proj.")) and not k.endswith(("relative_position_index", "attn_mask"))}
+    if not any(k.startswith("visual_encoder.") for k in keep):
+        raise WeightsError(f"{path}: no visual_encoder.* tensors. " + _layout_help(path))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(keep, str(tmp), metadata={"format": "osdhuman-ram-encoder", "source": Path(path).name})
+    tmp.replace(out)
+    return out, len(keep)
+
+
 def load_ram_encoder(encoder: SwinEncoder, path: str | Path) -> RamLoadReport:
     """Load RAM's image encoder + image_proj into ``encoder`` (torch.load(weights_only=True)).
 
@@ -174,17 +224,7 @@ def load_ram_encoder(encoder: SwinEncoder, path: str | Path) -> RamLoadReport:
     path = str(path)
     if not Path(path).is_file():
         raise WeightsError(f"HFIE encoder checkpoint not found: {path}. " + _layout_help(path))
-    import pickle
-
-    load_errors = (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError,
-                   KeyError, IndexError, TypeError)  # a non-checkpoint file trips the unpickler
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except load_errors:  # not a zip checkpoint (mmap needs one): try the legacy format
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except load_errors as exc:  # report the legacy reader's complaint, not mmap's
-            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({exc!r}). " + _layout_help(path)) from exc
+    raw = _read_checkpoint(path)
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a dict, got {type(raw).__name__}. " + _layout_help(path))
     mapped, ignored = remap_ram_swin_keys(raw)

@@ -1,27 +1,47 @@
-"""LoRA layers with several named adapters over ONE frozen base layer.
+"""LoRA adapters on peft, several named adapters over ONE frozen base.
 
 The generator UNet, the frozen teacher and the VSD regularizer (FACTS 3) are the same SD
-UNet with different adapters switched on, so the 866 M base weights are held once. A layer
-computes ``base(x) + (alpha / r) * up(down(x))`` for the active adapter (Hu et al. 2022);
-for convolutions ``down`` is a conv with the base's kernel/stride/padding and ``up`` a 1x1
-conv (peft's convention, so parameter counts match FACTS 1).
+UNet with different peft adapters switched on, so the 866 M base weights are held once:
+``generator`` and ``regularizer`` are two named peft LoRA adapters; the teacher runs with
+adapters disabled. Every LoRA layer is peft's (``diffusers``' ``add_adapter`` ->
+``peft.inject_adapter_in_model``), so the state dict speaks peft's key names
+(``...to_q.lora_A.generator.weight``) and diffusers / peft tools read it.
 
-A layer may also keep a frozen copy of its ORIGINAL weight (``keep_original``): the generator
-trains conv_in's full weight, the teacher and regularizer must still see SD's conv_in.
+Written here, and why:
+
+* ``DualWeightConv2d``: OSEDiff trains conv_in's FULL weight and a LoRA on it, while the
+  teacher and the regularizer must keep SD's original conv_in. peft cannot express this:
+  it refuses to put an adapter on a module listed in ``modules_to_save``
+  (``peft.tuners.tuners_utils``: "Adapters should never match on modules to save
+  modules"), and a ``modules_to_save`` copy per adapter would give the regularizer a
+  trainable conv_in it must not have. So conv_in becomes an ``nn.Conv2d`` subclass that
+  keeps a frozen copy of its original weights and uses it when ``use_original`` is set;
+  peft then wraps it like any other Conv2d (its LoRA, merge and state dict work unchanged).
+* ``set_active_adapter``: peft's ``set_adapter`` also flips ``requires_grad`` (active
+  adapter trainable, others frozen). Both adapters train in the same step, so after
+  switching we put back the trainability the caller chose (``trainable``).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNET_LORA_SUFFIXES", "LoRALayer", "inject_lora", "lora_layers", "lora_target_names"]
+__all__ = [
+    "UNET_LORA_SUFFIXES",
+    "DualWeightConv2d",
+    "MissingTargetError",
+    "add_lora",
+    "lora_layers",
+    "lora_target_names",
+    "merge_adapter",
+    "set_active_adapter",
+]
 
 # FACTS 1 (OSEDiff, 258 modules at SD-2.1 size). Time-embedding layers, norms, biases excluded.
 UNET_LORA_SUFFIXES = (
@@ -35,8 +55,16 @@ _UNET_RE = re.compile(r"(^|\.)(" + "|".join(UNET_LORA_SUFFIXES) + r")$")
 _EXCLUDE_RE = re.compile(r"(^|\.)(time_embedding|time_emb_proj|add_embedding|class_embedding)(\.|$)")
 
 
-def _base_of(m: nn.Module) -> nn.Module:
-    return m.base if isinstance(m, LoRALayer) else m
+def _tuner_layer_cls():
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return BaseTunerLayer
+
+
+def lora_layers(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, peft LoRA layer) for every adapted module of ``root``."""
+    base = _tuner_layer_cls()
+    return [(n, m) for n, m in root.named_modules() if isinstance(m, base)]
 
 
 def lora_target_names(module: nn.Module, kind: Literal["unet", "vae_encoder"]) -> list[str]:
@@ -45,15 +73,17 @@ def lora_target_names(module: nn.Module, kind: Literal["unet", "vae_encoder"]) -
     ``unet``: conv_in/out, resnet convs, up/down-sampler convs, proj_in/out, attention
     q/k/v/out, feed-forward (258 at SD-2.1 size). ``vae_encoder`` (call on the AutoencoderKL):
     every Conv2d / Linear in ``encoder.*`` plus ``quant_conv`` (32 at SD size).
+    Modules already wrapped by peft count once (by their own name, not ``.base_layer``).
     """
+    tuner = _tuner_layer_cls()
     names: list[str] = []
-    inside: list[str] = []  # LoRALayer prefixes: their children (base, adapters) are not targets
+    inside: list[str] = []  # peft layers: their children (base_layer, lora_A, ...) are not targets
     for name, m in module.named_modules():
         if any(name.startswith(p + ".") for p in inside):
             continue
-        if isinstance(m, LoRALayer):
+        if isinstance(m, tuner):
             inside.append(name)
-            m = m.base
+            m = m.get_base_layer()
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
         if kind == "unet":
@@ -67,129 +97,110 @@ def lora_target_names(module: nn.Module, kind: Literal["unet", "vae_encoder"]) -
     return names
 
 
-def _parent(root: nn.Module, name: str) -> nn.Module:
-    parent_name = name.rsplit(".", 1)[0] if "." in name else ""
-    return root.get_submodule(parent_name) if parent_name else root
+class DualWeightConv2d(nn.Conv2d):
+    """A Conv2d whose (trainable) weight can be swapped for a frozen copy of its original.
 
-
-class LoRALayer(nn.Module):
-    """A frozen ``nn.Linear`` / ``nn.Conv2d`` plus named low-rank adapters.
-
-    ``active`` (an adapter name or None) selects the adapter; ``use_original`` makes the layer
-    use the frozen copy of its original weight (see ``keep_original``).
+    ``weight`` / ``bias`` are the generator's trained conv_in; ``original_weight`` /
+    ``original_bias`` (non-persistent buffers) are SD's, used while ``use_original``.
+    (peft builds conv_in's lora_A with ``type(base_layer)``: constructed plainly, this class
+    is an ordinary Conv2d.)
     """
 
-    def __init__(self, base: nn.Linear | nn.Conv2d):
-        super().__init__()
-        if not isinstance(base, (nn.Linear, nn.Conv2d)):
-            raise TypeError(f"LoRA supports nn.Linear and nn.Conv2d, got {type(base).__name__}")
-        self.base = base
-        self.lora_down = nn.ModuleDict()
-        self.lora_up = nn.ModuleDict()
-        self.scales: dict[str, float] = {}
-        self.active: str | None = None
-        self.use_original = False
-        self.has_original = False
+    use_original: bool = False
 
-    # -- adapters -----------------------------------------------------------------------
-    def add_adapter(
-        self, name: str, rank: int, alpha: float, init: str = "gaussian",
-        generator: torch.Generator | None = None,
-    ) -> None:
-        b = self.base
-        dev, dt = b.weight.device, b.weight.dtype
-        if isinstance(b, nn.Linear):
-            down = nn.Linear(b.in_features, rank, bias=False, device=dev, dtype=dt)
-            up = nn.Linear(rank, b.out_features, bias=False, device=dev, dtype=dt)
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> DualWeightConv2d:
+        """Wrap ``conv``'s own parameters (not copied); its current weights become the original."""
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                  conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        new.weight, new.bias = conv.weight, conv.bias
+        b = conv.bias.detach().clone() if conv.bias is not None else None
+        new.register_buffer("original_weight", conv.weight.detach().clone(), persistent=False)
+        new.register_buffer("original_bias", b, persistent=False)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.use_original:
+            return super().forward(x)
+        b = self.original_bias
+        return self._conv_forward(x, self.original_weight.to(x.dtype), None if b is None else b.to(x.dtype))
+
+
+class MissingTargetError(ValueError):
+    """LoRA asked for modules (``names``) that the model does not have as Linear / Conv2d."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"{len(names)} LoRA target module(s) not in the model: {', '.join(names[:5])}")
+
+
+def add_lora(
+    model: nn.Module, names: Sequence[str], adapter: str, rank: int, alpha: float,
+    init: str = "gaussian", seed: int = 0, rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+) -> None:
+    """Add peft LoRA adapter ``adapter`` on the named modules of a diffusers model.
+
+    ``init``: "gaussian" (A ~ N(0, 1/r), B = 0: the untrained model equals its base) or
+    "kaiming" (peft's default, B = 0 too). Drawn under ``seed`` without touching the global
+    RNG. ``rank_pattern`` / ``alpha_pattern``: per-module exceptions (peft's own fields).
+    """
+    from peft import LoraConfig
+
+    from osdhuman.models.loading import seeded
+
+    if init not in ("gaussian", "kaiming"):
+        raise ValueError(f"unknown lora_init {init!r} (gaussian | kaiming)")
+    if not names:
+        raise ValueError(f"adapter {adapter!r}: no target modules")
+    have = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    unknown = sorted(set(names) - have)
+    if unknown:
+        raise MissingTargetError(unknown)
+    cfg = LoraConfig(
+        r=int(rank), lora_alpha=float(alpha), target_modules=list(names),
+        init_lora_weights="gaussian" if init == "gaussian" else True,
+        rank_pattern={f"^{re.escape(k)}$": v for k, v in (rank_pattern or {}).items()},
+        alpha_pattern={f"^{re.escape(k)}$": v for k, v in (alpha_pattern or {}).items()},
+    )
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    with seeded(seed), warnings.catch_warnings():  # several adapters on one base: by design
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        model.add_adapter(cfg, adapter_name=adapter)
+    for p in model.parameters():  # add_adapter freezes what it does not own: undo that
+        if id(p) in trainable:
+            p.requires_grad_(True)
+
+
+def set_active_adapter(layers: Iterable[nn.Module], adapter: str | None,
+                       trainable: Iterable[nn.Parameter] = ()) -> None:
+    """Make ``adapter`` the active one on every peft layer (None: adapters disabled, the
+    frozen base alone), then restore ``requires_grad`` on ``trainable``."""
+    for layer in layers:
+        if adapter is None:
+            layer.enable_adapters(False)
         else:
-            down = nn.Conv2d(b.in_channels, rank, b.kernel_size, b.stride, b.padding, b.dilation,
-                             bias=False, device=dev, dtype=dt)
-            up = nn.Conv2d(rank, b.out_channels, 1, bias=False, device=dev, dtype=dt)
-        if init not in ("gaussian", "kaiming"):
-            raise ValueError(f"unknown lora_init {init!r} (gaussian | kaiming)")
-        if dev.type != "meta":
-            with torch.no_grad():  # drawn on the CPU (seeded generator), then copied
-                a = torch.empty(down.weight.shape)
-                if init == "gaussian":  # peft "gaussian": A ~ N(0, 1/r), B = 0
-                    a.normal_(0.0, 1.0 / rank, generator=generator)
-                else:
-                    bound = 1.0 / math.sqrt(down.weight[0].numel())
-                    a.uniform_(-bound, bound, generator=generator)
-                down.weight.copy_(a)
-                up.weight.zero_()
-        self.lora_down[name] = down
-        self.lora_up[name] = up
-        self.scales[name] = float(alpha) / float(rank)
-
-    def keep_original(self) -> None:
-        """Store a frozen copy of the current weight/bias (non-persistent buffers)."""
-        w = self.base.weight.detach().clone()
-        bias = self.base.bias.detach().clone() if self.base.bias is not None else None
-        self.register_buffer("original_weight", w, persistent=False)
-        self.register_buffer("original_bias", bias, persistent=False)
-        self.has_original = True
-
-    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
-        if name not in self.lora_down:
-            return []
-        return [*self.lora_down[name].parameters(), *self.lora_up[name].parameters()]
-
-    @torch.no_grad()
-    def merge(self, name: str) -> None:
-        """Fold adapter ``name`` into the base weight (inference speed); removes the adapter."""
-        down, up, s = self.lora_down[name].weight, self.lora_up[name].weight, self.scales[name]
-        if isinstance(self.base, nn.Linear):
-            delta = up.float() @ down.float()  # (out, in)
-        else:
-            delta = torch.einsum("or,rikl->oikl", up.float()[:, :, 0, 0], down.float())
-        self.base.weight += (s * delta).to(self.base.weight.dtype)
-        del self.lora_down[name], self.lora_up[name]
-        self.scales.pop(name)
-        if self.active == name:
-            self.active = None
-
-    # -- forward ------------------------------------------------------------------------
-    def _base_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.use_original and self.has_original):
-            return self.base(x)
-        w, b = self.original_weight, self.original_bias
-        if isinstance(self.base, nn.Linear):
-            return F.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
-        c = self.base
-        return F.conv2d(x, w.to(x.dtype), None if b is None else b.to(x.dtype), c.stride, c.padding, c.dilation, c.groups)
-
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        y = self._base_forward(x)
-        a = self.active
-        if a is not None and a in self.lora_down:
-            down = self.lora_down[a]
-            delta = self.lora_up[a](down(x.to(down.weight.dtype)))
-            y = y + (self.scales[a] * delta).to(y.dtype)
-        return y
-
-    def extra_repr(self) -> str:
-        return f"adapters={list(self.lora_down.keys())}, active={self.active}, use_original={self.use_original}"
+            if adapter not in layer.lora_A:
+                raise ValueError(f"adapter {adapter!r} not found (have {sorted(layer.lora_A)})")
+            layer.enable_adapters(True)
+            layer.set_adapter(adapter)
+    for p in trainable:
+        p.requires_grad_(True)
 
 
-def inject_lora(
-    root: nn.Module, names: Iterable[str], adapter: str, rank: int, alpha: float,
-    init: str = "gaussian", generator: torch.Generator | None = None,
-) -> list[LoRALayer]:
-    """Wrap each named Linear/Conv2d of ``root`` in a LoRALayer (once) and add ``adapter``."""
-    layers = []
-    for name in names:
-        m = root.get_submodule(name)
-        if not isinstance(m, LoRALayer):
-            layer = LoRALayer(m)
-            parent = _parent(root, name)
-            setattr(parent, name.rsplit(".", 1)[-1], layer)
-            m = layer
-        if adapter in m.lora_down:
-            raise ValueError(f"{name}: adapter {adapter!r} already exists")
-        m.add_adapter(adapter, rank, alpha, init, generator)
-        layers.append(m)
-    return layers
-
-
-def lora_layers(root: nn.Module) -> list[tuple[str, LoRALayer]]:
-    return [(n, m) for n, m in root.named_modules() if isinstance(m, LoRALayer)]
+@torch.no_grad()
+def merge_adapter(root: nn.Module, adapter: str) -> int:
+    """Fold ``adapter`` into the base weights (peft's merge) and unwrap every LoRA layer back
+    to its base module: inference only, irreversible. Returns the number of merged layers."""
+    n = 0
+    for name, layer in lora_layers(root):
+        if adapter in layer.lora_A:
+            layer.merge(adapter_names=[adapter])
+            n += 1
+        base = layer.get_base_layer()
+        parent = root.get_submodule(name.rsplit(".", 1)[0]) if "." in name else root
+        setattr(parent, name.rsplit(".", 1)[-1], base)
+    if hasattr(root, "peft_config"):
+        del root.peft_config
+        root._hf_peft_config_loaded = False
+    return n

@@ -26,7 +26,14 @@ from osdhuman.models.config import (
 )
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.hfie import HFIE, RAM_URL, SwinEncoder, load_ram_encoder
-from osdhuman.models.lora import LoRALayer, inject_lora, lora_layers, lora_target_names
+from osdhuman.models.lora import (
+    DualWeightConv2d,
+    add_lora,
+    lora_layers,
+    lora_target_names,
+    merge_adapter,
+    set_active_adapter,
+)
 from osdhuman.models.prompt import FixedPrompt, encode_text
 from osdhuman.models.schedule import alphas_cumprod_scaled_linear, predict_x0_from_eps
 
@@ -44,7 +51,14 @@ UNET_MODES = ("generator", "teacher", "regularizer")
 WEIGHTS_FILE = "osdhuman_weights.safetensors"
 CONFIG_FILE = "osdhuman_config.json"
 FORMAT = "osdhuman-weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: peft key names (lora_A / lora_B); 1 (lora_down / lora_up) is still read
+_V1_KEYS = ((".lora_down.", ".lora_A."), (".lora_up.", ".lora_B."))
+
+
+def _base_weight(module: nn.Module) -> torch.Tensor:
+    """The frozen base weight of a (possibly peft-wrapped) Linear / Conv2d."""
+    get = getattr(module, "get_base_layer", None)
+    return (get() if get is not None else module).weight
 
 
 @dataclass
@@ -79,20 +93,24 @@ class OSDHuman(nn.Module):
         if hasattr(prompt_extractor, "encoder"):
             prompt_extractor.encoder.requires_grad_(False)
 
-        gen = torch.Generator().manual_seed(config.seed + 1)
-        inject_lora(self.vae, lora_target_names(self.vae, "vae_encoder"), "generator",
-                    config.effective_vae_lora_rank, config.lora_alpha, config.lora_init, gen)
-        inject_lora(self.unet, lora_target_names(self.unet, "unet"), "generator",
-                    config.lora_rank, config.lora_alpha, config.lora_init, gen)
-        for _, layer in lora_layers(self.vae):
-            layer.active = "generator"
-        conv_in = self.unet.conv_in
-        assert isinstance(conv_in, LoRALayer)
-        if config.train_conv_in:
-            conv_in.keep_original()  # teacher / regularizer keep SD's conv_in
+        if config.train_conv_in:  # generator trains conv_in; teacher / regularizer keep SD's
+            self.unet.conv_in = DualWeightConv2d.from_conv(self.unet.conv_in).requires_grad_(True)
+        vae_targets = config.vae_lora_targets
+        vae_targets = lora_target_names(self.vae, "vae_encoder") if vae_targets is None else vae_targets
+        unet_targets = config.unet_lora_targets
+        unet_targets = lora_target_names(self.unet, "unet") if unet_targets is None else unet_targets
+        if vae_targets:
+            add_lora(self.vae, vae_targets, "generator", config.effective_vae_lora_rank,
+                     config.effective_vae_lora_alpha, config.lora_init, seed=config.seed + 1)
+        if unet_targets:
+            add_lora(self.unet, unet_targets, "generator", config.lora_rank, config.lora_alpha,
+                     config.lora_init, seed=config.seed + 11, rank_pattern=config.unet_lora_rank_pattern,
+                     alpha_pattern=config.unet_lora_alpha_pattern)
+        self.has_regularizer = False
+        self.merged = False
+        self.weights_source: str | None = None  # set when trained weights are loaded
         self._mode = "generator"
         self._apply_mode("generator")
-        self.has_regularizer = False
         for p in self.generator_parameters():
             p.requires_grad_(True)
 
@@ -121,12 +139,23 @@ class OSDHuman(nn.Module):
 
     @property
     def untrained(self) -> bool:
-        """True when the base weights are random presets (outputs are not restorations)."""
+        """True when outputs are not restorations: random base presets, or a real base with
+        no trained weights loaded (plain SD at t=999 with an untrained prompt head)."""
+        return self.config.is_random or self.weights_source is None
+
+    @property
+    def random_base(self) -> bool:
         return self.config.is_random
 
     @property
     def device(self) -> torch.device:
-        return self.unet.conv_out.base.weight.device
+        return _base_weight(self.unet.conv_out).device
+
+    @property
+    def conv_in(self) -> nn.Module:
+        """The UNet's conv_in (a DualWeightConv2d when train_conv_in), unwrapped from peft."""
+        c = self.unet.conv_in
+        return c.get_base_layer() if hasattr(c, "get_base_layer") else c
 
     # ---------------------------------------------------------------- UNet modes
     def _apply_mode(self, mode: str) -> None:
@@ -134,10 +163,14 @@ class OSDHuman(nn.Module):
             raise ValueError(f"unet mode must be one of {UNET_MODES}, got {mode!r}")
         if mode == "regularizer" and not getattr(self, "has_regularizer", False):
             raise RuntimeError("no regularizer adapter: call model.add_regularizer() first")
-        adapter = None if mode == "teacher" else mode
-        for _, layer in lora_layers(self.unet):
-            layer.active = adapter
-            layer.use_original = mode != "generator"
+        if self.merged and mode != "generator":
+            raise RuntimeError(f"unet mode {mode!r} is unavailable: the generator LoRA was merged (inference only)")
+        if not self.merged:
+            adapter = None if mode == "teacher" else mode
+            trainable = [p for p in self.unet.parameters() if p.requires_grad]
+            set_active_adapter([m for _, m in lora_layers(self.unet)], adapter, trainable)
+        if isinstance(self.conv_in, DualWeightConv2d):
+            self.conv_in.use_original = mode != "generator"
         self._mode = mode
 
     @property
@@ -159,36 +192,38 @@ class OSDHuman(nn.Module):
         """Add the VSD regularizer's LoRA adapter (same targets, own params; trainable)."""
         if self.has_regularizer:
             return self.regularizer_parameters()
-        gen = torch.Generator().manual_seed(self.config.seed + 2)
-        layers = [m for _, m in lora_layers(self.unet)]
-        for layer in layers:
-            layer.add_adapter("regularizer", rank or self.config.lora_rank,
-                              alpha if alpha is not None else self.config.lora_alpha, self.config.lora_init, gen)
+        if self.merged:
+            raise RuntimeError("the generator LoRA was merged (inference only): no regularizer can be added")
+        c = self.config
+        targets = [n for n, m in lora_layers(self.unet) if "generator" in m.lora_A]
+        add_lora(self.unet, targets, "regularizer", rank or c.lora_rank,
+                 alpha if alpha is not None else c.lora_alpha, c.lora_init, seed=c.seed + 2,
+                 rank_pattern=None if rank else c.unet_lora_rank_pattern,
+                 alpha_pattern=None if alpha is not None else c.unet_lora_alpha_pattern)
         self.has_regularizer = True
         params = self.regularizer_parameters()
-        ref = self.unet.conv_out.base.weight
         for p in params:
-            p.data = p.data.to(device=ref.device)
             p.requires_grad_(True)
         self._apply_mode(self._mode)
         return params
 
     def unet_eps(self, z_t: torch.Tensor, t: torch.Tensor | int, prompt_embeds: torch.Tensor) -> torch.Tensor:
         """eps prediction of the UNet in its current mode: (B,4,h,w), t int or (B,) -> (B,4,h,w)."""
-        dtype = self.unet.conv_out.base.weight.dtype
+        dtype = _base_weight(self.unet.conv_out).dtype
         if not torch.is_tensor(t):
             t = torch.full((z_t.shape[0],), int(t), device=z_t.device, dtype=torch.long)
         return self.unet(z_t.to(dtype), t.to(z_t.device), encoder_hidden_states=prompt_embeds.to(dtype)).sample
 
     # ---------------------------------------------------------------- parameters
     def _adapter_params(self, root: nn.Module, adapter: str) -> list[nn.Parameter]:
-        return [p for _, layer in lora_layers(root) for p in layer.adapter_parameters(adapter)]
+        return [p for _, layer in lora_layers(root) if adapter in layer.lora_A
+                for p in (*layer.lora_A[adapter].parameters(), *layer.lora_B[adapter].parameters())]
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Trainable generator tensors: VAE-encoder LoRA, UNet LoRA (+ conv_in), HFIE Q/MHA/norm."""
         params = self._adapter_params(self.vae, "generator") + self._adapter_params(self.unet, "generator")
         if self.config.train_conv_in:
-            params += list(self.unet.conv_in.base.parameters())
+            params += list(self.conv_in.parameters())
         if isinstance(self.prompt_extractor, HFIE):
             pe = self.prompt_extractor
             params += [pe.query, *pe.attn.parameters(), *pe.norm.parameters()]
@@ -204,7 +239,7 @@ class OSDHuman(nn.Module):
         out = {
             "unet_lora": n(self._adapter_params(self.unet, "generator")),
             "vae_encoder_lora": n(self._adapter_params(self.vae, "generator")),
-            "conv_in": n(self.unet.conv_in.base.parameters()) if self.config.train_conv_in else 0,
+            "conv_in": n(self.conv_in.parameters()) if self.config.train_conv_in else 0,
             "regularizer_lora": n(self.regularizer_parameters()),
             "generator_total": n(self.generator_parameters()),
         }
@@ -214,7 +249,7 @@ class OSDHuman(nn.Module):
     # ---------------------------------------------------------------- generator steps
     def encode_latent(self, lq: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """z_L = E(I_L) * 0.18215: (B,3,H,W) [-1,1] -> (B,4,H/8,W/8) (sampled or mode)."""
-        vdtype = self.vae.encoder.conv_in.base.weight.dtype
+        vdtype = _base_weight(self.vae.encoder.conv_in).dtype
         dist = self.vae.encode(lq.to(vdtype)).latent_dist
         z = dist.sample(generator=generator) if sample else dist.mode()
         return z * self.scaling_factor  # (B,4,h,w)
@@ -245,24 +280,41 @@ class OSDHuman(nn.Module):
     def merge_generator_lora(self) -> None:
         """Fold the generator LoRA into the base weights (inference only; irreversible:
         teacher / regularizer modes become unavailable)."""
+        self._apply_mode("generator")
         for root in (self.vae, self.unet):
-            for _, layer in lora_layers(root):
-                if "generator" in layer.lora_down:
-                    layer.merge("generator")
+            merge_adapter(root, "generator")
         self.merged = True
+        self.has_regularizer = False
 
     # ---------------------------------------------------------------- weights
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor that is not part of the frozen SD / RAM bases (what save_weights writes)."""
+        ids = {id(p) for p in self.generator_parameters() + self.regularizer_parameters()}
         keep = {}
-        for k, v in self.state_dict().items():
-            if (".lora_down." in k or ".lora_up." in k
-                    or (self.config.train_conv_in and k.startswith("unet.conv_in.base."))
-                    or (k.startswith("prompt_extractor.") and not k.startswith("prompt_extractor.encoder."))):
-                keep[k] = v
+        for k, v in self.state_dict(keep_vars=True).items():
+            head = k.startswith("prompt_extractor.") and not k.startswith("prompt_extractor.encoder.")
+            if id(v) in ids or head:
+                keep[k] = v.detach()
         if self.null_prompt_embeds is not None:
             keep["null_prompt_embeds"] = self.null_prompt_embeds
         return keep
+
+    @property
+    def conv_in_key(self) -> str:
+        """State-dict prefix of the trained conv_in (``unet.conv_in.`` or ``.base_layer.``)."""
+        wrapped = hasattr(self.unet.conv_in, "get_base_layer")
+        return "unet.conv_in.base_layer." if wrapped else "unet.conv_in."
+
+    def _upgrade_keys(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Format-1 key names (our own LoRA layer) -> today's peft names."""
+        out = {}
+        for k, v in tensors.items():
+            for a, b in _V1_KEYS:
+                k = k.replace(a, b)
+            if k.startswith("unet.conv_in.base."):
+                k = self.conv_in_key + k[len("unet.conv_in.base."):]
+            out[k] = v
+        return out
 
     def save_weights(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write osdhuman_weights.safetensors (trainable tensors) + osdhuman_config.json."""
@@ -277,7 +329,7 @@ class OSDHuman(nn.Module):
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
         tmp.replace(d / WEIGHTS_FILE)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": to_dict(self.config),
-                "has_regularizer": self.has_regularizer, "untrained_base": self.untrained,
+                "has_regularizer": self.has_regularizer, "untrained_base": self.random_base,
                 "parameter_counts": self.parameter_counts(), **(extra or {})}
         (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return d
@@ -294,7 +346,8 @@ class OSDHuman(nn.Module):
             tensors = load_file(str(path))
         except Exception as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-        if any(".lora_down.regularizer." in k for k in tensors) and not self.has_regularizer:
+        tensors = self._upgrade_keys(tensors)
+        if any(".lora_A.regularizer." in k for k in tensors) and not self.has_regularizer:
             self.add_regularizer()
         own = self.trainable_state_dict()
         missing = sorted(set(own) - set(tensors) - {"null_prompt_embeds"})  # null prompt: optional
@@ -316,6 +369,7 @@ class OSDHuman(nn.Module):
             else:
                 self.null_prompt_embeds.copy_(t)
         self.load_state_dict(tensors, strict=False)
+        self.weights_source = str(path)
         return self
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman, load_osdhuman
+from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
+from osdhuman.models.pretrained import load_pretrained
 from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
@@ -109,9 +110,14 @@ def _to_tensor(img: Any) -> torch.Tensor:
 class RestorationPipeline:
     """Components: ``model`` (OSDHuman: vae, unet, prompt_extractor) + ``config`` (PipelineConfig)."""
 
-    def __init__(self, model: OSDHuman, config: PipelineConfig | None = None):
+    def __init__(self, model: OSDHuman, config: PipelineConfig | None = None, fuse: bool = True):
+        """``fuse``: fold the generator LoRA into the base weights now (faster inference;
+        the model can no longer switch adapters). ``weights_summary``: what was loaded."""
         self.config = config or PipelineConfig()
         self.model = model.eval()
+        self.weights_summary = ""
+        if fuse and not model.merged:
+            model.merge_generator_lora()
         self.device = resolve_device(self.config.device)
         self.dtype = PRECISIONS[self.config.precision]
         self._place()
@@ -142,31 +148,43 @@ class RestorationPipeline:
     @classmethod
     def from_pretrained(
         cls, weights: str | Path | None = None, *, base_model: str | None = None,
-        hfie_encoder: str | None = None, model_config: OSDHumanConfig | None = None, **pipeline_kwargs,
+        hfie_encoder: str | None = None, model_config: OSDHumanConfig | None = None,
+        fuse: bool = True, timestep: int | None = None, prompt_source: str | None = None,
+        **pipeline_kwargs,
     ) -> RestorationPipeline:
-        """``weights``: a folder written by ``save_pretrained`` / ``OSDHuman.save_weights`` /
-        training. Without it, a model with untrained (zero) LoRA is built from ``base_model``
-        (or ``model_config``). ``pipeline_kwargs`` override PipelineConfig fields."""
+        """``weights``: our folder (``save_pretrained`` / training), our diffusers export, a
+        diffusers / peft LoRA file or folder, the authors' group layout, OSEDiff's
+        ``osediff.pkl``, or a hub id in the local cache (``osdhuman.models.pretrained``).
+        Without it, a model with untrained (zero) LoRA is built from ``base_model`` (or
+        ``model_config``) and flagged ``untrained``. ``timestep`` / ``prompt_source``
+        override what the files record; ``pipeline_kwargs`` override PipelineConfig fields."""
         saved: dict = {}
+        summary = ""
         if weights is not None:
-            model = load_osdhuman(weights, base_model=base_model, hfie_encoder_path=hfie_encoder)
+            model, summary = load_pretrained(weights, base_model=base_model, hfie_encoder_path=hfie_encoder,
+                                             timestep=timestep, prompt_source=prompt_source)
             pf = Path(weights) / PIPELINE_FILE
             if pf.is_file():
                 saved = json.loads(pf.read_text())
         else:
             cfg = model_config or OSDHumanConfig()
-            if base_model is not None:
-                cfg = replace(cfg, base_model=base_model)
-            if hfie_encoder is not None:
-                cfg = replace(cfg, hfie_encoder_path=hfie_encoder)
-            model = build_osdhuman(cfg)
+            over = {"base_model": base_model, "hfie_encoder_path": hfie_encoder, "timestep": timestep,
+                    "prompt_source": prompt_source}
+            cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
+            # inference needs no null-prompt embedding: CLIP's text encoder only for text prompts
+            model = build_osdhuman(cfg, text_encoder=cfg.prompt_source in ("text", "null"))
         known = set(PipelineConfig.__dataclass_fields__)
         merged = {k: v for k, v in {**saved, **pipeline_kwargs}.items() if k in known and v is not None}
-        return cls(model, PipelineConfig(**merged))
+        pipe = cls(model, PipelineConfig(**merged), fuse=fuse)
+        pipe.weights_summary = summary
+        return pipe
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from osdhuman.config import to_dict
 
+        if self.model.merged:
+            raise ValueError("this pipeline's LoRA is fused into the base weights (fuse=True), so its "
+                             "adapters cannot be saved: build it with fuse=False to save it")
         d = self.model.save_weights(directory)
         (d / PIPELINE_FILE).write_text(json.dumps(to_dict(self.config), indent=2))
         return d

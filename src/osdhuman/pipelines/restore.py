@@ -54,9 +54,12 @@ REPORT_NAME = "restore_report.json"
 class RestoreConfig:
     """Everything ``osdhuman restore`` needs; saved as OUTDIR/restore_config.yaml."""
 
-    weights: str | None = None  # trained weights folder; None -> untrained LoRA on base_model
+    weights: str | None = None  # trained weights (any supported format, or a cached hub id); None -> untrained
     base_model: str | None = None  # None -> the one saved with the weights, else "tiny"
     hfie_encoder: str | None = None  # RAM checkpoint path (None -> saved path)
+    fuse: bool = True  # fold the LoRA into the base weights at load (faster); False keeps it apart
+    timestep: int | None = None  # None -> recorded with the weights (999 for OSDHuman; HAODiff uses 199)
+    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null"] | None = None  # None -> recorded
     tile_size: int = 512
     tile_overlap: int = 64
     vae_tile_size: int | None = None
@@ -201,13 +204,19 @@ def restore_paths(
             cfg.weights, base_model=cfg.base_model,
             hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
             vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
-            device=cfg.device, seed=cfg.seed)
+            device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
+            prompt_source=cfg.prompt_source)
+    if getattr(pipeline, "weights_summary", ""):
+        log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / CONFIG_NAME)
     if report.untrained:
-        log("osdhuman restore: WARNING: the model is an untrained random preset "
-            f"({pipeline.model.config.base_model!r}); outputs are NOT restorations")
+        base = pipeline.model.config.base_model
+        why = (f"an untrained random preset ({base!r})" if pipeline.model.config.is_random else
+               f"the base model {base!r} with NO trained OSDHuman weights (plain SD at t="
+               f"{pipeline.model.config.timestep} with an untrained prompt head; pass --weights)")
+        log(f"osdhuman restore: WARNING: the model is {why}; outputs are NOT restorations")
     bar = tqdm(total=len(files), desc="restore", unit="img", disable=not progress)
     pending: list[tuple[Path, Path, np.ndarray]] = []
 

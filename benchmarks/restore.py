@@ -2,7 +2,12 @@
 2048x2048 photo through latent + VAE tiling), beside the reference figures of FACTS 7.
 
     python benchmarks/restore.py --base-model tiny                       # smoke run, any CPU
-    python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--merge-lora]
+    python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--no-fuse]
+    python benchmarks/restore.py --base-model sd21-random --precision fp32 --device cpu --fuse-compare
+
+``--fuse-compare``: the same model and input timed with its LoRA apart (peft layers) and then
+fused into the base weights (what ``restore`` does by default), in one run: min of
+``--repeats``, and the ratio unfused / fused.
 
 ``sd21-random`` builds SD-2.1-base-sized modules (UNet 866 M, VAE 84 M, Swin-L HFIE) with
 random weights: the cost of the real model without downloading it. The reference column
@@ -50,7 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="bf16", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE")
-    ap.add_argument("--merge-lora", action="store_true", help="fold the generator LoRA into the base weights")
+    ap.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart (default: fused, as restore does)")
+    ap.add_argument("--fuse-compare", action="store_true", help="time unfused, then fused, at batch 1 x --size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--size", type=int, default=512)
@@ -64,12 +70,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     cfg = OSDHumanConfig(base_model=args.base_model, hfie_encoder_path=args.hfie_encoder, compute_null_prompt=False)
     model = build_osdhuman(cfg)
-    if args.merge_lora:
-        model.merge_generator_lora()
+    if args.fuse_compare:
+        return fuse_compare(model, args)
     # compiled modules: per-tile GroupNorm (patching norms between tiles would force recompiles)
     pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
                                                      tile_size=args.tile, color_fix="adain",
-                                                     tile_norm="tile" if args.compile else "global"))
+                                                     tile_norm="tile" if args.compile else "global"),
+                               fuse=not args.no_fuse)
     if args.compile:
         model.unet = torch.compile(model.unet)
         model.vae.encoder = torch.compile(model.vae.encoder)
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
     dev = pipe.device
     print(f"built {args.base_model} in {time.perf_counter() - t0:.1f} s on {dev} "
           f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), precision {args.precision}"
-          f"{', compiled' if args.compile else ''}{', merged LoRA' if args.merge_lora else ''}"
+          f"{', compiled' if args.compile else ''}{'' if args.no_fuse else ', fused LoRA'}"
           + ("  [random weights: speed only]" if model.untrained else ""), flush=True)
 
     mode = "compile" if args.compile else "eager"
@@ -120,6 +127,57 @@ def main(argv=None) -> int:
         print(line(r))
     if dev.type != "cuda" or args.base_model != "sd21-random":
         print("(reference figures are for SD-2.1-base-sized modules on one H100; no ratio is printed here)")
+    return 0
+
+
+def _time(pipe, x) -> float:
+    t = time.perf_counter()
+    pipe.restore_tensor(x)
+    _sync(pipe.device)
+    return time.perf_counter() - t
+
+
+def _set_merged(model, merged: bool) -> None:
+    """peft's reversible merge / unmerge of the generator LoRA on every layer."""
+    from osdhuman.models import lora_layers
+
+    for root in (model.vae, model.unet):
+        for _, layer in lora_layers(root):
+            if merged and not layer.merged:
+                layer.merge(adapter_names=["generator"])
+            elif not merged and layer.merged:
+                layer.unmerge()
+
+
+def fuse_compare(model, args) -> int:
+    """Unfused and fused runs interleaved (A B A B ...) on the same model and input, so that
+    machine-load drift hits both; fused uses peft's reversible merge here (``restore``
+    also drops the then idle peft wrappers, which can only be faster)."""
+    from osdhuman.pipelines import PipelineConfig, RestorationPipeline
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # B off zero, as after training
+        for p in model.generator_parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    pc = PipelineConfig(device=args.device, precision=args.precision, tile_size=max(args.tile, args.size))
+    pipe = RestorationPipeline(model, pc, fuse=False)
+    x = torch.rand(1, 3, args.size, args.size, generator=g) * 2 - 1
+    times = {False: [], True: []}
+    with torch.no_grad():
+        before = pipe.restore_tensor(x)  # warm-up, unfused
+        for _ in range(args.repeats):
+            for merged in (False, True):
+                _set_merged(model, merged)
+                times[merged].append(_time(pipe, x))
+        diff = (pipe.restore_tensor(x) - before).abs().max().item()
+    unfused, fused = min(times[False]), min(times[True])
+    ratios = sorted(a / b for a, b in zip(times[False], times[True]))
+    print(f"{args.base_model} {args.size}x{args.size} batch 1 on {pipe.device}, {args.precision}, "
+          f"{args.repeats} interleaved pairs")
+    print(f"  unfused (peft LoRA layers): min {unfused:.3f} s/image")
+    print(f"  fused (LoRA merged into the base weights): min {fused:.3f} s/image")
+    print(f"  ratio unfused / fused: {unfused / fused:.3f} (min over min); pairwise median "
+          f"{ratios[len(ratios) // 2]:.3f}; max |fused - unfused| = {diff:.2e}")
     return 0
 
 

@@ -109,7 +109,7 @@ USAGE_CASES = {
                      ["--device", "bogus"]),
     # weights
     "weights-empty": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--weights", "{Q}/emptyweights"], 2,
-                      ["{Q}/emptyweights/osdhuman_config.json", "not found"]),
+                      ["{Q}/emptyweights", "no weights recognised", "an empty folder"]),
     "hfie-not-a-checkpoint": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--hfie-encoder", "{Q}/a.txt"],
                               2, ["{Q}/a.txt", "cannot be read as a torch checkpoint"]),
 }

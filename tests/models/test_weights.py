@@ -97,7 +97,8 @@ def test_base_model_from_local_diffusers_folder(tmp_path):
     te.save_pretrained(folder / "text_encoder")
     tok.save_pretrained(folder / "tokenizer")
     m = build_osdhuman(OSDHumanConfig(base_model=str(folder), prompt_source="null"))
-    assert not m.untrained
+    assert not m.random_base
+    assert m.untrained  # a real base, but no trained weights loaded: outputs are not restorations
     assert torch.equal(m.unet.conv_out.get_base_layer().weight, unet.conv_out.weight)
     assert torch.equal(m.vae.encoder.conv_in.get_base_layer().weight, vae.encoder.conv_in.weight)
     from osdhuman.models.prompt import encode_text

@@ -134,10 +134,11 @@ def test_precisions_and_fp16_vae_safety(astronaut):
 
     m = build_osdhuman(OSDHumanConfig(base_model="tiny"))
     pipe = RestorationPipeline(m, PipelineConfig(device="cpu", precision="fp16"))
-    assert m.unet.conv_out.get_base_layer().weight.dtype == torch.float16
+    assert m.merged  # LoRA fused at load by default: conv_out is a plain Conv2d again
+    assert m.unet.conv_out.weight.dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in m.vae.parameters())  # VAE kept fp32
     pipe.to(precision="bf16")
-    assert m.unet.conv_out.get_base_layer().weight.dtype == torch.bfloat16
+    assert m.unet.conv_out.weight.dtype == torch.bfloat16
     assert m.alphas_cumprod.dtype == torch.float32
     out = pipe(astronaut[:64, :64], output_type="pt").images
     pipe.to(precision="fp32")
@@ -152,12 +153,18 @@ def test_save_and_from_pretrained(tmp_path, astronaut):
     with torch.no_grad():
         for q in m.generator_parameters():
             q.add_(0.02 * torch.randn_like(q))
-    pipe = RestorationPipeline(m, PipelineConfig(device="cpu", color_fix="wavelet", tile_size=256))
+    pipe = RestorationPipeline(m, PipelineConfig(device="cpu", color_fix="wavelet", tile_size=256), fuse=False)
     pipe.save_pretrained(tmp_path)
-    pipe2 = RestorationPipeline.from_pretrained(tmp_path, device="cpu")
+    pipe2 = RestorationPipeline.from_pretrained(tmp_path, device="cpu", fuse=False)
     assert pipe2.config.color_fix == "wavelet" and pipe2.config.tile_size == 256
     a = astronaut[:80, :72]
     assert np.array_equal(pipe(a, output_type="np").images[0], pipe2(a, output_type="np").images[0])
+
+
+def test_a_fused_pipeline_refuses_to_save(tmp_path, tiny_pipe):
+    assert tiny_pipe.model.merged
+    with pytest.raises(ValueError, match="fuse=False"):
+        tiny_pipe.save_pretrained(tmp_path)
 
 
 def test_bad_pipeline_settings():

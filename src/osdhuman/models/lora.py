@@ -153,7 +153,7 @@ def add_lora(
         raise ValueError(f"unknown lora_init {init!r} (gaussian | kaiming)")
     if not names:
         raise ValueError(f"adapter {adapter!r}: no target modules")
-    have = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    have = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, _tuner_layer_cls()))}
     unknown = sorted(set(names) - have)
     if unknown:
         raise MissingTargetError(unknown)

@@ -392,7 +392,8 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
         raise WeightsError(
             f"HFIE needs RAM's image encoder for base model {cfg.base_model!r}: set "
             f"hfie_encoder_path / --hfie-encoder / OSDHUMAN_HFIE_ENCODER to "
-            f"ram_swin_large_14m.pth (download: {RAM_URL}).")
+            f"ram_swin_large_14m.pth (download: {RAM_URL}; it is required: the prompt comes from its "
+            f"image encoder), or to the reduced file `osdhuman export-encoder RAM.pth -o encoder.safetensors` writes.")
     with ctx:
         want_text = text_encoder and not meta and (_needs_text(cfg) or cfg.compute_null_prompt)
         unet, vae, te, tok = build_sd_components(

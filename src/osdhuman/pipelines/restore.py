@@ -286,13 +286,18 @@ def weights_from_env(env: dict | None = None) -> WeightsSetup:
     w, b, h = env.get(ENV_WEIGHTS) or None, env.get(ENV_BASE_MODEL) or None, env.get(ENV_HFIE_ENCODER) or None
     problems = []
     saved: dict = {}
+    from osdhuman.models import WeightsError
+    from osdhuman.models.formats import classify
+
     if not w:
         problems.append(f"{ENV_WEIGHTS} is not set")
-    elif not (Path(w) / "osdhuman_config.json").is_file():
-        problems.append(f"{ENV_WEIGHTS}={w}: no osdhuman_config.json there")
     else:
         try:
-            saved = json.loads((Path(w) / "osdhuman_config.json").read_text()).get("config", {})
+            classify(w)
+            if (Path(w) / "osdhuman_config.json").is_file():
+                saved = json.loads((Path(w) / "osdhuman_config.json").read_text()).get("config", {})
+        except WeightsError as exc:
+            problems.append(f"{ENV_WEIGHTS}={w}: {exc}")
         except (OSError, json.JSONDecodeError) as exc:
             problems.append(f"{w}/osdhuman_config.json unreadable ({exc})")
     base = b or saved.get("base_model")

@@ -327,3 +327,25 @@ def test_ram_encoder_export_is_read_back(tmp_path):
         dst = SwinEncoder(**TINY_SWIN)
     load_ram_encoder(dst, path)
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+
+def test_export_loads_with_stable_diffusion_pipeline_load_lora_weights(tmp_path):
+    """The folder form: StableDiffusionPipeline.load_lora_weights(folder) applies every tensor."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    m = _perturbed()
+    export_diffusers(m, tmp_path / "exp")
+    unet, vae, te, tok = build_sd_components("tiny", seed=0, with_text=True)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=DDPMScheduler(),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.load_lora_weights(str(tmp_path / "exp"))
+    n_file = len(load_file(str(tmp_path / "exp" / "pytorch_lora_weights.safetensors"))) // 2
+    from osdhuman.models import lora_layers
+
+    assert len(lora_layers(pipe.unet)) == n_file  # every LoRA module of the file is applied
+    pipe.unet.conv_in.bias.data.copy_(load_file(str(tmp_path / "exp" / "unet_conv_in.safetensors"))["conv_in.bias"])
+    z, t, p = _inputs()
+    with torch.no_grad():
+        assert (m.unet_eps(z, t, p) - pipe.unet(z, t, encoder_hidden_states=p).sample).abs().max() < 1e-5

@@ -162,7 +162,8 @@ def load_pretrained(
         raise WeightsError(f"{p}: no HFIE head (query / attention / norm) in these files; an HFIE model needs "
                            "it (the authors' layout keeps it in img_encoder_weights.pth beside the LoRA file), "
                            "or choose a prompt source that needs none (--prompt-source null)")
-    needs_text = cfg.prompt_source in ("text", "null") and "embeds" not in fw.prompt
+    needs_text = ((cfg.prompt_source in ("text", "null") and "embeds" not in fw.prompt)
+                  or (cfg.compute_null_prompt and "null_prompt_embeds" not in fw.prompt))  # VSD's CFG
     try:
         model = build_osdhuman(cfg, text_encoder=needs_text)
     except MissingTargetError as exc:

@@ -99,6 +99,9 @@ class LoggingConfig:
 @dataclass
 class TrainConfig:
     model: OSDHumanConfig = field(default_factory=OSDHumanConfig)
+    # start the generator from released / earlier weights (any format `restore --weights`
+    # reads; the LoRA layout comes from the files, model.base_model / hfie_encoder_path from here)
+    init_weights: Optional[str] = None
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -175,6 +175,19 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         raise ValueError("gradient_checkpointing=true but this model exposes no way to enable it")
 
 
+def initial_model(cfg: TrainConfig) -> nn.Module:
+    """The model of ``cfg.init_weights`` (any supported format), on cfg.model's frozen bases."""
+    import sys
+
+    from osdhuman.models.pretrained import load_pretrained
+
+    m = cfg.model
+    model, summary = load_pretrained(cfg.init_weights, base_model=m.base_model, hfie_encoder_path=m.hfie_encoder_path,
+                                     compute_null_prompt=m.compute_null_prompt)
+    print(f"osdhuman train: init {summary}", file=sys.stderr)
+    return model
+
+
 def build_for_training(cfg: TrainConfig, device: torch.device):
     """(model, lpips, generator params, regularizer params): the model with its regularizer
     adapter on ``device``, frozen dtype applied, trainable tensors in float32."""
@@ -182,7 +195,7 @@ def build_for_training(cfg: TrainConfig, device: torch.device):
     from osdhuman.training.lpips import build_lpips
 
     lpips = build_lpips(cfg.lpips) if cfg.loss.lambda_lpips != 0 else None  # fails fast on missing weights
-    model = build_osdhuman(cfg.model)
+    model = initial_model(cfg) if cfg.init_weights else build_osdhuman(cfg.model)
     if cfg.loss.lambda_vsd != 0:
         model.add_regularizer()
     if cfg.gradient_checkpointing:

@@ -349,3 +349,20 @@ def test_export_loads_with_stable_diffusion_pipeline_load_lora_weights(tmp_path)
     z, t, p = _inputs()
     with torch.no_grad():
         assert (m.unet_eps(z, t, p) - pipe.unet(z, t, encoder_hidden_states=p).sample).abs().max() < 1e-5
+
+
+def test_base_model_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    unet, vae, _, _ = build_sd_components("tiny", seed=3)
+    snap = tmp_path / "hub" / "models--someone--tiny-sd" / "snapshots" / ("b" * 40)
+    unet.save_pretrained(snap / "unet")
+    vae.save_pretrained(snap / "vae")
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    m = build_osdhuman(OSDHumanConfig(base_model="someone/tiny-sd", prompt_source="null"), text_encoder=False)
+    assert torch.equal(m.unet.conv_out.get_base_layer().weight, unet.conv_out.weight)
+    assert m.untrained and not m.random_base

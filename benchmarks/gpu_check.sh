@@ -27,6 +27,8 @@ run 120 python3 -m pytest -q -p no:cacheprovider tests/degradation/test_cuda.py
 run 90  python3 benchmarks/degradation.py --device cuda --batch-size 64 --skip-reference
 run 150 python3 benchmarks/restore.py --base-model sd21-random --precision bf16 --repeats 3
 run 180 python3 benchmarks/restore.py --base-model sd21-random --precision bf16 --repeats 3 --compile --large 0
+run 150 python3 benchmarks/restore.py --base-model sd21-random --precision bf16 --repeats 3 --vs-diffusers --batches 1,8
+run 120 python3 benchmarks/restore.py --base-model sd21-random --precision bf16 --repeats 5 --fuse-compare
 run 150 python3 benchmarks/train_step.py --base-model sd21-random --size 512 --batch 4 --precision bf16 --only plain
 run 120 python3 benchmarks/train_step.py --base-model sd21-random --size 512 --batch 1 --precision bf16 --only ckpt
 echo "log: $log"

@@ -5,6 +5,10 @@
     python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--no-fuse]
     python benchmarks/restore.py --base-model sd21-random --precision fp32 --device cpu --fuse-compare
 
+``--vs-diffusers``: ours (fused, the whole pipeline with HFIE and colour fix) beside plain
+diffusers + peft in the same run (UNet + VAE with the same peft LoRA, unfused, one step at
+t=999 from a given prompt tensor, no osdhuman code in its loop), interleaved, at --batches.
+
 ``--fuse-compare``: the same model and input timed with its LoRA apart (peft layers) and then
 fused into the base weights (what ``restore`` does by default), in one run: min of
 ``--repeats``, and the ratio unfused / fused.
@@ -57,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE")
     ap.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart (default: fused, as restore does)")
     ap.add_argument("--fuse-compare", action="store_true", help="time unfused, then fused, at batch 1 x --size")
+    ap.add_argument("--vs-diffusers", action="store_true", help="ours beside plain diffusers + peft (unfused)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--size", type=int, default=512)
@@ -72,6 +77,8 @@ def main(argv=None) -> int:
     model = build_osdhuman(cfg)
     if args.fuse_compare:
         return fuse_compare(model, args)
+    if args.vs_diffusers:
+        return vs_diffusers(model, args)
     # compiled modules: per-tile GroupNorm (patching norms between tiles would force recompiles)
     pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
                                                      tile_size=args.tile, color_fix="adain",
@@ -178,6 +185,60 @@ def fuse_compare(model, args) -> int:
     print(f"  fused (LoRA merged into the base weights): min {fused:.3f} s/image")
     print(f"  ratio unfused / fused: {unfused / fused:.3f} (min over min); pairwise median "
           f"{ratios[len(ratios) // 2]:.3f}; max |fused - unfused| = {diff:.2e}")
+    return 0
+
+
+def _plain_diffusers(model, device, dtype):
+    """A plain diffusers UNet + VAE of the same size with the same peft LoRA (unfused), and
+    its one-step restore: (B,3,H,W) [-1,1], prompt (B,77,D) -> (B,3,H,W)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from peft import LoraConfig
+
+    from osdhuman.models import lora_target_names
+
+    unet = UNet2DConditionModel.from_config(model.unet.config)
+    vae = AutoencoderKL.from_config(model.vae.config)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=lora_target_names(unet, "unet"),
+                                init_lora_weights="gaussian"))
+    vae.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=lora_target_names(vae, "vae_encoder"),
+                               init_lora_weights="gaussian"))
+    unet.to(device, dtype).eval()
+    vae.to(device, dtype).eval()
+    a = model.alphas_cumprod[999].item()
+
+    @torch.no_grad()
+    def step(x, p):
+        z = vae.encode(x.to(dtype)).latent_dist.mode() * 0.18215
+        t = torch.full((x.shape[0],), 999, device=device, dtype=torch.long)
+        eps = unet(z, t, encoder_hidden_states=p.to(dtype)).sample
+        x0 = (z.float() - (1 - a) ** 0.5 * eps.float()) / a ** 0.5
+        return vae.decode((x0 / 0.18215).to(dtype)).sample.clamp(-1, 1)
+
+    return step
+
+
+def vs_diffusers(model, args) -> int:
+    """Ours (fused pipeline) and plain diffusers + peft (unfused), interleaved per repeat."""
+    from osdhuman.pipelines import PipelineConfig, RestorationPipeline
+
+    pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
+                                                     tile_size=max(args.tile, args.size)))
+    dev, dtype = pipe.device, pipe.dtype
+    ref = _plain_diffusers(model, dev, dtype)
+    g = torch.Generator().manual_seed(0)
+    print(f"{args.base_model} on {dev}, {args.precision}, {args.repeats} interleaved repeats", flush=True)
+    for b in map(int, args.batches.split(",")):
+        x = (torch.rand(b, 3, args.size, args.size, generator=g) * 2 - 1).to(dev)
+        p = torch.randn(b, 77, model.cross_attention_dim, generator=g).to(dev)
+        with torch.no_grad():
+            pipe.restore_tensor(x), ref(x, p)  # warm-up
+            ours, theirs = [], []
+            for _ in range(args.repeats):
+                t = time.perf_counter(); pipe.restore_tensor(x); _sync(dev); ours.append(time.perf_counter() - t)
+                t = time.perf_counter(); ref(x, p); _sync(dev); theirs.append(time.perf_counter() - t)
+        o, r = min(ours) / b, min(theirs) / b
+        print(f"  batch {b} x {args.size}: ours {1000 * o:.1f} ms/image (HFIE + colour fix included), "
+              f"plain diffusers + peft unfused {1000 * r:.1f} ms/image, ours/ref {o / r:.3f}", flush=True)
     return 0
 
 

@@ -292,9 +292,17 @@ def _deep_update(base: dict, new: dict, where: str) -> None:
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically); return the path."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.osdtmp-{os.getpid()}")  # osdhuman.outputs.TMP_MARK: swept by reruns
+    try:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or ".osdtmp-" in str(exc.filename):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     return path

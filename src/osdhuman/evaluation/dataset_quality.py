@@ -19,11 +19,18 @@ import numpy as np
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.evaluation.config import DatasetQualityConfig
-from osdhuman.evaluation.evaluate import EvaluationResult, _json_safe, check_output_dir
+from osdhuman.evaluation.evaluate import (
+    EvaluationResult,
+    _json_safe,
+    check_output_dir,
+    remove_summaries,
+    write_summaries,
+)
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import Issue, Item, expand_metric_names, pick_device, resolve_metrics, score_items
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
 from osdhuman.imageio import list_images
+from osdhuman.outputs import atomic_write_text
 
 __all__ = ["dataset_quality"]
 
@@ -86,16 +93,16 @@ def dataset_quality(
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_summaries(out)  # summaries last (see evaluate._write_outputs)
     cols = ["dataset", "key", "file", "height", "width"] + [n for n in names if n in resolved.metrics]
-    pd.DataFrame(rows_all, columns=cols).rename(columns={"key": "image"}).to_csv(
-        out / "per_image.csv", index=False, float_format="%.6f")
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    pd.DataFrame([i.as_dict() for i in issues], columns=["group", "key", "kind", "detail"]).rename(
-        columns={"group": "dataset", "key": "image"}).to_csv(out / "issues.csv", index=False)
-    (out / "table.md").write_text(table)
+    per_image = pd.DataFrame(rows_all, columns=cols).rename(columns={"key": "image"})
+    atomic_write_text(out / "per_image.csv", per_image.to_csv(index=False, float_format="%.6f"))
+    issue_df = pd.DataFrame([i.as_dict() for i in issues], columns=["group", "key", "kind", "detail"])
+    atomic_write_text(out / "issues.csv", issue_df.rename(columns={"group": "dataset", "key": "image"}).to_csv(index=False))
     bar_charts(summary, [n for n in names if n in resolved.metrics], out / "plots")
     save_config(cfg, out / "config.yaml")
     settings = {"datasets": {k: str(v) for k, v in dirs.items()}, "device": device, "config": to_dict(cfg),
                 "metrics": records, "unavailable": result.unavailable, "counts": counts}
-    (out / "settings.json").write_text(json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    atomic_write_text(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    write_summaries(out, table, summary)
     return result

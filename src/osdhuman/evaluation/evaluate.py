@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from osdhuman.config import save_config, to_dict
+from osdhuman.outputs import atomic_write_text
 from osdhuman.evaluation.config import EvaluateConfig
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import (
@@ -167,22 +168,39 @@ def evaluate_methods(
 
 
 def _write_outputs(result: EvaluationResult, names: list[str], out: Path, cfg, inputs: dict) -> None:
+    """Every file atomically; table.md and summary.json LAST, so a run that fails while writing
+    (a full disk) never leaves a set that looks complete. A previous run's summaries are
+    removed first, for the same reason."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_summaries(out)
     metric_cols = [n for n in names if n in result.records and METRICS[n].kind == "image"]
     front = ["method", "key", "file", "reference", "height", "width"]
     df = pd.DataFrame(result.rows, columns=front + [c for c in metric_cols])
-    df.rename(columns={"key": "stem"}).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
-    (out / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
-    pd.DataFrame([i.as_dict() for i in result.issues], columns=["group", "key", "kind", "detail"]).rename(
-        columns={"group": "method", "key": "stem"}).to_csv(out / "issues.csv", index=False)
-    (out / "table.md").write_text(result.table)
+    atomic_write_text(out / "per_image.csv", df.rename(columns={"key": "stem"}).to_csv(index=False, float_format="%.6f"))
+    issues = pd.DataFrame([i.as_dict() for i in result.issues], columns=["group", "key", "kind", "detail"])
+    atomic_write_text(out / "issues.csv", issues.rename(columns={"group": "method", "key": "stem"}).to_csv(index=False))
     bar_charts(result.summary, [n for n in names if n not in result.unavailable], out / "plots")
     save_config(cfg, out / "config.yaml")
     settings = {**inputs, "config": to_dict(cfg), "metrics": result.records, "unavailable": result.unavailable,
                 "counts": result.counts}
-    (out / "settings.json").write_text(json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    atomic_write_text(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    write_summaries(out, result.table, result.summary)
+
+
+SUMMARY_FILES = ("summary.json", "table.md")
+
+
+def remove_summaries(out: Path) -> None:
+    for name in SUMMARY_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def write_summaries(out: Path, table: str, summary: dict) -> None:
+    """table.md, then summary.json (the file --merge-with looks for) as the very last write."""
+    atomic_write_text(out / "table.md", table)
+    atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
 
 
 def _json_safe(obj):

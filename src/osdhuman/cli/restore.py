@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     check_device(cfg.device)
     files, missing = collect_inputs(args.inputs, cfg.recursive)
     if not files:  # nothing to do: say why before loading a model
-        if missing:
-            raise UsageError(f"{missing[0][0]}: no such file or folder")
+        gone = [f for f, why in missing if why == "missing_file"]  # the rest: listing skips (not an image, ...)
+        if gone:
+            raise UsageError(f"{gone[0]}: no such file or folder")
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
     logged: list[str] = []

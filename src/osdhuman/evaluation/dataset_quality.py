@@ -24,12 +24,13 @@ from osdhuman.evaluation.evaluate import (
     _json_safe,
     check_output_dir,
     remove_summaries,
+    report_skipped,
     write_summaries,
 )
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import Issue, Item, expand_metric_names, pick_device, resolve_metrics, score_items
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
-from osdhuman.imageio import list_images
+from osdhuman.imageio import scan_images
 from osdhuman.outputs import atomic_write_text
 
 __all__ = ["dataset_quality"]
@@ -65,7 +66,8 @@ def dataset_quality(
     rows_all: list[dict] = []
     for name, folder in dirs.items():
         # 2. images (an evenly spaced subset when max_images is set)
-        files = list_images(folder, recursive=cfg.recursive)
+        files, skipped = scan_images(folder, recursive=cfg.recursive)
+        report_skipped(skipped, Path(folder), name, issues)
         if cfg.max_images and len(files) > cfg.max_images:
             idx = np.linspace(0, len(files) - 1, cfg.max_images).round().astype(int)
             files = [files[i] for i in sorted(set(idx.tolist()))]

@@ -37,7 +37,7 @@ from osdhuman.evaluation.scoring import (
     score_items,
 )
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
-from osdhuman.imageio import list_images
+from osdhuman.imageio import scan_images
 from osdhuman.iqa import METRICS
 
 __all__ = ["EvaluationResult", "check_output_dir", "evaluate_methods", "index_by_stem", "merged_table"]
@@ -58,12 +58,21 @@ class EvaluationResult:
 def index_by_stem(folder: Path, recursive: bool, group: str, issues: list[Issue]) -> dict[str, Path]:
     """stem -> file; a stem seen twice (a.png and a.jpg, or two subfolders) is an issue, first kept."""
     out: dict[str, Path] = {}
-    for p in list_images(folder, recursive=recursive):
+    files, skipped = scan_images(folder, recursive=recursive)
+    report_skipped(skipped, folder, group, issues)
+    for p in files:
         if p.stem in out:
             issues.append(Issue(group, p.stem, "duplicate_stem", f"{p} ignored: {out[p.stem]} has the same stem"))
             continue
         out[p.stem] = p
     return out
+
+
+def report_skipped(skipped: list[tuple[str, str]], folder: Path, group: str, issues: list[Issue]) -> None:
+    """Entries the listing left out (not an image, dangling link, ...) become issues naming the file."""
+    for f, reason in skipped:
+        key = Path(f).relative_to(folder).as_posix() if Path(f).is_relative_to(folder) else f
+        issues.append(Issue(group, key, reason, f"{f}: {reason}"))
 
 
 def check_output_dir(out_dir: Path, inputs: list[Path]) -> None:

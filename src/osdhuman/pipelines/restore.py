@@ -23,6 +23,7 @@ import numpy as np
 from osdhuman.imageio import (
     ImageReadError,
     list_images,
+    scan_images,
     read_rgb,
     write_image,
 )
@@ -97,8 +98,9 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tup
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in list_images(p, recursive=recursive):
-                found.append((f, f.relative_to(p)))
+            files, skipped = scan_images(p, recursive=recursive)
+            found += [(f, f.relative_to(p)) for f in files]
+            missing += skipped  # not an image, dangling link, link loop, ... (named in the report)
         elif p.is_file():
             found.append((p, Path(p.name)))
         else:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -253,18 +254,21 @@ class ResumeDecision:
 class ResumeLog:
     """Records of the outputs a command wrote into ``folder``, for resuming.
 
-    A record is ``{"output": relpath, "input": fingerprint, "run_key": key, ...extra}``. The
-    records of finished runs live in ``summary_name`` (e.g. params.jsonl); a running job
-    appends to the hidden journal ``.NAME.journal`` (flushed per record), so a killed run's
-    finished outputs are known to the next one. :meth:`finish` writes the summary file
-    atomically, then removes the journal.
+    A record is ``{"output": relpath, "input": fingerprint, "run_key": key, "output_file":
+    {size, sha256}, ...extra}``. The records of finished runs live in ``summary_name`` (e.g.
+    params.jsonl); a running job appends to the hidden journal ``.NAME.journal`` BEFORE it
+    renames the file into place (:meth:`write`), so a kill at any moment leaves every output
+    under its final name with a record: a rerun knows it as its own. :meth:`finish` writes the
+    summary file atomically (one record per output: the one matching the file on disk), then
+    removes the journal.
     """
 
     folder: Path
     summary_name: str
     overwrite: bool = False
-    records: dict[str, dict] = field(default_factory=dict)
+    records: dict[str, list[dict]] = field(default_factory=dict)
     _journal: Any = None
+    _lock: Any = field(default_factory=threading.Lock)
 
     @property
     def journal_path(self) -> Path:
@@ -280,19 +284,18 @@ class ResumeLog:
                 except json.JSONDecodeError:  # a line torn by a kill: its output is redone
                     continue
                 if isinstance(rec, dict) and isinstance(rec.get("output"), str):
-                    self.records[rec["output"]] = rec
+                    self.records.setdefault(rec["output"], []).append(rec)
         return self
 
     def decide(self, output_rel: str, input_fp: dict, params: str) -> ResumeDecision:
         """What to do about one output, given its input's fingerprint and the parameters' key."""
         out = self.folder / output_rel
-        exists = out.exists() or out.is_symlink()
-        if not exists:
+        if not (out.exists() or out.is_symlink()):
             return ResumeDecision("new")
         if self.overwrite:
             return ResumeDecision("redo", "--overwrite")
-        rec = self.records.get(output_rel)
-        if rec is None or not self._output_matches(out, rec):
+        rec = self.matching(output_rel)
+        if rec is None:
             return ResumeDecision("refuse", "output_exists")
         if rec.get("input") != input_fp:
             return ResumeDecision("redo", "its input changed since it was written")
@@ -300,37 +303,51 @@ class ResumeLog:
             return ResumeDecision("redo", "the parameters changed since it was written")
         return ResumeDecision("skip")
 
-    @staticmethod
-    def _output_matches(out: Path, rec: dict) -> bool:
-        want = rec.get("output_file") or {}
+    def matching(self, output_rel: str) -> dict | None:
+        """The newest record whose output_file is the file now at ``output_rel`` (None: not ours)."""
+        out = self.folder / output_rel
+        cands = self.records.get(output_rel, [])
         try:
-            if out.is_symlink() or not out.is_file() or out.stat().st_size != want.get("size"):
-                return False
-            return file_sha256(out) == want.get("sha256")
+            if not cands or out.is_symlink() or not out.is_file():
+                return None
+            size = out.stat().st_size
+            sized = [r for r in cands if (r.get("output_file") or {}).get("size") == size]
+            digest = file_sha256(out) if sized else None
         except OSError:
-            return False
+            return None
+        for rec in reversed(sized):
+            if rec["output_file"].get("sha256") == digest:
+                return rec
+        return None
 
-    def add(self, record: dict, output_sha256: str | None = None) -> None:
-        """Record a finished output (call after its file is in place)."""
+    def write(self, record: dict, data: bytes) -> str:
+        """Journal ``record`` (with the sha256 of ``data``), then write ``data`` atomically to its output."""
+        digest = hashlib.sha256(data).hexdigest()
         out = self.folder / record["output"]
-        digest = output_sha256 or file_sha256(out)
-        record = {**record, "output_file": {"size": out.stat().st_size, "sha256": digest}}
-        self.records[record["output"]] = record
-        try:
-            if self._journal is None:
-                self._journal = open(self.journal_path, "a")
-            self._journal.write(json.dumps(record) + "\n")
-            self._journal.flush()
-        except OSError as exc:
-            raise named_os_error(exc, self.journal_path) from None
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self._append({**record, "output_file": {"size": len(data), "sha256": digest}})
+        return digest
+
+    def _append(self, record: dict) -> None:
+        with self._lock:
+            self.records.setdefault(record["output"], []).append(record)
+            try:
+                if self._journal is None:
+                    self._journal = open(self.journal_path, "a")
+                self._journal.write(json.dumps(record) + "\n")
+                self._journal.flush()
+            except OSError as exc:
+                raise named_os_error(exc, self.journal_path) from None
 
     def finish(self, order: list[str] | None = None) -> Path:
         """Write the summary file (records in ``order``, then the rest sorted) and drop the journal."""
         self.close()
-        self.records = {k: r for k, r in self.records.items() if (self.folder / k).is_file()}
-        keys = [k for k in (order or []) if k in self.records]
-        keys += sorted(set(self.records) - set(keys))
-        text = "".join(json.dumps(self.records[k]) + "\n" for k in keys)
+        final = {k: rec for k in self.records if (rec := self.matching(k)) is not None}
+        keys = [k for k in (order or []) if k in final]
+        keys += sorted(set(final) - set(keys))
+        text = "".join(json.dumps(final[k]) + "\n" for k in keys)
         path = atomic_write_text(self.folder / self.summary_name, text)
         with contextlib.suppress(FileNotFoundError):
             self.journal_path.unlink()
@@ -338,7 +355,7 @@ class ResumeLog:
 
     def close(self) -> None:
         if self._journal is not None:
-            with contextlib.suppress(OSError):  # a full disk: the error was raised by add()
+            with contextlib.suppress(OSError):  # a full disk: the error was raised by write()
                 self._journal.close()
             self._journal = None
 

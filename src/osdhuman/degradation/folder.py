@@ -35,8 +35,8 @@ from osdhuman.outputs import (
     atomic_write_text,
     input_fingerprint,
     params_key,
+    encode_png,
     sweep_temp_files,
-    write_png,
 )
 
 __all__ = ["DegradeSummary", "degrade_folder", "image_seed"]
@@ -158,6 +158,11 @@ def _plan(files: list[Path], hq_dir: Path, lq_dir: Path, log: ResumeLog, key: st
     return jobs
 
 
+def _encode_and_write(log: ResumeLog, rec: dict, arr: np.ndarray) -> str:
+    """On a writer thread: PNG-encode, journal the record, rename the file into place."""
+    return log.write(rec, encode_png(arr))
+
+
 def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, batch_size: int, progress: bool,
               log: ResumeLog, key: str, summary: DegradeSummary, writers: int | None) -> None:
     """Read, degrade in batches of equal size, hand each LQ to the writer pool."""
@@ -169,11 +174,8 @@ def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, bat
     except ImportError:  # pragma: no cover
         bar = None
 
-    def recorder(rec: dict):
-        def done(digest: str) -> None:
-            log.add(rec, output_sha256=digest)
-            summary.written += 1
-        return done
+    def done(_digest: str) -> None:
+        summary.written += 1
 
     with WriterPool(writers) as pool:
         for start in range(0, len(jobs), batch_size):
@@ -194,7 +196,7 @@ def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, bat
                 for (_, rel, out, fp), arr, s, p in zip(group, lq8, seeds, params):
                     rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s,
                            "params": p.to_dict(), "input": fp, "run_key": key}
-                    pool.submit(write_png, arr, out, then=recorder(rec))
+                    pool.submit(_encode_and_write, log, rec, arr, then=done)
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:

@@ -48,7 +48,10 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "encode_image",
     "encode_png",
+    "hold_output_lock",
+    "release_output_lock",
     "file_sha256",
     "sweep_temp_files",
     "write_png",
@@ -126,6 +129,20 @@ def encode_png(arr: np.ndarray, compression: int = 3) -> bytes:
     return buf.tobytes()
 
 
+def encode_image(arr: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+    """uint8 (H, W, 3) RGB -> file bytes for ``suffix`` (.png by OpenCV; .jpg/.jpeg/.webp by Pillow)."""
+    if suffix.lower() == ".png":
+        return encode_png(arr)
+    import io
+
+    from PIL import Image
+
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[suffix.lower()]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, quality=quality)
+    return buf.getvalue()
+
+
 def write_png(arr: np.ndarray, path: str | os.PathLike) -> str:
     """Encode ``arr`` (H, W, 3) uint8 RGB, write it to ``path`` atomically; return its sha256."""
     data = encode_png(arr)
@@ -143,6 +160,22 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 class OutputLockedError(RuntimeError):
     """Another run holds the output folder's lock."""
+
+
+_HELD: dict[str, OutputLock] = {}  # locks taken with hold_output_lock, by folder
+
+
+def hold_output_lock(folder: str | os.PathLike) -> OutputLock:
+    """Take ``folder``'s lock until :func:`release_output_lock` (for code that cannot use ``with``)."""
+    lock = OutputLock(folder).acquire()
+    _HELD[os.path.realpath(folder)] = lock
+    return lock
+
+
+def release_output_lock(folder: str | os.PathLike) -> None:
+    lock = _HELD.pop(os.path.realpath(folder), None)
+    if lock is not None:
+        lock.release()
 
 
 class OutputLock:

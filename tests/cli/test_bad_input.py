@@ -160,7 +160,7 @@ def test_corrupt_weights_and_checkpoints_name_the_file(qa, capsys):
     (ckpt / "trainable.safetensors").write_bytes(b"garbage")
     rc, err = _run(["train", "--config", TINY, "-o", "{Q}/run", "--max-steps", "2", "--resume", "latest",
                     "--set", "data.source={Q}/good"], qa, capsys)
-    assert rc == 1 and str(ckpt) in err and "cannot read checkpoint" in err
+    assert rc == 1 and str(ckpt / "trainable.safetensors") in err and "corrupt:" in err
 
 
 def test_train_data_that_cannot_be_read(qa, capsys):

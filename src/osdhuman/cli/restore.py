@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--suffix", metavar="S", help="appended to output file names")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write every output again (default: resume - keep outputs whose input and settings are "
+                        "unchanged, never replace a file restore did not write)")
     from osdhuman.cli._common import add_config_args
 
     add_config_args(p)
@@ -48,6 +51,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "color_fix": args.color_fix, "precision": args.precision, "device": args.device,
         "batch_size": args.batch_size, "ext": args.ext, "suffix": args.suffix,
         "recursive": True if args.recursive else None,
+        "overwrite": True if getattr(args, "overwrite", False) else None,
     }
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
 
@@ -96,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     n_ok, n_bad = len(report.restored), len(report.failed)
     print(f"restored {n_ok} image(s) into {args.output} in {report.seconds:.1f} s"
+          + (f"; kept {len(report.kept)} unchanged from an earlier run" if report.kept else "")
           + (f"; {n_bad} skipped (see {args.output}/restore_report.json)" if n_bad else "")
           + (" [UNTRAINED model: not real restorations]" if report.untrained else ""))
     for path, reason in report.failed:
         if not any(path in m for m in logged):  # unreadable images were already logged as they came
             print(f"  skipped {path}: {reason}", file=sys.stderr)
-    return 0 if n_ok > 0 else 1
+    return 0 if n_ok + len(report.kept) > 0 else 1

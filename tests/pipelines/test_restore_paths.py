@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from pathlib import Path
 from PIL import Image
 
 from osdhuman.pipelines import (
@@ -34,9 +35,9 @@ def test_folder_with_corrupt_file(tiny_pipe, folder, tmp_path):
     out = tmp_path / "out"
     cfg = RestoreConfig(base_model="tiny", batch_size=2, suffix="_r")
     rep = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=lambda m: None)
-    assert sorted(p.name for p in out.iterdir()) == ["a_r.png", "b_r.jpg", "restore_config.yaml", "restore_report.json"]
-    assert len(rep.failed) == 1 and rep.failed[0][0].endswith("broken.png")
-    assert rep.failed[0][1] in ("corrupt_image", "truncated_image", "not_an_image")
+    assert sorted(p.name for p in out.iterdir()) == ["a_r.png", "b_r.jpg", "restore_config.yaml", "restore_records.jsonl", "restore_report.json"]
+    failed = {Path(f).name: why for f, why in rep.failed}  # every entry left out is named (issue 12)
+    assert failed == {"broken.png": "not_an_image", "notes.txt": "not_an_image_extension"}
     assert len(rep.restored) == 2 and rep.untrained
     assert np.asarray(Image.open(out / "a_r.png")).shape == (72, 64, 3)
     report = json.loads((out / "restore_report.json").read_text())

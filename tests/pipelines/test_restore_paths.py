@@ -41,7 +41,7 @@ def test_folder_with_corrupt_file(tiny_pipe, folder, tmp_path):
     assert len(rep.restored) == 2 and rep.untrained
     assert np.asarray(Image.open(out / "a_r.png")).shape == (72, 64, 3)
     report = json.loads((out / "restore_report.json").read_text())
-    assert report["failed"][0]["input"].endswith("broken.png") and report["untrained_model"] is True
+    assert any(f["input"].endswith("broken.png") for f in report["failed"]) and report["untrained_model"] is True
     assert "suffix: _r" in (out / "restore_config.yaml").read_text()
     assert before == {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}  # inputs untouched
     # recursive keeps the sub-folder layout; --ext png

@@ -87,7 +87,7 @@ def dataset_quality(
         counts[name] = {"images": len(files), "scored": len(rows)}
 
     records = {n: dataclasses.asdict(m.record) for n, m in resolved.metrics.items()}
-    group = ColumnGroup("", names, summary, resolved.unavailable)
+    group = ColumnGroup("", names, summary, resolved.unavailable, records)
     table = markdown_table([group], list(dirs), digits=cfg.digits, row_header="Dataset", mark_second=False)
     result = EvaluationResult(summary, rows_all, issues, records, dict(resolved.unavailable), counts, table, out)
 

@@ -163,7 +163,7 @@ def evaluate_methods(
 
     records = {n: dataclasses.asdict(m.record) for n, m in resolved.metrics.items()}
     title = cfg.title or (ref_dir.name if ref_dir else "")
-    group = ColumnGroup(title, [n for n in names], summary, resolved.unavailable)
+    group = ColumnGroup(title, [n for n in names], summary, resolved.unavailable, records)
     table = markdown_table([group], list(method_dirs), digits=cfg.digits)
     result = EvaluationResult(summary, all_rows, issues, records, dict(resolved.unavailable), counts, table, out)
 
@@ -236,6 +236,6 @@ def merged_table(out_dirs: list[str | Path], digits: str = "paper") -> str:
         names = [n for n in expand_metric_names(settings["config"]["metrics"])]
         title = settings["config"].get("title") or (Path(settings["reference"]).name if settings.get("reference") else d.name)
         values = {m: {k: (math.nan if v is None else v) for k, v in per.items()} for m, per in summary.items()}
-        groups.append(ColumnGroup(title, names, values, settings.get("unavailable") or {}))
+        groups.append(ColumnGroup(title, names, values, settings.get("unavailable") or {}, settings.get("metrics")))
         rows += [m for m in summary if m not in rows]
     return markdown_table(groups, rows, digits=digits)

@@ -130,3 +130,25 @@ def test_out_of_memory_splits_the_batch_then_shrinks_the_tiles(tiny_pipe, folder
     direct = tiny_pipe([np.asarray(Image.open(same_size / "p0.png"))], output_type="np", tile_size=128,
                        vae_tile_size=128, tile_overlap=32).images[0]
     np.testing.assert_array_equal(np.asarray(Image.open(out / "p0.png")), direct)
+
+
+def test_rerun_keeps_done_outputs_redoes_changed_ones_and_never_replaces_a_stranger(tiny_pipe, folder, tmp_path):
+    out = tmp_path / "out"
+    logs: list[str] = []
+    cfg = RestoreConfig(base_model="tiny")
+    first = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert sorted(Path(d).name for _, d in first.restored) == ["a.png", "b.jpg"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")}
+    again = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert again.restored == [] and sorted(Path(d).name for _, d in again.kept) == ["a.png", "b.jpg"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")} == stamps  # not rewritten
+    Image.open(folder / "a.png").transpose(Image.FLIP_LEFT_RIGHT).save(folder / "a.png")  # an input changes
+    (out / "b.jpg").write_bytes((out / "b.jpg").read_bytes()[:-10])  # a result damaged by hand: not ours now
+    third = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert [Path(d).name for _, d in third.restored] == ["a.png"]
+    assert any(f"redoing {out / 'a.png'}: its input changed" in m for m in logs)
+    assert any(f.endswith("b.jpg") and why.startswith("output_exists") for f, why in third.failed)
+    forced = restore_paths([folder], out, RestoreConfig(base_model="tiny", overwrite=True), pipeline=tiny_pipe,
+                           progress=False, log=logs.append)
+    assert sorted(Path(d).name for _, d in forced.restored) == ["a.png", "b.jpg"]
+    assert not list(out.glob(".*"))  # no lock, journal or temp file left

@@ -22,6 +22,10 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 TMP_MARK = ".osdtmp-"  # = osdhuman.outputs.TMP_MARK (imageio stays a leaf)
+# files osdhuman writes beside its images (degrade / restore folders are inputs of the next
+# command): not reported as skipped entries
+OWN_FILES = frozenset({"params.jsonl", "skipped.jsonl", "config.yaml", "restore_config.yaml", "restore_report.json",
+                       "restore_records.jsonl"})
 
 # Pillow's default bomb limit (~179 Mpx warns, 2x that raises). We make the warning an error
 # too, with an explicit, configurable limit.
@@ -267,7 +271,7 @@ def _scan_dir(folder: Path, recursive: bool, files: list[Path], skipped: list[tu
                     skipped.append((str(p), "hidden_file"))
             elif looks_image:
                 files.append(p)
-            else:
+            elif e.name not in OWN_FILES:
                 skipped.append((str(p), "not_an_image_extension"))
         elif kind == "other":
             skipped.append((str(p), "not_a_regular_file"))

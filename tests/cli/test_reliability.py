@@ -282,6 +282,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
     ("loss.lambda_vsd=nan", "loss.lambda_vsd: must be a finite number"),
     ("degradation.stage1.noise.gray_prob=1.5", "gray_prob"),
     ("global_batch_size=0", "global_batch_size: must be >= 1"),
+    ("data.source=/no/such/folder", "data.source=/no/such/folder: no such file or folder"),
 ])
 def test_bad_config_values_are_refused_before_anything_is_written(override, needle, tmp_path, capsys):
     good = tmp_path / "good"

@@ -267,7 +267,7 @@ def _scan_dir(folder: Path, recursive: bool, files: list[Path], skipped: list[tu
             _scan_dir(p, recursive, files, skipped, seen)
         elif kind == "file":
             if e.name.startswith("."):
-                if TMP_MARK not in e.name:  # our own temp files are not the user's
+                if not _own_hidden(e.name):  # our temp files, journals and lock are not the user's
                     skipped.append((str(p), "hidden_file"))
             elif looks_image:
                 files.append(p)
@@ -277,6 +277,10 @@ def _scan_dir(folder: Path, recursive: bool, files: list[Path], skipped: list[tu
             skipped.append((str(p), "not_a_regular_file"))
         else:
             skipped.append((str(p), kind))
+
+
+def _own_hidden(name: str) -> bool:
+    return TMP_MARK in name or name.endswith(".journal") or name == ".osdhuman.lock"
 
 
 def image_extensions() -> tuple[str, ...]:

@@ -4,8 +4,8 @@
     2. give each image its seed: a hash of (run seed, relative path), so adding or removing
        files never changes the LQ of the others
     3. read, batch images of equal size, degrade on the chosen device
-    4. hand each LQ to a writer pool (PNG encoding on threads, atomic temp + rename), record it
-       in a journal once it is on disk; at the end params.jsonl (one JSON line per image),
+    4. hand each LQ to a writer pool (PNG encoding on threads; its record goes to a journal,
+       then the temp file is renamed into place); at the end params.jsonl (one JSON line per image),
        skipped.jsonl (every file left out and why) and config.yaml, atomically and last
     A rerun resumes from params.jsonl + the journal (osdhuman.outputs.ResumeLog) under the
     folder's lock.
@@ -33,9 +33,9 @@ from osdhuman.outputs import (
     ResumeLog,
     WriterPool,
     atomic_write_text,
+    encode_png,
     input_fingerprint,
     params_key,
-    encode_png,
     sweep_temp_files,
 )
 

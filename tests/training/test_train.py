@@ -196,13 +196,15 @@ def test_cli_stops_at_start_without_vgg_weights(tmp_path, capsys):
     from osdhuman.cli import main
 
     missing = tmp_path / "vgg16-397923af.pth"
+    data = tmp_path / "data"  # an existing source: the data check comes first and would answer instead
+    data.mkdir()
     rc = main(["train", "--config", str(CONFIGS / "osdhuman.yaml"), "--output-dir", str(tmp_path / "run"),
-               "--set", f"lpips.vgg_weights={missing}", "--device", "cpu"])
+               "--set", f"lpips.vgg_weights={missing}", "--device", "cpu", "--set", f"data.source={data}"])
     err = capsys.readouterr().err
     assert rc == 1 and "vgg16-397923af.pth" in err and str(missing) in err
     assert not (tmp_path / "run").exists()  # nothing written before the check
     rc = main(["train", "--config", str(CONFIGS / "tiny.yaml"), "--output-dir", str(tmp_path / "run"),
-               "--resume", str(tmp_path / "nowhere")])
+               "--resume", str(tmp_path / "nowhere"), "--set", f"data.source={data}"])
     assert rc == 1 and "not a complete training checkpoint" in capsys.readouterr().err
 
 

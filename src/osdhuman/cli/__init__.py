@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; every failure a user can meet ends as one stderr line and an exit code.
 
     2: bad command line / config value (before any work); 1: a failure during the work (an
-    OSError names the path and the problem: disk full, permission, read-only, ...); 130: ^C.
+    OSError names the path and the problem: disk full, permission, read-only, ...). ^C
+    (KeyboardInterrupt) is not caught here: callers and tests rely on it propagating.
     ``OSDHUMAN_DEBUG=1`` re-raises instead, for a traceback.
     """
     # warnings on the command line read as one line each, without file:line and source
@@ -62,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         code, line = describe_error(exc)
         print(f"osdhuman {args.command}: {line}", file=sys.stderr)
         return code
-    except KeyboardInterrupt:
-        print(f"osdhuman {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 def describe_error(exc: BaseException) -> tuple[int, str]:

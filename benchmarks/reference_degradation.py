@@ -97,9 +97,21 @@ def noise(img: torch.Tensor, sigma: tuple[float, float], pscale: tuple[float, fl
     return (img + n * scale).clamp(0, 1)
 
 
+JPEG_CODEC = "torchvision"  # or "pil": BasicSR-style scripts round-trip through PIL (benchmarks/degrade_folder.py)
+
+
 def jpeg(img: torch.Tensor) -> torch.Tensor:
     q = int(np.random.randint(30, 96))
     u8 = (img[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    if JPEG_CODEC == "pil":
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(u8.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=q)
+        arr = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float()[None] / 255.0
     return decode_jpeg(encode_jpeg(u8, quality=q)).float()[None] / 255.0
 
 

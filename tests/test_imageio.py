@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,24 @@ def test_write_image_atomic_and_list_images(tmp_path):
     (tmp_path / "sub" / ".hidden.png").write_bytes(b"")
     assert [p.name for p in list_images(tmp_path)] == ["x.png"]
     assert not list(tmp_path.glob("sub/.*tmp*"))
+
+
+def test_scan_reports_every_entry_it_leaves_out(tmp_path):
+    from osdhuman.imageio import scan_images
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "b.avif")  # Pillow reads AVIF
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.png").write_bytes(b"x")
+    (tmp_path / "params.jsonl").write_text("{}")  # what osdhuman degrade writes: not reported
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "x.jpg").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.jpg" / "inside.png")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)
+    files, skipped = scan_images(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.png", "b.avif", "x.jpg/inside.png"]
+    assert {Path(f).relative_to(tmp_path).as_posix(): why for f, why in skipped} == {
+        "notes.txt": "not_an_image_extension", ".hidden.png": "hidden_file", "dangling.jpg": "dangling_link",
+        "loop.jpg": "link_loop", "x.jpg": "directory", "sub/up": "link_loop"}

@@ -15,6 +15,7 @@ and the key, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides"]
+__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides", "check_values"]
 
 
 class ConfigError(ValueError):
@@ -197,7 +198,79 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         merged = to_dict(cfg)
         _deep_update(merged, data, str(path))
         cfg = from_dict(cls, merged, where=str(path))
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check_values(cfg)
+    return cfg
+
+
+# -- value rules that hold for every config dataclass ---------------------------------------
+# A field may state its own rule with dataclasses.field(metadata={"range": (lo, hi)}) (None =
+# open end) or {"signed": True}; otherwise the rules below apply by field name, and every
+# other number must be finite and >= 0 (no knob of osdhuman means anything below zero).
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding limit
+SIGNED = {"rotation"}  # angle ranges
+AT_LEAST_ONE = {
+    "size", "batch_size", "scale", "grad_accum_steps", "tile_size", "lora_rank", "hfie_image_size", "hfie_heads",
+    "hfie_query_len", "num_train_timesteps", "shard_size", "max_side", "kernel_max_size", "global_batch_size",
+    "min_long_side", "min_short_side", "max_people", "block_size", "window_size",
+}
+POSITIVE = {"lr", "regularizer_lr", "eps", "normalizer_eps", "lora_alpha", "beta_start", "beta_end", "sigma"}
+UNIT_INTERVAL_SUFFIXES = ("_prob", "_fraction", "_iou", "iou_threshold", "_conf", "_probs")
+NAMED_RANGES = {"jpeg_quality": (1, 100), "png_compression": (0, 9), "betas": (0, 0.999999)}
+
+
+def _rule(f: dataclasses.Field) -> tuple[float | None, float | None, bool]:
+    """(lo, hi, lo_exclusive) of a field's numbers."""
+    if "range" in f.metadata:
+        lo, hi = f.metadata["range"]
+        return lo, hi, False
+    if f.metadata.get("signed") or f.name in SIGNED:
+        return None, None, False
+    name = f.name
+    if name == "seed" or name.endswith("_seed"):
+        return 0, SEED_MAX, False
+    if name in NAMED_RANGES:
+        lo, hi = NAMED_RANGES[name]
+        return lo, hi, False
+    if name.endswith(UNIT_INTERVAL_SUFFIXES) or name in ("keep_fraction", "probs", "kind_probs"):
+        return 0, 1, False
+    if name in AT_LEAST_ONE:
+        return 1, None, False
+    if name in POSITIVE:
+        return 0, None, True
+    return 0, None, False
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _numbers(item)]
+    return []
+
+
+def _check_number(v: float, lo, hi, lo_excl: bool, where: str) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{where}: must be a finite number, got {v}")
+    if lo is not None and (v <= lo if lo_excl else v < lo):
+        raise ConfigError(f"{where}: must be {'>' if lo_excl else '>='} {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{where}: must be <= {hi}, got {v}")
+
+
+def check_values(cfg: Any, where: str = "") -> None:
+    """Walk every field of ``cfg`` (nested dataclasses too): ranges and signs; ConfigError naming the key."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_values(value, key)
+            continue
+        lo, hi, lo_excl = _rule(f)
+        for v in _numbers(value):
+            _check_number(v, lo, hi, lo_excl, key)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -219,9 +292,17 @@ def _deep_update(base: dict, new: dict, where: str) -> None:
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically); return the path."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.osdtmp-{os.getpid()}")  # osdhuman.outputs.TMP_MARK: swept by reruns
+    try:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or ".osdtmp-" in str(exc.filename):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     return path

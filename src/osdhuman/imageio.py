@@ -9,7 +9,9 @@ manifests) and whose message names the file.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -19,6 +21,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+TMP_MARK = ".osdtmp-"  # = osdhuman.outputs.TMP_MARK (imageio stays a leaf)
+# files osdhuman writes beside its images (degrade / restore folders are inputs of the next
+# command): not reported as skipped entries
+OWN_FILES = frozenset({"params.jsonl", "skipped.jsonl", "config.yaml", "restore_config.yaml", "restore_report.json",
+                       "restore_records.jsonl"})
+
 # Pillow's default bomb limit (~179 Mpx warns, 2x that raises). We make the warning an error
 # too, with an explicit, configurable limit.
 MAX_PIXELS = 100_000_000
@@ -26,7 +34,7 @@ MIN_SIDE = 2
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "ImageReadError", "apply_orientation", "list_images", "orient_points", "read_rgb", "read_rgb_info", "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "ImageReadError", "apply_orientation", "image_extensions", "list_images", "scan_images", "orient_points", "read_rgb", "read_rgb_info", "write_image"]
 
 
 class ImageReadError(Exception):
@@ -184,20 +192,112 @@ def write_image(arr: np.ndarray, path: str | os.PathLike, quality: int = 95, ove
     if not overwrite and p.exists():
         raise FileExistsError(f"{p}: exists and overwrite=False")
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp = p.with_name(f".{p.name}{TMP_MARK}{os.getpid()}")
     img = Image.fromarray(np.ascontiguousarray(arr))
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(p.suffix.lower(), None)
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    img.save(tmp, format=fmt, **kwargs)
-    tmp.replace(p)
+    try:
+        img.save(tmp, format=fmt, **kwargs)
+        tmp.replace(p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p
 
 
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``root`` (by extension), sorted for determinism."""
+    return scan_images(root, recursive)[0]
+
+
+def scan_images(root: str | os.PathLike, recursive: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files under ``root`` (sorted) and every entry left out, with its reason.
+
+    Reasons: ``not_an_image_extension``, ``hidden_file``, ``dangling_link``, ``link_loop``
+    (a symlink cycle, or a folder link back into the tree), ``directory`` (a folder named
+    like an image, e.g. ``x.jpg/``; its contents are still listed when ``recursive``),
+    ``unreadable_entry``. Folder symlinks are followed once.
+    """
     root = Path(root)
-    it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(q for q in it if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    seen = {os.path.realpath(root)}
+    _scan_dir(root, recursive, files, skipped, seen)
+    return sorted(files), sorted(skipped)
 
 
+def _entry_kind(p: Path) -> str:
+    """'file' | 'dir' | 'dangling_link' | 'link_loop' | 'unreadable_entry' | 'other'."""
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "link_loop"
+        if exc.errno == errno.ENOENT and os.path.islink(p):
+            return "dangling_link"
+        return "unreadable_entry"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "file" if stat.S_ISREG(st.st_mode) else "other"
+
+
+def _scan_dir(folder: Path, recursive: bool, files: list[Path], skipped: list[tuple[str, str]], seen: set[str]) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append((str(folder), f"unreadable_entry ({exc.strerror})"))
+        return
+    exts = image_extensions()
+    for e in entries:
+        p = Path(e.path)
+        kind = _entry_kind(p)
+        looks_image = p.suffix.lower() in exts
+        if kind == "dir":
+            if e.name.startswith("."):
+                continue  # hidden folders (.git, caches) are not data
+            if looks_image:
+                skipped.append((str(p), "directory"))
+            if not recursive:
+                continue
+            real = os.path.realpath(p)
+            if real in seen:
+                skipped.append((str(p), "link_loop"))
+                continue
+            seen.add(real)
+            _scan_dir(p, recursive, files, skipped, seen)
+        elif kind == "file":
+            if e.name.startswith("."):
+                if not _own_hidden(e.name):  # our temp files, journals and lock are not the user's
+                    skipped.append((str(p), "hidden_file"))
+            elif looks_image:
+                files.append(p)
+            elif e.name not in OWN_FILES:
+                skipped.append((str(p), "not_an_image_extension"))
+        elif kind == "other":
+            skipped.append((str(p), "not_a_regular_file"))
+        else:
+            skipped.append((str(p), kind))
+
+
+def _own_hidden(name: str) -> bool:
+    return TMP_MARK in name or name.endswith(".journal") or name == ".osdhuman.lock"
+
+
+def image_extensions() -> tuple[str, ...]:
+    """IMAGE_EXTENSIONS plus AVIF / HEIC when this Pillow (or its pillow-heif plugin) reads them."""
+    extra = tuple(ext for ext, fmt in Image.registered_extensions().items() if fmt in ("AVIF", "HEIF"))
+    return IMAGE_EXTENSIONS + tuple(e for e in extra if e not in IMAGE_EXTENSIONS)
+
+
+def _register_heif() -> None:
+    """Let Pillow open HEIC/HEIF files when pillow-heif is installed (optional)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+_register_heif()
+Image.init()
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -160,7 +160,7 @@ def test_corrupt_weights_and_checkpoints_name_the_file(qa, capsys):
     (ckpt / "trainable.safetensors").write_bytes(b"garbage")
     rc, err = _run(["train", "--config", TINY, "-o", "{Q}/run", "--max-steps", "2", "--resume", "latest",
                     "--set", "data.source={Q}/good"], qa, capsys)
-    assert rc == 1 and str(ckpt) in err and "cannot read checkpoint" in err
+    assert rc == 1 and str(ckpt / "trainable.safetensors") in err and "corrupt:" in err
 
 
 def test_train_data_that_cannot_be_read(qa, capsys):
@@ -175,7 +175,7 @@ def test_resume_latest_without_checkpoints_says_it_starts_fresh(qa, capsys):
     assert rc == 0 and "no checkpoint in" in err and "starting a new run" in err
 
 
-def test_path_errors_during_work_are_one_line_but_bugs_keep_their_traceback(qa, capsys, monkeypatch):
+def test_path_errors_during_work_are_one_line_and_bugs_too_unless_debugging(qa, capsys, monkeypatch):
     from osdhuman.cli import degrade
 
     def gone(args):
@@ -186,8 +186,12 @@ def test_path_errors_during_work_are_one_line_but_bugs_keep_their_traceback(qa, 
     assert capsys.readouterr().err.strip() == f"osdhuman degrade: error: {qa / 'vanished.png'}: No such file or directory"
 
     def bug(args):
-        raise FileNotFoundError("no filename: a programming error")
+        raise KeyError("a programming error")
 
     monkeypatch.setattr(degrade, "run", bug)
-    with pytest.raises(FileNotFoundError):
+    assert main(["degrade", str(qa / "good"), "-o", str(qa / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: KeyError" in err and "OSDHUMAN_DEBUG=1" in err
+    monkeypatch.setenv("OSDHUMAN_DEBUG", "1")  # the way to the traceback
+    with pytest.raises(KeyError):
         main(["degrade", str(qa / "good"), "-o", str(qa / "o")])

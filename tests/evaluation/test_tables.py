@@ -79,3 +79,19 @@ def test_unavailable_columns_are_marked_with_their_reason():
     assert "MUSIQ: n/a, pyiqa needs musiq_koniq_ckpt-e95806b9.pth" in table
     with pytest.raises(ValueError):
         format_value(1.0, "niqe", "bogus")
+
+
+def test_a_backend_other_than_the_papers_is_labelled_and_saturated_piqe_explained():
+    from osdhuman.evaluation.tables import ColumnGroup, markdown_table
+
+    values = {"A": {"brisque": 20.0, "piqe": 100.0}, "B": {"brisque": 30.0, "piqe": 40.0}}
+    g = ColumnGroup("", ["brisque", "piqe"], values, records={"brisque": {"backend": "offline"},
+                                                            "piqe": {"backend": "offline"}})
+    table = markdown_table([g], ["A", "B"])
+    assert "BRISQUE (brisque pkg) ↓" in table.splitlines()[0]
+    assert "not comparable with the paper's numbers" in table
+    assert "PIQE 100 is its ceiling" in table
+    g_pyiqa = ColumnGroup("", ["brisque", "piqe"], {"A": {"brisque": 20.0, "piqe": 50.0}},
+                          records={"brisque": {"backend": "pyiqa"}})
+    plain = markdown_table([g_pyiqa], ["A"])
+    assert "(brisque pkg)" not in plain and "ceiling" not in plain

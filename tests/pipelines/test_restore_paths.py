@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from pathlib import Path
 from PIL import Image
 
 from osdhuman.pipelines import (
@@ -34,13 +35,13 @@ def test_folder_with_corrupt_file(tiny_pipe, folder, tmp_path):
     out = tmp_path / "out"
     cfg = RestoreConfig(base_model="tiny", batch_size=2, suffix="_r")
     rep = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=lambda m: None)
-    assert sorted(p.name for p in out.iterdir()) == ["a_r.png", "b_r.jpg", "restore_config.yaml", "restore_report.json"]
-    assert len(rep.failed) == 1 and rep.failed[0][0].endswith("broken.png")
-    assert rep.failed[0][1] in ("corrupt_image", "truncated_image", "not_an_image")
+    assert sorted(p.name for p in out.iterdir()) == ["a_r.png", "b_r.jpg", "restore_config.yaml", "restore_records.jsonl", "restore_report.json"]
+    failed = {Path(f).name: why for f, why in rep.failed}  # every entry left out is named (issue 12)
+    assert failed == {"broken.png": "not_an_image", "notes.txt": "not_an_image_extension"}
     assert len(rep.restored) == 2 and rep.untrained
     assert np.asarray(Image.open(out / "a_r.png")).shape == (72, 64, 3)
     report = json.loads((out / "restore_report.json").read_text())
-    assert report["failed"][0]["input"].endswith("broken.png") and report["untrained_model"] is True
+    assert any(f["input"].endswith("broken.png") for f in report["failed"]) and report["untrained_model"] is True
     assert "suffix: _r" in (out / "restore_config.yaml").read_text()
     assert before == {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}  # inputs untouched
     # recursive keeps the sub-folder layout; --ext png
@@ -129,3 +130,25 @@ def test_out_of_memory_splits_the_batch_then_shrinks_the_tiles(tiny_pipe, folder
     direct = tiny_pipe([np.asarray(Image.open(same_size / "p0.png"))], output_type="np", tile_size=128,
                        vae_tile_size=128, tile_overlap=32).images[0]
     np.testing.assert_array_equal(np.asarray(Image.open(out / "p0.png")), direct)
+
+
+def test_rerun_keeps_done_outputs_redoes_changed_ones_and_never_replaces_a_stranger(tiny_pipe, folder, tmp_path):
+    out = tmp_path / "out"
+    logs: list[str] = []
+    cfg = RestoreConfig(base_model="tiny")
+    first = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert sorted(Path(d).name for _, d in first.restored) == ["a.png", "b.jpg"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")}
+    again = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert again.restored == [] and sorted(Path(d).name for _, d in again.kept) == ["a.png", "b.jpg"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")} == stamps  # not rewritten
+    Image.open(folder / "a.png").transpose(Image.FLIP_LEFT_RIGHT).save(folder / "a.png")  # an input changes
+    (out / "b.jpg").write_bytes((out / "b.jpg").read_bytes()[:-10])  # a result damaged by hand: not ours now
+    third = restore_paths([folder], out, cfg, pipeline=tiny_pipe, progress=False, log=logs.append)
+    assert [Path(d).name for _, d in third.restored] == ["a.png"]
+    assert any(f"redoing {out / 'a.png'}: its input changed" in m for m in logs)
+    assert any(f.endswith("b.jpg") and why.startswith("output_exists") for f, why in third.failed)
+    forced = restore_paths([folder], out, RestoreConfig(base_model="tiny", overwrite=True), pipeline=tiny_pipe,
+                           progress=False, log=logs.append)
+    assert sorted(Path(d).name for _, d in forced.restored) == ["a.png", "b.jpg"]
+    assert not list(out.glob(".*"))  # no lock, journal or temp file left

@@ -138,3 +138,36 @@ def test_sampler_resumes_anywhere_and_covers_each_epoch(world):
     for rank in range(world):
         it = iter(ResumableBatchSampler(n, bs, seed=3, position=k * bs * world, rank=rank, world=world))
         assert [next(it) for _ in range(10 - k)] == streams[rank][k:]
+
+
+def _flip_byte(path, offset=-1):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size: only the checksum can tell
+
+
+def test_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    from osdhuman.training.checkpoint import resolve_resume_verified
+
+    net = _net()
+    opt = torch.optim.AdamW(net.parameters())
+    _steps(net, opt, 1, seed=0)
+    root = tmp_path / "checkpoints"
+    for s in (2, 4, 6):
+        _save(root, s, net, opt)
+    complete = json.loads((root / "step-00000006" / "COMPLETE").read_text())
+    assert "trainable.safetensors" in complete["files"] and len(complete["files"]["rng.safetensors"]["sha256"]) == 64
+    _flip_byte(root / "step-00000006" / "trainable.safetensors")  # same-size corruption
+    opt_json = root / "step-00000004" / "optimizer-generator.json"
+    opt_json.write_text(opt_json.read_text()[:10])  # truncated
+    chosen, skipped = resolve_resume_verified("latest", root)
+    assert chosen.name == "step-00000002"
+    assert [d.name for d, _ in skipped] == ["step-00000006", "step-00000004"]
+    assert "corrupt:" in skipped[0][1] and "trainable.safetensors" in skipped[0][1] and "sha256" in skipped[0][1]
+    assert "optimizer-generator.json" in skipped[1][1] and "bytes" in skipped[1][1]
+    assert find_latest(root).name == "step-00000006"  # the unverified lookup would have taken the damaged one
+    with pytest.raises(CheckpointError, match="corrupt: .*trainable.safetensors"):
+        resolve_resume_verified(str(root / "step-00000006"), root)  # an explicit damaged checkpoint: an error
+    (root / "step-00000002" / "rng.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        resolve_resume_verified("latest", root)

@@ -196,13 +196,15 @@ def test_cli_stops_at_start_without_vgg_weights(tmp_path, capsys):
     from osdhuman.cli import main
 
     missing = tmp_path / "vgg16-397923af.pth"
+    data = tmp_path / "data"  # an existing source: the data check comes first and would answer instead
+    data.mkdir()
     rc = main(["train", "--config", str(CONFIGS / "osdhuman.yaml"), "--output-dir", str(tmp_path / "run"),
-               "--set", f"lpips.vgg_weights={missing}", "--device", "cpu"])
+               "--set", f"lpips.vgg_weights={missing}", "--device", "cpu", "--set", f"data.source={data}"])
     err = capsys.readouterr().err
     assert rc == 1 and "vgg16-397923af.pth" in err and str(missing) in err
     assert not (tmp_path / "run").exists()  # nothing written before the check
     rc = main(["train", "--config", str(CONFIGS / "tiny.yaml"), "--output-dir", str(tmp_path / "run"),
-               "--resume", str(tmp_path / "nowhere")])
+               "--resume", str(tmp_path / "nowhere"), "--set", f"data.source={data}"])
     assert rc == 1 and "not a complete training checkpoint" in capsys.readouterr().err
 
 
@@ -230,3 +232,82 @@ def test_two_process_ddp_run_with_the_regularizer(photo_dir, tmp_path):
     recs = [r for r in _records(out) if "loss/regularizer" in r]
     assert len(recs) == 2 and all(r["nonfinite"] == 0.0 for r in recs)
     assert proc.stdout.count("trained 2 steps") == 1  # only process 0 reports / writes
+
+
+def _rewrite_with_checksum(ckpt: Path, name: str, text: str) -> None:
+    """Edit a checkpoint file as another run would have written it (its COMPLETE sum updated)."""
+    import hashlib
+
+    (ckpt / name).write_text(text)
+    complete = json.loads((ckpt / "COMPLETE").read_text())
+    data = (ckpt / name).read_bytes()
+    complete["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (ckpt / "COMPLETE").write_text(json.dumps(complete))
+
+
+def test_resume_skips_a_damaged_checkpoint_refuses_another_world_size_and_logs_each_step_once(
+        photo_dir, tmp_path, capsys):
+    from osdhuman.training import CheckpointError
+
+    args = ("max_steps=6", "data.num_val=1", "checkpoint.every=2", "checkpoint.keep=0", "logging.every=1",
+            "logging.val_at_start=false", "logging.val_every=0")
+    out = tmp_path / "run"
+
+    def kill_at_5(step, metrics):
+        if step == 5:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(tiny_cfg(photo_dir, *args), out, on_step_end=kill_at_5)
+    ckpts = out / "checkpoints"
+    blob = bytearray((ckpts / "step-00000004" / "trainable.safetensors").read_bytes())
+    blob[-1] ^= 0xFF  # same size: only the checksum in COMPLETE tells
+    (ckpts / "step-00000004" / "trainable.safetensors").write_bytes(bytes(blob))
+    state = json.loads((ckpts / "step-00000002" / "state.json").read_text())
+    _rewrite_with_checksum(ckpts / "step-00000002", "state.json", json.dumps({**state, "world_size": 2}))
+    capsys.readouterr()
+    with pytest.raises(CheckpointError, match="saved by 2 process.*--allow-world-size-change"):
+        train(tiny_cfg(photo_dir, *args), out, resume="latest")
+    err = capsys.readouterr().err
+    assert "skipped checkpoint" in err and "step-00000004" in err and "corrupt:" in err
+    res = train(tiny_cfg(photo_dir, *args), out, resume="latest", allow_world_size_change=True)
+    assert res.step == 6
+    steps = [r["step"] for r in _records(out) if "loss/loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6], steps  # the killed run's 3, 4, 5 are not repeated
+    assert "global batch 2 = batch_size 2 per device x 1 accumulation x 1 process(es)" in capsys.readouterr().err
+
+
+def test_global_batch_size_derives_accumulation_or_is_refused(photo_dir, tmp_path, capsys):
+    cfg = tiny_cfg(photo_dir, "max_steps=1", "batch_size=1", "global_batch_size=3", "data.num_val=1",
+                   "logging.val_at_start=false", "logging.val_every=0", "checkpoint.every=0")
+    res = train(cfg, tmp_path / "a")
+    assert res.step == 1
+    assert "global batch 3 = batch_size 1 per device x 3 accumulation" in capsys.readouterr().err
+    state = json.loads((tmp_path / "a" / "checkpoints" / "step-00000001" / "state.json").read_text())
+    assert state["position"] == 3
+    with pytest.raises(TrainingError, match="not a multiple of batch_size 2"):
+        train(tiny_cfg(photo_dir, "batch_size=2", "global_batch_size=3"), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_tiny_preset_learns_one_fixed_pair_with_vsd_and_the_regularizer_running(tmp_path):
+    """configs/tiny.yaml as shipped (VSD weight, lr): 50 steps on one photo raise the PSNR-Y of
+    its fixed validation pair by at least 1 dB while VSD and the regularizer update run."""
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    src = tmp_path / "one"
+    src.mkdir()
+    Image.fromarray(skdata.astronaut()).convert("RGB").resize((64, 64), Image.LANCZOS).save(src / "astronaut.png")
+    out = tmp_path / "run"
+    cfg = load_config(TrainConfig, CONFIGS / "tiny.yaml", [
+        f"data.source={src}", "max_steps=50", "data.crop=center", "data.hflip=false", "data.num_val=1",
+        "logging.val_every=0", "logging.every=10", "checkpoint.every=0", "logging.progress=false"])
+    assert cfg.loss.lambda_vsd > 0 and cfg.data.size == 64  # the preset's own VSD weight and size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "only 1 image, validation uses training images"
+        train(cfg, out)
+    start, end = _val(out, 0)["val/psnr_y"], _val(out, 50)["val/psnr_y"]
+    logged = [r for r in _records(out) if "loss/vsd" in r]
+    assert logged and all(r["loss/vsd"] > 0 and r["grad_norm/regularizer"] > 0 for r in logged)  # both running
+    assert end - start >= 1.0, (start, end)

@@ -9,9 +9,11 @@ inside their ``run`` functions so that ``osdhuman --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
-import warnings
+import os
 import sys
+import warnings
 
 from osdhuman import __version__
 
@@ -43,26 +45,62 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; every failure a user can meet ends as one stderr line and an exit code.
+
+    2: bad command line / config value (before any work); 1: a failure during the work (an
+    OSError names the path and the problem: disk full, permission, read-only, ...). ^C
+    (KeyboardInterrupt) is not caught here: callers and tests rely on it propagating.
+    ``OSDHUMAN_DEBUG=1`` re-raises instead, for a traceback.
+    """
     # warnings on the command line read as one line each, without file:line and source
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
-    from osdhuman.config import ConfigError
-
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"osdhuman {args.command}: config error: {exc}", file=sys.stderr)
-        return 2
-    except UsageError as exc:
-        print(f"osdhuman {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        if exc.filename is None:  # not about a path the user can fix: a bug, keep the traceback
+    except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
+        if os.environ.get("OSDHUMAN_DEBUG"):
             raise
-        # a path problem met during the work (e.g. a folder removed or a disk gone read-only)
-        print(f"osdhuman {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+        code, line = describe_error(exc)
+        print(f"osdhuman {args.command}: {line}", file=sys.stderr)
+        return code
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an exception that ended a command."""
+    from osdhuman.config import ConfigError
+    from osdhuman.outputs import OutputLockedError
+
+    if isinstance(exc, ConfigError):
+        return 2, f"config error: {_one_line(exc)}"
+    if isinstance(exc, UsageError):
+        return 2, f"error: {_one_line(exc)}"
+    if isinstance(exc, OutputLockedError):
+        return 1, f"error: {_one_line(exc)}"
+    if isinstance(exc, OSError):
+        return 1, f"error: {os_error_line(exc)}"
+    if isinstance(exc, MemoryError):
+        return 1, "error: out of memory; use a smaller --batch-size (or tiles)"
+    # a bug: still one line, with the way to the traceback
+    return 1, f"internal error: {type(exc).__name__}: {_one_line(exc)} (run with OSDHUMAN_DEBUG=1 for the traceback)"
+
+
+def os_error_line(exc: OSError) -> str:
+    """'PATH: problem' for an OSError; the problem in words (errno name for the uncommon ones)."""
+    problem = exc.strerror or _one_line(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        problem = "no space left on device (free some space or choose another output folder)"
+    elif exc.errno == errno.EROFS:
+        problem = "read-only file system"
+    where = exc.filename if exc.filename is not None else None
+    if where is None:
+        return problem
+    extra = f" -> {exc.filename2}" if getattr(exc, "filename2", None) else ""
+    return f"{where}{extra}: {problem}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 class UsageError(Exception):

@@ -22,8 +22,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] = ()) -> T:
-    """Defaults <- --config FILE <- explicit flags (``extra``) <- --set overrides."""
-    return load_config(cls, getattr(args, "config", None), [*extra, *getattr(args, "overrides", [])])
+    """Defaults <- --config FILE <- explicit flags (``extra``) <- --set overrides.
+
+    A bad value that came from a flag is reported under the flag's name (``--batch-size``).
+    """
+    from osdhuman.config import ConfigError
+
+    try:
+        return load_config(cls, getattr(args, "config", None), [*extra, *getattr(args, "overrides", [])])
+    except ConfigError as exc:
+        msg = str(exc)
+        for item in extra:
+            key = item.split("=", 1)[0]
+            for prefix in (f"{key}:", f"override.{key}:"):
+                if msg.startswith(prefix):
+                    raise ConfigError(f"--{key.replace('_', '-')}{msg[len(prefix) - 1:]}") from None
+        raise
 
 
 def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = ()) -> None:

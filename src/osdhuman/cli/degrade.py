@@ -4,9 +4,12 @@
         [--device cpu|cuda] [--batch-size N] [--threads N]
 
 Writes LQ_DIR/<same relative name>.png for every readable image of HQ_DIR, params.jsonl (one
-record per image: its seed and every drawn parameter), skipped.jsonl (unreadable files and
-why) and config.yaml (the resolved degradation config). This is how a PERSONA-Val-style
-synthetic set is made. An image's LQ depends only on the image, its name, --seed and the config.
+record per image: its seed and every drawn parameter), skipped.jsonl (every file left out and
+why) and config.yaml (the resolved degradation config), these three last. This is how a
+PERSONA-Val-style synthetic set is made. An image's LQ depends only on the image, its name,
+--seed and the config. Into a folder that holds results it resumes: unchanged LQs are kept,
+changed ones redone (said so), a file degrade did not write is never replaced (--overwrite
+forces). A second run into the same LQ_DIR stops while the first holds its lock.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per call (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write every LQ again, replacing files already in LQ_DIR (default: resume - keep the LQ "
+                        "whose input and parameters are unchanged, never replace a file degrade did not write)")
+    p.add_argument("--writers", type=int, metavar="N", help="threads that encode and write PNGs (default: CPU count, at most 8)")
     p.set_defaults(func=run)
 
 
@@ -72,15 +79,23 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.writers is not None and args.writers < 0:
+        raise UsageError(f"--writers must be >= 0, got {args.writers}")
     cfg = resolve_config(DegradationConfig, args)
     try:
         summary = degrade_folder(hq, lq, seed=args.seed, cfg=cfg, device=device, batch_size=args.batch_size,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, overwrite=args.overwrite, writers=args.writers,
+                                 notify=lambda msg: print(f"osdhuman degrade: {msg}", file=sys.stderr))
     except ValueError as exc:
         print(f"osdhuman degrade: error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {summary.written} LQ images to {lq} (params.jsonl, config.yaml)"
-          + (f"; skipped {len(summary.skipped)} file(s), see {lq / 'skipped.jsonl'}" if summary.skipped else ""))
+    _report(summary, lq)
+    return 0 if summary.written + summary.kept > 0 or not summary.skipped else 1
+
+
+def _report(summary, lq) -> None:
     for f, reason in summary.skipped:
         print(f"  skipped {f}: {reason}", file=sys.stderr)
-    return 0 if summary.written > 0 or not summary.skipped else 1
+    kept = f", kept {summary.kept} unchanged from an earlier run" if summary.kept else ""
+    print(f"wrote {summary.written} LQ images to {lq}{kept} (params.jsonl, config.yaml)"
+          + (f"; skipped {len(summary.skipped)} file(s), see {lq / 'skipped.jsonl'}" if summary.skipped else ""))

@@ -149,7 +149,9 @@ def run_evaluate(args) -> int:
     _report(result, "evaluation")
     if args.merge_with:
         table = merged_table([*args.merge_with, args.out], digits=cfg.digits)
-        (Path(args.out) / "table_merged.md").write_text(table)
+        from osdhuman.outputs import atomic_write_text
+
+        atomic_write_text(Path(args.out) / "table_merged.md", table)
         print(table)
     return 0
 

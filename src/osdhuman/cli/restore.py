@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--suffix", metavar="S", help="appended to output file names")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write every output again (default: resume - keep outputs whose input and settings are "
+                        "unchanged, never replace a file restore did not write)")
     from osdhuman.cli._common import add_config_args
 
     add_config_args(p)
@@ -55,6 +58,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "batch_size": args.batch_size, "ext": args.ext, "suffix": args.suffix,
         "recursive": True if args.recursive else None, "fuse": False if args.no_fuse else None,
         "timestep": args.timestep, "prompt_source": args.prompt_source,
+        "overwrite": True if getattr(args, "overwrite", False) else None,
     }
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
 
@@ -81,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     check_device(cfg.device)
     files, missing = collect_inputs(args.inputs, cfg.recursive)
     if not files:  # nothing to do: say why before loading a model
-        if missing:
-            raise UsageError(f"{missing[0][0]}: no such file or folder")
+        gone = [f for f, why in missing if why == "missing_file"]  # the rest: listing skips (not an image, ...)
+        if gone:
+            raise UsageError(f"{gone[0]}: no such file or folder")
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
     logged: list[str] = []
@@ -102,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     n_ok, n_bad = len(report.restored), len(report.failed)
     print(f"restored {n_ok} image(s) into {args.output} in {report.seconds:.1f} s"
+          + (f"; kept {len(report.kept)} unchanged from an earlier run" if report.kept else "")
           + (f"; {n_bad} skipped (see {args.output}/restore_report.json)" if n_bad else "")
           + (" [UNTRAINED model: not real restorations]" if report.untrained else ""))
     for path, reason in report.failed:
         if not any(path in m for m in logged):  # unreadable images were already logged as they came
             print(f"  skipped {path}: {reason}", file=sys.stderr)
-    return 0 if n_ok > 0 else 1
+    return 0 if n_ok + len(report.kept) > 0 else 1

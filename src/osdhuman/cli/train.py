@@ -3,10 +3,11 @@
     osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman \
         [--max-steps N] [--resume latest|PATH] [--set key=value ...]
 
-Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m osdhuman.cli.train ARGS`` (or
-``torchrun --nproc_per_node N -m osdhuman.cli.train ARGS``, which also runs N CPU processes over
-gloo), ARGS being the same arguments as ``osdhuman train``. Each process takes batch_size
-images per micro-batch; checkpoints and logs are written by process 0.
+Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m osdhuman.cli.train ARGS`` or
+``torchrun --nproc_per_node N -m osdhuman.cli.train ARGS``; N CPU processes (gloo): torchrun only
+(``accelerate launch --cpu`` starts one process). ARGS are those of ``osdhuman train``. Each
+process takes batch_size images per micro-batch (per device); set global_batch_size to keep
+the global batch fixed whatever N is. Checkpoints and logs are written by process 0.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="latest|PATH",
                    help="continue the run in --output-dir from its newest checkpoint ('latest') or from a checkpoint folder")
     p.add_argument("--device", metavar="DEV", help="'cpu' forces CPU (default: accelerate's choice)")
+    p.add_argument("--allow-world-size-change", action="store_true",
+                   help="resume a checkpoint saved by another number of processes (the data order and, without "
+                        "global_batch_size, the global batch change)")
     p.set_defaults(func=run)
 
 
@@ -63,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"device={args.device}")
     cfg = resolve_config(TrainConfig, args, extra)
     out = Path(args.output_dir)
+    _check_sources(cfg)
     check_output_dir(out, [cfg.data.source] if cfg.data.source else [])  # an image-folder source stays clean
     if args.resume == "latest" and find_latest(out / "checkpoints") is None:
         print(f"osdhuman train: no checkpoint in {out / 'checkpoints'} yet; starting a new run", file=sys.stderr)
     try:
-        result = train(cfg, args.output_dir, resume=args.resume)
+        result = train(cfg, args.output_dir, resume=args.resume, allow_world_size_change=args.allow_world_size_change)
     except (LPIPSWeightsError, TrainingError, CheckpointError, WeightsError, NoReadableImagesError) as exc:
         print(f"osdhuman train: error: {exc}", file=sys.stderr)
         return 1
@@ -75,6 +80,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {result.step} steps; final weights: {result.final_dir} "
               f"(use: osdhuman restore INPUT -o OUT --weights {result.final_dir})")
     return 0
+
+
+def _check_sources(cfg) -> None:
+    """UsageError for a data path that does not exist (before the run folder is made)."""
+    from pathlib import Path
+
+    from osdhuman.cli import UsageError
+
+    for key, value in (("data.source", cfg.data.source), ("data.val_source", cfg.data.val_source)):
+        if value and not Path(value).exists():
+            raise UsageError(f"{key}={value}: no such file or folder (an image folder or a manifest written by "
+                             "`osdhuman build-dataset`)")
 
 
 if __name__ == "__main__":  # `accelerate launch -m osdhuman.cli.train ...`

@@ -4,8 +4,11 @@
     2. give each image its seed: a hash of (run seed, relative path), so adding or removing
        files never changes the LQ of the others
     3. read, batch images of equal size, degrade on the chosen device
-    4. write LQ_DIR/<relative path>.png, one JSON line per image in params.jsonl, unreadable
-       files in skipped.jsonl, the resolved config in config.yaml
+    4. hand each LQ to a writer pool (PNG encoding on threads; its record goes to a journal,
+       then the temp file is renamed into place); at the end params.jsonl (one JSON line per image),
+       skipped.jsonl (every file left out and why) and config.yaml, atomically and last
+    A rerun resumes from params.jsonl + the journal (osdhuman.outputs.ResumeLog) under the
+    folder's lock.
 """
 
 from __future__ import annotations
@@ -14,16 +17,27 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from osdhuman.config import save_config
+from osdhuman.config import save_config, to_dict
 from osdhuman.degradation.config import DegradationConfig
 from osdhuman.degradation.pipeline import Degrader
-from osdhuman.imageio import ImageReadError, list_images, read_rgb, write_image
+from osdhuman.imageio import ImageReadError, read_rgb, scan_images
+from osdhuman.outputs import (
+    OutputLock,
+    ResumeLog,
+    WriterPool,
+    atomic_write_text,
+    encode_png,
+    input_fingerprint,
+    params_key,
+    sweep_temp_files,
+)
 
 __all__ = ["DegradeSummary", "degrade_folder", "image_seed"]
 
@@ -33,6 +47,8 @@ class DegradeSummary:
     written: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     out_dir: Path | None = None
+    kept: int = 0  # outputs of an earlier run left as they were (same input and parameters)
+    redone: list[tuple[str, str]] = field(default_factory=list)  # (output, why it was written again)
 
 
 def image_seed(seed: int, relpath: str) -> int:
@@ -50,39 +66,106 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def degrade_folder(hq_dir: str | Path, lq_dir: str | Path, seed: int = 0, cfg: DegradationConfig | None = None,
-                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = True) -> DegradeSummary:
-    """Write one LQ PNG per readable image of ``hq_dir`` into ``lq_dir`` (same relative name)."""
+                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = True,
+                   overwrite: bool = False, writers: int | None = None,
+                   notify: Callable[[str], None] | None = None) -> DegradeSummary:
+    """Write one LQ PNG per readable image of ``hq_dir`` into ``lq_dir`` (same relative name).
+
+    Resumes: an LQ already in ``lq_dir`` whose record (input sha256, seed, config) matches is
+    kept; one whose input or parameters changed is redone (listed in ``summary.redone``); a
+    file this command did not write is never replaced (skipped, unless ``overwrite``).
+    params.jsonl, skipped.jsonl and config.yaml are written last, atomically.
+    """
     cfg = cfg if cfg is not None else DegradationConfig()
     hq_dir, lq_dir = Path(hq_dir), Path(lq_dir)
+    _check_folders(hq_dir, lq_dir, batch_size)
+    files, listing_skips = scan_images(hq_dir)
+    if not files:
+        raise ValueError(f"{hq_dir}: no images found")
+    with OutputLock(lq_dir):
+        sweep_temp_files(lq_dir)
+        summary = DegradeSummary(out_dir=lq_dir, skipped=list(listing_skips))
+        log = ResumeLog(lq_dir, "params.jsonl", overwrite=overwrite).load()
+        key = params_key(to_dict(cfg), int(seed))
+        jobs = _plan(files, hq_dir, lq_dir, log, key, summary)
+        for out, why in summary.redone:  # said before the file is replaced
+            if notify is not None:
+                notify(f"redoing {out}: {why}")
+        try:
+            _run_jobs(jobs, lq_dir, seed, cfg, device, batch_size, progress, log, key, summary, writers)
+        finally:
+            log.close()
+        # summaries last: a folder holding them is a finished run
+        log.finish(order=[out.relative_to(lq_dir).as_posix() for _, _, out in _all_outputs(files, hq_dir, lq_dir)])
+        atomic_write_text(lq_dir / "skipped.jsonl", "".join(
+            json.dumps({"file": f, "reason": r, **({"detail": d} if d else {})}) + "\n" for f, r, d in _split(summary.skipped)))
+        save_config(cfg, lq_dir / "config.yaml")
+    return summary
+
+
+def _check_folders(hq_dir: Path, lq_dir: Path, batch_size: int) -> None:
     if not hq_dir.is_dir():
         raise ValueError(f"{hq_dir}: not a folder")
-    hq_res, lq_res = hq_dir.resolve(), lq_dir.resolve()
-    if _inside(lq_res, hq_res):
+    if _inside(lq_dir.resolve(), hq_dir.resolve()):
         raise ValueError(f"{lq_dir}: the output folder must not be the input folder {hq_dir} or inside it")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    files = list_images(hq_dir)
-    if not files:
-        raise ValueError(f"{hq_dir}: no images found")
-    lq_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, lq_dir / "config.yaml")
 
-    summary = DegradeSummary(out_dir=lq_dir)
-    outputs: dict[Path, str] = {}
-    jobs: list[tuple[Path, str, Path]] = []
-    inputs = {f.resolve() for f in files}
+
+def _split(skipped: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(file, "reason (detail)") -> (file, reason, detail)."""
+    out = []
+    for f, r in skipped:
+        reason, _, detail = r.partition(" (")
+        out.append((f, reason, detail[:-1] if detail.endswith(")") else detail))
+    return out
+
+
+def _all_outputs(files: list[Path], hq_dir: Path, lq_dir: Path):
     for f in files:
         rel = f.relative_to(hq_dir).as_posix()
-        out = lq_dir / Path(rel).with_suffix(".png")
+        yield f, rel, lq_dir / Path(rel).with_suffix(".png")
+
+
+def _plan(files: list[Path], hq_dir: Path, lq_dir: Path, log: ResumeLog, key: str,
+          summary: DegradeSummary) -> list[tuple[Path, str, Path, dict]]:
+    """Decide per image: new / redo (say why) / skip (done) / refuse (an unrelated file)."""
+    outputs: dict[Path, str] = {}
+    jobs = []
+    inputs = {f.resolve() for f in files}
+    for f, rel, out in _all_outputs(files, hq_dir, lq_dir):
         if out in outputs:
-            summary.skipped.append((str(f), f"output_name_collision with {outputs[out]}"))
+            summary.skipped.append((str(f), f"output_name_collision (with {outputs[out]})"))
             continue
+        outputs[out] = rel
         if out.resolve() in inputs:
             summary.skipped.append((str(f), "output would overwrite an input"))
             continue
-        outputs[out] = rel
-        jobs.append((f, rel, out))
+        try:
+            fp = input_fingerprint(f)
+        except OSError as exc:
+            summary.skipped.append((str(f), f"unreadable_file ({exc.strerror})"))
+            continue
+        d = log.decide(out.relative_to(lq_dir).as_posix(), fp, key)
+        if d.action == "skip":
+            summary.kept += 1
+        elif d.action == "refuse":
+            summary.skipped.append((str(f), f"output_exists ({out} was not written by this command; --overwrite replaces it)"))
+        else:
+            if d.action == "redo":
+                summary.redone.append((str(out), d.why))
+            jobs.append((f, rel, out, fp))
+    return jobs
 
+
+def _encode_and_write(log: ResumeLog, rec: dict, arr: np.ndarray) -> str:
+    """On a writer thread: PNG-encode, journal the record, rename the file into place."""
+    return log.write(rec, encode_png(arr))
+
+
+def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, batch_size: int, progress: bool,
+              log: ResumeLog, key: str, summary: DegradeSummary, writers: int | None) -> None:
+    """Read, degrade in batches of equal size, hand each LQ to the writer pool."""
     deg = Degrader(cfg, device=device)
     dev = torch.device(device)
     try:
@@ -90,34 +173,31 @@ def degrade_folder(hq_dir: str | Path, lq_dir: str | Path, seed: int = 0, cfg: D
         bar = tqdm(total=len(jobs), desc="degrade", unit="img", disable=not progress, file=sys.stderr)
     except ImportError:  # pragma: no cover
         bar = None
-    with open(lq_dir / "params.jsonl", "w") as pf, open(lq_dir / "skipped.jsonl", "w") as sf:
-        for f, reason in summary.skipped:
-            sf.write(json.dumps({"file": f, "reason": reason}) + "\n")
+
+    def done(_digest: str) -> None:
+        summary.written += 1
+
+    with WriterPool(writers) as pool:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
-            by_size: dict[tuple[int, int], list[tuple[np.ndarray, str, Path]]] = defaultdict(list)
-            for f, rel, out in chunk:
+            by_size: dict[tuple[int, int], list[tuple[np.ndarray, str, Path, dict]]] = defaultdict(list)
+            for f, rel, out, fp in chunk:
                 try:
                     img = read_rgb(f)
                 except ImageReadError as exc:
-                    summary.skipped.append((str(f), exc.reason))
-                    sf.write(json.dumps({"file": str(f), "reason": exc.reason, "detail": exc.detail}) + "\n")
+                    summary.skipped.append((str(f), exc.reason + (f" ({exc.detail})" if exc.detail else "")))
                     continue
-                by_size[img.shape[:2]].append((img, rel, out))
+                by_size[img.shape[:2]].append((img, rel, out, fp))
             for group in by_size.values():
                 hq = torch.from_numpy(np.stack([g[0] for g in group])).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
                 seeds = [image_seed(seed, g[1]) for g in group]
                 lq, params = deg(hq.to(dev).float() / 255.0, seeds, return_params=True)
                 lq8 = (lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
-                for (img, rel, out), arr, s, p in zip(group, lq8, seeds, params):
-                    write_image(arr, out)
-                    rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s, "params": p.to_dict()}
-                    pf.write(json.dumps(rec) + "\n")
-                    summary.written += 1
-            pf.flush()
+                for (_, rel, out, fp), arr, s, p in zip(group, lq8, seeds, params):
+                    rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s,
+                           "params": p.to_dict(), "input": fp, "run_key": key}
+                    pool.submit(_encode_and_write, log, rec, arr, then=done)
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    return summary
-

@@ -19,11 +19,19 @@ import numpy as np
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.evaluation.config import DatasetQualityConfig
-from osdhuman.evaluation.evaluate import EvaluationResult, _json_safe, check_output_dir
+from osdhuman.evaluation.evaluate import (
+    EvaluationResult,
+    _json_safe,
+    check_output_dir,
+    remove_summaries,
+    report_skipped,
+    write_summaries,
+)
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import Issue, Item, expand_metric_names, pick_device, resolve_metrics, score_items
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
-from osdhuman.imageio import list_images
+from osdhuman.imageio import scan_images
+from osdhuman.outputs import atomic_write_text
 
 __all__ = ["dataset_quality"]
 
@@ -58,7 +66,8 @@ def dataset_quality(
     rows_all: list[dict] = []
     for name, folder in dirs.items():
         # 2. images (an evenly spaced subset when max_images is set)
-        files = list_images(folder, recursive=cfg.recursive)
+        files, skipped = scan_images(folder, recursive=cfg.recursive)
+        report_skipped(skipped, Path(folder), name, issues)
         if cfg.max_images and len(files) > cfg.max_images:
             idx = np.linspace(0, len(files) - 1, cfg.max_images).round().astype(int)
             files = [files[i] for i in sorted(set(idx.tolist()))]
@@ -78,7 +87,7 @@ def dataset_quality(
         counts[name] = {"images": len(files), "scored": len(rows)}
 
     records = {n: dataclasses.asdict(m.record) for n, m in resolved.metrics.items()}
-    group = ColumnGroup("", names, summary, resolved.unavailable)
+    group = ColumnGroup("", names, summary, resolved.unavailable, records)
     table = markdown_table([group], list(dirs), digits=cfg.digits, row_header="Dataset", mark_second=False)
     result = EvaluationResult(summary, rows_all, issues, records, dict(resolved.unavailable), counts, table, out)
 
@@ -86,16 +95,16 @@ def dataset_quality(
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_summaries(out)  # summaries last (see evaluate._write_outputs)
     cols = ["dataset", "key", "file", "height", "width"] + [n for n in names if n in resolved.metrics]
-    pd.DataFrame(rows_all, columns=cols).rename(columns={"key": "image"}).to_csv(
-        out / "per_image.csv", index=False, float_format="%.6f")
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    pd.DataFrame([i.as_dict() for i in issues], columns=["group", "key", "kind", "detail"]).rename(
-        columns={"group": "dataset", "key": "image"}).to_csv(out / "issues.csv", index=False)
-    (out / "table.md").write_text(table)
+    per_image = pd.DataFrame(rows_all, columns=cols).rename(columns={"key": "image"})
+    atomic_write_text(out / "per_image.csv", per_image.to_csv(index=False, float_format="%.6f"))
+    issue_df = pd.DataFrame([i.as_dict() for i in issues], columns=["group", "key", "kind", "detail"])
+    atomic_write_text(out / "issues.csv", issue_df.rename(columns={"group": "dataset", "key": "image"}).to_csv(index=False))
     bar_charts(summary, [n for n in names if n in resolved.metrics], out / "plots")
     save_config(cfg, out / "config.yaml")
     settings = {"datasets": {k: str(v) for k, v in dirs.items()}, "device": device, "config": to_dict(cfg),
                 "metrics": records, "unavailable": result.unavailable, "counts": counts}
-    (out / "settings.json").write_text(json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    atomic_write_text(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    write_summaries(out, table, summary)
     return result

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from osdhuman.config import save_config, to_dict
+from osdhuman.outputs import atomic_write_text
 from osdhuman.evaluation.config import EvaluateConfig
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import (
@@ -36,7 +37,7 @@ from osdhuman.evaluation.scoring import (
     score_items,
 )
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
-from osdhuman.imageio import list_images
+from osdhuman.imageio import scan_images
 from osdhuman.iqa import METRICS
 
 __all__ = ["EvaluationResult", "check_output_dir", "evaluate_methods", "index_by_stem", "merged_table"]
@@ -57,12 +58,21 @@ class EvaluationResult:
 def index_by_stem(folder: Path, recursive: bool, group: str, issues: list[Issue]) -> dict[str, Path]:
     """stem -> file; a stem seen twice (a.png and a.jpg, or two subfolders) is an issue, first kept."""
     out: dict[str, Path] = {}
-    for p in list_images(folder, recursive=recursive):
+    files, skipped = scan_images(folder, recursive=recursive)
+    report_skipped(skipped, folder, group, issues)
+    for p in files:
         if p.stem in out:
             issues.append(Issue(group, p.stem, "duplicate_stem", f"{p} ignored: {out[p.stem]} has the same stem"))
             continue
         out[p.stem] = p
     return out
+
+
+def report_skipped(skipped: list[tuple[str, str]], folder: Path, group: str, issues: list[Issue]) -> None:
+    """Entries the listing left out (not an image, dangling link, ...) become issues naming the file."""
+    for f, reason in skipped:
+        key = Path(f).relative_to(folder).as_posix() if Path(f).is_relative_to(folder) else f
+        issues.append(Issue(group, key, reason, f"{f}: {reason}"))
 
 
 def check_output_dir(out_dir: Path, inputs: list[Path]) -> None:
@@ -153,7 +163,7 @@ def evaluate_methods(
 
     records = {n: dataclasses.asdict(m.record) for n, m in resolved.metrics.items()}
     title = cfg.title or (ref_dir.name if ref_dir else "")
-    group = ColumnGroup(title, [n for n in names], summary, resolved.unavailable)
+    group = ColumnGroup(title, [n for n in names], summary, resolved.unavailable, records)
     table = markdown_table([group], list(method_dirs), digits=cfg.digits)
     result = EvaluationResult(summary, all_rows, issues, records, dict(resolved.unavailable), counts, table, out)
 
@@ -167,22 +177,39 @@ def evaluate_methods(
 
 
 def _write_outputs(result: EvaluationResult, names: list[str], out: Path, cfg, inputs: dict) -> None:
+    """Every file atomically; table.md and summary.json LAST, so a run that fails while writing
+    (a full disk) never leaves a set that looks complete. A previous run's summaries are
+    removed first, for the same reason."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_summaries(out)
     metric_cols = [n for n in names if n in result.records and METRICS[n].kind == "image"]
     front = ["method", "key", "file", "reference", "height", "width"]
     df = pd.DataFrame(result.rows, columns=front + [c for c in metric_cols])
-    df.rename(columns={"key": "stem"}).to_csv(out / "per_image.csv", index=False, float_format="%.6f")
-    (out / "summary.json").write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
-    pd.DataFrame([i.as_dict() for i in result.issues], columns=["group", "key", "kind", "detail"]).rename(
-        columns={"group": "method", "key": "stem"}).to_csv(out / "issues.csv", index=False)
-    (out / "table.md").write_text(result.table)
+    atomic_write_text(out / "per_image.csv", df.rename(columns={"key": "stem"}).to_csv(index=False, float_format="%.6f"))
+    issues = pd.DataFrame([i.as_dict() for i in result.issues], columns=["group", "key", "kind", "detail"])
+    atomic_write_text(out / "issues.csv", issues.rename(columns={"group": "method", "key": "stem"}).to_csv(index=False))
     bar_charts(result.summary, [n for n in names if n not in result.unavailable], out / "plots")
     save_config(cfg, out / "config.yaml")
     settings = {**inputs, "config": to_dict(cfg), "metrics": result.records, "unavailable": result.unavailable,
                 "counts": result.counts}
-    (out / "settings.json").write_text(json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    atomic_write_text(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
+    write_summaries(out, result.table, result.summary)
+
+
+SUMMARY_FILES = ("summary.json", "table.md")
+
+
+def remove_summaries(out: Path) -> None:
+    for name in SUMMARY_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def write_summaries(out: Path, table: str, summary: dict) -> None:
+    """table.md, then summary.json (the file --merge-with looks for) as the very last write."""
+    atomic_write_text(out / "table.md", table)
+    atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
 
 
 def _json_safe(obj):
@@ -209,6 +236,6 @@ def merged_table(out_dirs: list[str | Path], digits: str = "paper") -> str:
         names = [n for n in expand_metric_names(settings["config"]["metrics"])]
         title = settings["config"].get("title") or (Path(settings["reference"]).name if settings.get("reference") else d.name)
         values = {m: {k: (math.nan if v is None else v) for k, v in per.items()} for m, per in summary.items()}
-        groups.append(ColumnGroup(title, names, values, settings.get("unavailable") or {}))
+        groups.append(ColumnGroup(title, names, values, settings.get("unavailable") or {}, settings.get("metrics")))
         rows += [m for m in summary if m not in rows]
     return markdown_table(groups, rows, digits=digits)

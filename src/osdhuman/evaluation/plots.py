@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from osdhuman.iqa import METRICS
+from osdhuman.outputs import atomic_path
 
 __all__ = ["bar_charts"]
 
@@ -39,7 +40,8 @@ def bar_charts(summary: dict[str, dict[str, float]], metrics: list[str], out_dir
                 ax.text(i, v, f"{v:.{spec.decimals}f}", ha="center", va="bottom", fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{m}.png"
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         written.append(path)
     return written

@@ -20,6 +20,23 @@ class ColumnGroup:
     metrics: list[str]
     values: dict[str, dict[str, float]]
     unavailable: dict[str, str] | None = None  # metric -> why (column shows n/a)
+    records: dict[str, dict] | None = None  # metric -> MetricRecord as a dict (backend, settings)
+
+
+# (metric, backend) whose numbers are on another scale than the paper's (pyiqa) -> header tag
+BACKEND_DIFFERS = {("brisque", "offline"): "brisque pkg"}
+# metric -> (saturated value, footnote explaining it)
+SATURATED = {
+    "piqe": (100.0, "PIQE 100 is its ceiling: it is reached when no 16x16 block has enough activity to be "
+                    "scored (very smooth or small images) or when every scored block is fully distorted; "
+                    "read it as 'not measurable', not as 'maximally distorted'"),
+}
+
+
+def backend_tag(metric: str, record: dict | None) -> str:
+    """' (brisque pkg)' when the column's backend differs from the paper's, else ''."""
+    tag = BACKEND_DIFFERS.get((metric, (record or {}).get("backend")))
+    return f" ({tag})" if tag else ""
 
 
 def format_value(value: float | None, metric: str, digits: str = "paper") -> str:
@@ -69,9 +86,15 @@ def markdown_table(groups: list[ColumnGroup], rows: list[str], digits: str = "pa
         for m in g.metrics:
             spec = METRICS[m]
             arrow = "↓" if spec.lower_better else "↑"
-            header.append((f"{g.title} " if len(groups) > 1 and g.title else "") + f"{spec.label} {arrow}")
+            tag = backend_tag(m, (g.records or {}).get(m))
+            header.append((f"{g.title} " if len(groups) > 1 and g.title else "") + f"{spec.label}{tag} {arrow}")
             col = {r: g.values.get(r, {}).get(m) for r in rows}
             col = {r: (float("nan") if v is None else float(v)) for r, v in col.items()}
+            if tag:
+                notes.append(f"- {spec.label}{tag}: {METRICS[m].note or 'not the paper backend'}; not comparable "
+                             "with the paper's numbers")
+            if m in SATURATED and any(v >= SATURATED[m][0] - 5e-3 for v in col.values() if not math.isnan(v)):
+                notes.append(f"- {SATURATED[m][1]}.")
             marks = rank_marks(col, spec.lower_better)
             for r in rows:
                 s = format_value(col[r], m, digits)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from osdhuman.iqa.records import BACKENDS, METRICS, MetricRecord, MetricSpec
-from osdhuman.iqa.weights import MetricUnavailable, WeightFile
+from osdhuman.iqa.weights import MetricUnavailable, WeightFile, weight_problems
 
 __all__ = ["Metric", "SetMetric", "get_metric", "missing_files", "pyiqa_installed"]
 
@@ -83,9 +83,9 @@ def _pyiqa_reason(spec: MetricSpec) -> str | None:
         return "no pyiqa implementation"
     if not pyiqa_installed():
         return "pyiqa is not installed (pip install 'osdhuman[iqa]'; non-commercial licence)"
-    missing = missing_files(spec.pyiqa_files)
-    if missing:
-        return "pyiqa needs " + "; ".join(f.describe() for f in missing)
+    problems = weight_problems(spec.pyiqa_files)  # missing, or not the published file (sha256)
+    if problems:
+        return "pyiqa " + "; ".join(problems)
     return None
 
 
@@ -129,6 +129,15 @@ def _safe_pyiqa_loading(spec: MetricSpec):
                                                f"torch.load(weights_only=True): {exc}") from None
 
     swaps = [(torch, "load", orig_torch_load, torch_load_tensors_only)]
+    def clip_download(url, root=None, *args, **kwargs):  # OpenAI CLIP's own downloader (RN50.pt, ...)
+        return local_file(url)
+
+    def no_download(url, *args, **kwargs):  # torch.hub / torchvision fetchers: never
+        raise MetricUnavailable(spec.name, f"pyiqa asked to download {url}; osdhuman never downloads")
+
+    _import_downloaders()
+    import torch.hub as torch_hub
+
     for k, m in list(sys.modules.items()):
         if not k.startswith("pyiqa"):
             continue
@@ -136,6 +145,13 @@ def _safe_pyiqa_loading(spec: MetricSpec):
             swaps.append((m, "load_pretrained_network", orig_load, safe_load))
         if getattr(m, "load_file_from_url", None) is orig_url:
             swaps.append((m, "load_file_from_url", orig_url, local_file))
+        if k.endswith(("clip_model", "afineclip_model")) and callable(getattr(m, "_download", None)):
+            swaps.append((m, "_download", m._download, clip_download))
+        for attr in ("load_state_dict_from_url", "download_url_to_file", "load_url"):
+            if callable(getattr(m, attr, None)):
+                swaps.append((m, attr, getattr(m, attr), no_download))
+    for attr in ("load_state_dict_from_url", "download_url_to_file"):
+        swaps.append((torch_hub, attr, getattr(torch_hub, attr), no_download))
     for m, attr, _, new in swaps:
         setattr(m, attr, new)
     try:
@@ -143,6 +159,17 @@ def _safe_pyiqa_loading(spec: MetricSpec):
     finally:
         for m, attr, old, _ in swaps:
             setattr(m, attr, old)
+
+
+def _import_downloaders() -> None:
+    """Import pyiqa's modules that hold downloaders, so that their names can be swapped."""
+    import importlib
+
+    for name in ("pyiqa.archs.clip_model", "pyiqa.archs.afineclip_model"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - absent in this pyiqa version
+            pass
 
 
 def _pyiqa_metric(spec: MetricSpec, device: torch.device) -> Metric | SetMetric:

@@ -10,15 +10,27 @@ Places (all under ``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``, default
   - ``checkpoints``: ``<hub>/checkpoints/FILE`` (torchvision backbones)
   - ``clip``: ``<hub>/clip/FILE`` (OpenAI CLIP models, as pyiqa loads them)
   - ``hf:REPO``: the Hugging Face hub cache (``$HF_HOME/hub``) snapshot of REPO (timm backbones)
+
+A file that is there is also checked against what its publisher states before it is used
+(:meth:`WeightFile.problem`): the sha256 prefix in torch-hub style names
+(``alexnet-owt-7be5be79.pth``, pyiqa's ``*-df73285e.pth``), the full sha256 in OpenAI CLIP's
+URL (read from pyiqa's own table), the sha256 a Hugging Face cache blob is named by. A
+mismatch reads ``corrupt: FILE, expected sha256 ...`` and the metric is n/a, exactly as for a
+missing file; a file with no published digest must at least not be empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MetricUnavailable", "WeightFile", "hub_dir"]
+__all__ = ["MetricUnavailable", "WeightFile", "expected_sha256", "hub_dir", "weight_problems"]
+
+_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin|ckpt)$")
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
 class MetricUnavailable(RuntimeError):
@@ -71,8 +83,67 @@ class WeightFile:
         p = self.folder() / self.filename
         return p if p.is_file() else None
 
+    def problem(self) -> str | None:
+        """None when the file is there and matches its published digest; else what is wrong."""
+        path = self.find()
+        if path is None:
+            return f"needs {self.describe()}"
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return f"unreadable: {path} ({exc.strerror})"
+        want = expected_sha256(self, path)
+        if size == 0:
+            return f"corrupt: {path}, expected a weight file, found 0 bytes"
+        if want is None:
+            return None
+        got = _sha256(path)
+        if not got.startswith(want):
+            return f"corrupt: {path}, expected sha256 {want[:16]}..., found {got[:16]}... (replace the file)"
+        return None
+
     def describe(self) -> str:
         """'FILE (put it in FOLDER)', the wording of MetricUnavailable messages."""
         if self.place.startswith("hf:"):
             return f"{self.filename} of Hugging Face repo {self.place[3:]} (the hub cache: {self.folder()})"
         return f"{self.filename} (put it in {self.folder()}/)"
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def expected_sha256(wf: WeightFile, path: Path | None = None) -> str | None:
+    """The sha256 (or its prefix) the file's publisher states, or None when none is known."""
+    if wf.place == "clip":
+        url = _clip_urls().get(wf.filename)
+        return url.split("/")[-2] if url else None
+    if wf.place.startswith("hf:"):
+        if path is not None and path.is_symlink():  # snapshot file -> blobs/<sha256> for LFS files
+            blob = Path(os.readlink(path)).name
+            return blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None
+        return None
+    m = _HUB_HASH.search(wf.filename)
+    return m.group(1) if m else None
+
+
+def _clip_urls() -> dict[str, str]:
+    """file name -> URL of the OpenAI CLIP models, from pyiqa's own table (the sha256 is in the URL)."""
+    try:
+        from pyiqa.archs.clip_model import _MODELS
+    except Exception:  # noqa: BLE001 - pyiqa absent or changed: no digest known
+        return {}
+    return {os.path.basename(u): u for u in _MODELS.values()}
+
+
+def weight_problems(files) -> list[str]:
+    """One line per missing or damaged file of ``files`` (empty: all present and intact)."""
+    return [p for f in files if (p := f.problem()) is not None]

@@ -22,9 +22,19 @@ import numpy as np
 
 from osdhuman.imageio import (
     ImageReadError,
-    list_images,
     read_rgb,
-    write_image,
+    scan_images,
+)
+from osdhuman.outputs import (
+    ResumeLog,
+    WriterPool,
+    atomic_write_text,
+    encode_image,
+    hold_output_lock,
+    input_fingerprint,
+    params_key,
+    release_output_lock,
+    sweep_temp_files,
 )
 
 __all__ = [
@@ -72,6 +82,9 @@ class RestoreConfig:
     recursive: bool = False
     jpeg_quality: int = 95
     seed: int = 0
+    # resume (default): keep an output whose recorded input + settings match, redo one that
+    # differs, never replace a file restore did not write; true writes every output again
+    overwrite: bool = False
 
 
 @dataclass
@@ -81,10 +94,12 @@ class RestoreReport:
     untrained: bool = False
     seconds: float = 0.0
     out_dir: str = ""
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (input, output) left from an earlier run
 
     def to_dict(self) -> dict:
         return {"restored": [{"input": a, "output": b} for a, b in self.restored],
                 "failed": [{"input": a, "reason": b} for a, b in self.failed],
+                "kept": [{"input": a, "output": b} for a, b in self.kept],
                 "untrained_model": self.untrained, "seconds": round(self.seconds, 3)}
 
 
@@ -100,8 +115,9 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tup
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in list_images(p, recursive=recursive):
-                found.append((f, f.relative_to(p)))
+            files, skipped = scan_images(p, recursive=recursive)
+            found += [(f, f.relative_to(p)) for f in files]
+            missing += skipped  # not an image, dangling link, link loop, ... (named in the report)
         elif p.is_file():
             found.append((p, Path(p.name)))
         else:
@@ -174,7 +190,16 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
         return restore_with_fallback(pipeline, arrays, log, smaller)
 
 
-def restore_paths(
+def restore_paths(*args, **kwargs) -> RestoreReport:
+    """Restore files / folders into ``out_dir`` (see :func:`_restore_paths`), under the folder's lock."""
+    out_dir = kwargs.get("out_dir", args[1] if len(args) > 1 else None)
+    try:
+        return _restore_paths(*args, **kwargs)
+    finally:
+        release_output_lock(out_dir)
+
+
+def _restore_paths(
     inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
     pipeline=None, progress: bool = True, log=None,
 ) -> RestoreReport:
@@ -210,6 +235,9 @@ def restore_paths(
         log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records = _open_records(out_dir, cfg)  # lock, sweep temp files, resume records
+    files, outs = _skip_done(files, outs, records, _settings_key(cfg), report, log)
+    pool = WriterPool()
     save_config(cfg, out_dir / CONFIG_NAME)
     if report.untrained:
         base = pipeline.model.config.base_model
@@ -232,11 +260,7 @@ def restore_paths(
             pending.clear()
             return
         for (src, dst, _), arr in zip(pending, res):
-            try:
-                write_image(arr, dst, quality=cfg.jpeg_quality)
-                report.restored.append((str(src), str(dst)))
-            except OSError as exc:
-                report.failed.append((str(src), f"write_failed: {exc}"))
+            _submit_write(pool, records, report, src, dst, arr, cfg, out_dir)
             bar.update(1)
         pending.clear()
 
@@ -252,10 +276,61 @@ def restore_paths(
             flush()
         pending.append((src, dst, arr))
     flush()
+    pool.drain()
+    pool.close()
     bar.close()
     report.seconds = time.perf_counter() - t0
-    (out_dir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2))
+    records.finish()
+    atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2))  # last
     return report
+
+
+RECORDS_NAME = "restore_records.jsonl"
+
+
+def _open_records(out_dir: Path, cfg: RestoreConfig) -> ResumeLog:
+    hold_output_lock(out_dir)  # released by restore_paths
+    sweep_temp_files(out_dir)
+    return ResumeLog(out_dir, RECORDS_NAME, overwrite=cfg.overwrite).load()
+
+
+def _settings_key(cfg: RestoreConfig) -> str:
+    """What decides an output's pixels and format (not device / batch size / overwrite)."""
+    from osdhuman.config import to_dict
+
+    d = {k: v for k, v in to_dict(cfg).items() if k not in ("device", "batch_size", "recursive", "overwrite")}
+    return params_key(d)
+
+
+def _skip_done(files, outs, records: ResumeLog, key: str, report: RestoreReport, log):
+    """Drop the images whose output is done (same input + settings); refuse to replace a stranger's file."""
+    keep_files, keep_outs = [], []
+    for (src, rel), dst in zip(files, outs):
+        rel_out = dst.relative_to(records.folder).as_posix()
+        d = records.decide(rel_out, input_fingerprint(src), key)
+        if d.action == "skip":
+            report.kept.append((str(src), str(dst)))
+            continue
+        if d.action == "refuse":
+            report.failed.append((str(src), f"output_exists ({dst} was not written by restore; --overwrite replaces it)"))
+            continue
+        if d.action == "redo":
+            log(f"osdhuman restore: redoing {dst}: {d.why}")
+        keep_files.append((src, rel))
+        keep_outs.append(dst)
+    return keep_files, keep_outs
+
+
+def _submit_write(pool: WriterPool, records: ResumeLog, report: RestoreReport, src: Path, dst: Path,
+                  arr: np.ndarray, cfg: RestoreConfig, out_dir: Path) -> None:
+    """Encode + write ``arr`` on a writer thread; the report lists it once it is on disk."""
+    rec = {"input_file": str(src), "output": dst.relative_to(out_dir).as_posix(),
+           "input": input_fingerprint(src), "run_key": _settings_key(cfg)}
+
+    def job() -> str:
+        return records.write(rec, encode_image(arr, dst.suffix, cfg.jpeg_quality))
+
+    pool.submit(job, then=lambda _digest: report.restored.append((str(src), str(dst))))
 
 
 # ---------------------------------------------------------------------------------------

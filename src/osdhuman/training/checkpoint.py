@@ -8,15 +8,19 @@ Layout of one checkpoint (``OUTPUT/checkpoints/step-00000100/``)::
     optimizer-<name>.json             param groups (hyper-parameters + param names), scalar state
     rng.safetensors                   torch CPU / CUDA and numpy RNG arrays
     state.json                        step, data position, python RNG, counters, config
-    COMPLETE                          written last; a folder without it is ignored
+    COMPLETE                          written last: {"step", "files": {relpath: {size, sha256}}};
+                                      a folder without it is ignored
 
 A checkpoint is assembled in ``.tmp-step-...`` beside the others and renamed into place, so
 a run killed while saving leaves either the previous complete checkpoints or the new one,
-never a half-written one that loads. ``latest`` is the highest complete step.
+never a half-written one that loads. ``latest`` is the highest complete step whose files
+all match the sizes and sha256 sums in its ``COMPLETE``; a damaged newer checkpoint is
+skipped (with the file and the reason) in favour of the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,6 +40,8 @@ __all__ = [
     "load_checkpoint_state",
     "find_latest",
     "resolve_resume",
+    "resolve_resume_verified",
+    "verify_checkpoint",
     "list_checkpoints",
     "rotate_checkpoints",
     "optimizer_state_to_files",
@@ -193,6 +199,76 @@ def find_latest(root: Path) -> Path | None:
     return ckpts[-1][1] if ckpts else None
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_sums(folder: Path) -> dict[str, dict[str, Any]]:
+    """relative path -> {size, sha256} of every file under ``folder`` (COMPLETE excluded)."""
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "COMPLETE"
+    }
+
+
+def verify_checkpoint(path: Path) -> None:
+    """CheckpointError naming the first damaged file of checkpoint ``path`` (and what is wrong)."""
+    path = Path(path)
+    try:
+        complete = json.loads((path / "COMPLETE").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path / 'COMPLETE'}: missing (the checkpoint was not finished)") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'COMPLETE'}: unreadable ({exc})") from None
+    files = complete.get("files") if isinstance(complete, dict) else None
+    if files is None:  # written before checksums existed: cannot be verified, trusted as before
+        return
+    for rel, want in files.items():
+        f = path / rel
+        try:
+            size = f.stat().st_size
+        except OSError:
+            raise CheckpointError(f"{f}: missing") from None
+        if size != want["size"]:
+            raise CheckpointError(f"corrupt: {f}, expected {want['size']} bytes, found {size}")
+        if _sha256(f) != want["sha256"]:
+            raise CheckpointError(f"corrupt: {f}, expected sha256 {want['sha256'][:12]}..., the file differs")
+
+
+def resolve_resume_verified(resume: str, ckpt_root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """Like :func:`resolve_resume`, checking checksums: (checkpoint, [(skipped newer checkpoint, why)]).
+
+    ``latest`` (or a run / checkpoints folder) falls back to the newest intact checkpoint;
+    an explicit checkpoint folder that is damaged is an error.
+    """
+    path = Path(resume)
+    roots = [ckpt_root] if resume == "latest" else (
+        [path / "checkpoints", path] if path.is_dir() and not (path / "state.json").exists() else [])
+    if not roots:
+        chosen = resolve_resume(resume, ckpt_root)
+        if chosen is not None:
+            verify_checkpoint(chosen)
+        return chosen, []
+    skipped: list[tuple[Path, str]] = []
+    for root in roots:
+        for _, d in reversed(list_checkpoints(root)):
+            try:
+                verify_checkpoint(d)
+            except CheckpointError as exc:
+                skipped.append((d, str(exc)))
+                continue
+            return d, skipped
+    if skipped:
+        raise CheckpointError(f"no intact checkpoint in {roots[0]}: " + "; ".join(f"{d.name}: {why}" for d, why in skipped))
+    if resume != "latest":
+        raise CheckpointError(f"{path}: no complete training checkpoint there")
+    return None, []
+
+
 def resolve_resume(resume: str, ckpt_root: Path) -> Path | None:
     """``latest`` -> newest complete checkpoint under ckpt_root (None if there is none yet);
     a path -> that checkpoint folder (error if it is not a complete checkpoint)."""
@@ -235,7 +311,7 @@ def save_checkpoint(
     rng_t, rng_js = capture_rng()
     save_tensors(rng_t, tmp / "rng.safetensors")
     _write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_js})
-    _write_json(tmp / "COMPLETE", {"step": step})
+    _write_json(tmp / "COMPLETE", {"step": step, "files": _file_sums(tmp)})
     _fsync_dir(tmp)
     if final.exists():  # same step saved again (e.g. end of a resumed run that had nothing left)
         old = root / f".old-step-{step:08d}-{os.getpid()}"

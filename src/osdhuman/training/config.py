@@ -53,7 +53,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     eps: float = 1e-8
-    max_grad_norm: float = 1.0  # clip for each optimiser; <= 0 disables
+    max_grad_norm: float = 1.0  # clip for each optimiser; 0 disables
 
 
 @dataclass
@@ -113,8 +113,12 @@ class TrainConfig:
 
     seed: int = 0
     max_steps: int = 35000  # optimiser steps (paper: 35k at global batch 16)
-    batch_size: int = 4  # per process and micro-batch; global = batch * accumulation * processes
+    batch_size: int = 4  # PER DEVICE (process) and micro-batch; global = batch * accumulation * processes
     grad_accum_steps: int = 1
+    # images per optimiser step over all processes (paper: 16). When set, grad_accum_steps is
+    # derived from it: global / (batch_size * processes), which must divide exactly (else an
+    # error at start); null = batch_size * grad_accum_steps * processes, whatever that is
+    global_batch_size: Optional[int] = None
     # autocast precision; trainable weights always stay float32. (YAML reads a bare `no` as
     # false, which is accepted and means "no".)
     mixed_precision: Union[Literal["no", "fp16", "bf16"], bool] = "bf16"

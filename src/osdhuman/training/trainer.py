@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,13 @@ import torch
 import torch.nn as nn
 
 from osdhuman.config import save_config, to_dict
+from osdhuman.outputs import atomic_write_text
 from osdhuman.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint_state,
     optimizer_state_from_files,
-    resolve_resume,
+    resolve_resume_verified,
     restore_rng,
     rotate_checkpoints,
     save_checkpoint,
@@ -100,7 +102,7 @@ def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> list[str]
             diffs.append(prefix[:-1])
 
     walk(saved, now, "")
-    fatal = [d for d in diffs if d.startswith("model.") or d in ("batch_size", "seed", "grad_accum_steps")]
+    fatal = [d for d in diffs if d.startswith("model.") or d in ("batch_size", "seed", "grad_accum_steps", "global_batch_size")]
     if fatal:
         raise CheckpointError(
             f"{path}: the checkpoint was trained with a different configuration ({', '.join(fatal)}); "
@@ -115,13 +117,16 @@ def train(
     *,
     resume: Optional[str] = None,
     on_step_end: Optional[Callable[[int, dict[str, float]], None]] = None,
+    allow_world_size_change: bool = False,
 ) -> TrainResult:
     """Train OSDHuman as configured; write checkpoints, logs and ``final/`` under ``output_dir``.
 
     ``resume``: None (fresh run; refuses an output dir that already holds checkpoints),
     "latest" (newest checkpoint in output_dir, or a fresh start if there is none), or a
-    checkpoint path. ``on_step_end(step, metrics)`` is called after every iteration on the
-    main process (tests use it to interrupt a run).
+    checkpoint path; a damaged newer checkpoint is skipped for the newest intact one (said
+    on stderr). Resuming with another number of processes than the checkpoint's is refused
+    unless ``allow_world_size_change``. ``on_step_end(step, metrics)`` is called after every
+    iteration on the main process (tests use it to interrupt a run).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -145,9 +150,16 @@ def train(
     if ac_dtype == torch.float16 and device.type == "cpu":
         raise TrainingError("mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
 
+    accum = _grad_accum(cfg, world)
+    if is_main:
+        print(f"global batch {cfg.batch_size * accum * world} = batch_size {cfg.batch_size} per device "
+              f"x {accum} accumulation x {world} process(es)", file=sys.stderr)
+
     resume_path: Optional[Path] = None
     if resume is not None:
-        resume_path = resolve_resume(resume, ckpt_root)
+        resume_path, damaged = resolve_resume_verified(resume, ckpt_root)
+        for d, why in damaged if is_main else []:
+            print(f"osdhuman train: skipped checkpoint {d}: {why}", file=sys.stderr)
     elif list_checkpoints(ckpt_root):
         raise TrainingError(
             f"{out} already holds checkpoints; pass --resume latest to continue that run, "
@@ -180,6 +192,7 @@ def train(
     step, position, nonfinite_run = 0, 0, 0
     if resume_path is not None:
         state, tensors, rng = load_checkpoint_state(resume_path)
+        _check_world_size(state, world, resume_path, allow_world_size_change)
         diffs = _check_resume_config(state.get("config", {}), cfg, resume_path)
         by_name = dict(model.named_parameters())
         missing = [n for n in trainable_names if n not in tensors]
@@ -188,9 +201,9 @@ def train(
         with torch.no_grad():
             for n in trainable_names:
                 by_name[n].copy_(tensors[n].to(by_name[n].dtype))
-        optimizer_state_from_files(opt_g, names, resume_path / "optimizer-generator")
+        _load_optimizer(opt_g, names, resume_path / "optimizer-generator")
         if opt_r is not None:
-            optimizer_state_from_files(opt_r, names, resume_path / "optimizer-regularizer")
+            _load_optimizer(opt_r, names, resume_path / "optimizer-regularizer")
         if use_scaler and "scaler" in state:
             scaler_g.load_state_dict(state["scaler"]["generator"])
             scaler_r.load_state_dict(state["scaler"]["regularizer"])
@@ -206,7 +219,8 @@ def train(
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    writer = _tensorboard(out, cfg) if is_main else None
+        _truncate_metrics(out / "metrics.jsonl", step)  # a resumed run continues the log, no repeated steps
+    writer = _tensorboard(out, cfg, purge_step=step if resume_path is not None else None) if is_main else None
     jlog = _JsonlLog(out / "metrics.jsonl", is_main)
 
     def write_weights(d: Path) -> None:
@@ -278,7 +292,7 @@ def train(
 
         bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     t_last, imgs_since = time.perf_counter(), 0
-    accum = cfg.grad_accum_steps
+    interval = _IntervalMean()
     updater = Updater(step_module, opt_g, opt_r, gen_params, reg_params, cfg, device, ac_dtype,
                       accelerator=accelerator, scaler_g=scaler_g, scaler_r=scaler_r)
     try:
@@ -295,14 +309,16 @@ def train(
             if not finite and is_main:
                 print(f"step {step}: non-finite loss or gradient, step skipped ({nonfinite_run} in a row)")
                 jlog.write({"step": step, **{k: v for k, v in metrics.items() if math.isfinite(v)}, "nonfinite": True})
-            if is_main and (step % max(cfg.logging.every, 1) == 0 or step == 1):
+            interval.add(metrics)
+            if step % max(cfg.logging.every, 1) == 0 or step == 1:
+                logged = interval.reduce(accelerator, device)  # mean over the interval and over ranks
                 now = time.perf_counter()
-                metrics["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
+                logged["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
                 t_last, imgs_since = now, 0
-                jlog.write({"step": step, **{k: v for k, v in metrics.items() if math.isfinite(v)}})
-                if writer is not None:
-                    for k, v in metrics.items():
-                        if math.isfinite(v):
+                if is_main:
+                    jlog.write({"step": step, **logged})
+                    if writer is not None:
+                        for k, v in logged.items():
                             writer.add_scalar(k, v, step)
             if bar is not None:
                 bar.update(1)
@@ -342,6 +358,87 @@ def train(
     return TrainResult(out, step, final_dir, last_ckpt, metrics, stopped_early)
 
 
+def _grad_accum(cfg: TrainConfig, world: int) -> int:
+    """Gradient accumulation steps: derived from global_batch_size when it is set."""
+    if cfg.global_batch_size is None:
+        return cfg.grad_accum_steps
+    per_step = cfg.batch_size * world
+    if cfg.global_batch_size % per_step:
+        raise TrainingError(
+            f"global_batch_size={cfg.global_batch_size} is not a multiple of batch_size {cfg.batch_size} x "
+            f"{world} process(es) = {per_step}; change batch_size, global_batch_size or the process count"
+        )
+    accum = cfg.global_batch_size // per_step
+    if cfg.grad_accum_steps not in (1, accum):
+        raise TrainingError(
+            f"grad_accum_steps={cfg.grad_accum_steps} contradicts global_batch_size={cfg.global_batch_size} "
+            f"(which needs {accum} on {world} process(es)); set only one of them"
+        )
+    return accum
+
+
+def _check_world_size(state: dict, world: int, path: Path, allowed: bool) -> None:
+    saved = state.get("world_size")
+    if saved is None or int(saved) == world:
+        return
+    if not allowed:
+        raise CheckpointError(
+            f"{path}: saved by {saved} process(es), this run has {world}; the data order and global batch would "
+            f"change. Launch {saved} processes, or pass --allow-world-size-change to continue anyway"
+        )
+    print(f"osdhuman train: resuming a {saved}-process checkpoint on {world} process(es) (--allow-world-size-change)",
+          file=sys.stderr)
+
+
+def _load_optimizer(opt, names, stem: Path) -> None:
+    """optimizer_state_from_files with any damage reported as one CheckpointError naming the file."""
+    try:
+        optimizer_state_from_files(opt, names, stem)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in json, safetensors or torch
+        raise CheckpointError(f"{stem}.json / .safetensors: cannot load optimizer state ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records after ``step`` (written by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by the kill
+        if int(rec.get("step", 0)) <= step:
+            keep.append(line + "\n")
+    atomic_write_text(path, "".join(keep))
+
+
+class _IntervalMean:
+    """Running sums of the finite metrics since the last log record."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v) and not k.startswith("val/"):
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+                self.counts[k] = self.counts.get(k, 0) + 1
+
+    def reduce(self, accelerator, device) -> dict[str, float]:
+        """Interval means, averaged over processes (every rank calls this at the same step)."""
+        keys = sorted(self.sums)
+        local = torch.tensor([[self.sums[k], self.counts[k]] for k in keys], dtype=torch.float64, device=device)
+        if accelerator.num_processes > 1 and keys:
+            local = accelerator.reduce(local.float(), reduction="sum").double()
+        self.sums, self.counts = {}, {}
+        return {k: float(s / max(c, 1)) for k, (s, c) in zip(keys, local.tolist())}
+
+
 def _atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
     import os
     import shutil
@@ -359,14 +456,16 @@ def _atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
         tmp.rename(final)
 
 
-def _tensorboard(out: Path, cfg: TrainConfig):
+def _tensorboard(out: Path, cfg: TrainConfig, purge_step: Optional[int] = None):
+    """SummaryWriter on out/tb; after a resume ``purge_step`` makes TensorBoard drop the killed
+    run's events after the checkpoint, so the curves continue without repeated steps."""
     if not cfg.logging.tensorboard:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: metrics.jsonl still records everything
         return None
-    return SummaryWriter(log_dir=str(out / "tb"))
+    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
 
 
 def _uncond_embedding(model: nn.Module, cfg: TrainConfig) -> Optional[torch.Tensor]:

@@ -1,0 +1,416 @@
+"""Writing a run's outputs so that nothing is lost and nothing half-made looks complete.
+
+Shared by every command that writes files (degrade, restore, evaluate, train):
+
+* :func:`atomic_write_text` / :func:`atomic_write_bytes` / :func:`atomic_path`: write to a
+  hidden temp file in the same folder, then ``os.replace`` it onto the final name, so a
+  reader (or a rerun after kill -9 / a full disk) sees the old file or the new one, never
+  a torn one. Temp names carry :data:`TMP_MARK` so a rerun can sweep what a killed run left.
+* :class:`OutputLock`: an ``fcntl.flock`` on ``OUT/.osdhuman.lock``; a second run into the
+  same folder stops with a clear message while the first runs. The kernel drops the lock
+  when its process dies, so a killed run never leaves a stale lock behind.
+* :class:`WriterPool`: a few threads that encode and write images while the main thread
+  computes the next batch (PNG encoding releases the GIL in OpenCV and Pillow).
+* :class:`ResumeLog`: per-output records (input fingerprint + parameters) so a rerun into a
+  folder that holds results skips what is done, redoes what differs (saying why) and never
+  replaces a file it did not write.
+
+Written here rather than taken from a library: the standard library has the pieces
+(``os.replace``, ``fcntl``, ``concurrent.futures``) and no package combines them this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LOCK_NAME",
+    "TMP_MARK",
+    "OutputLock",
+    "OutputLockedError",
+    "ResumeDecision",
+    "ResumeLog",
+    "WriterPool",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "encode_image",
+    "encode_png",
+    "hold_output_lock",
+    "release_output_lock",
+    "file_sha256",
+    "sweep_temp_files",
+    "write_png",
+]
+
+TMP_MARK = ".osdtmp-"  # in every temp file name this module makes: ".NAME.osdtmp-PID"
+LOCK_NAME = ".osdhuman.lock"
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise named_os_error(exc, path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``path`` as its filename when it has none (a full disk raises from write())."""
+    if exc.filename is not None and TMP_MARK not in os.fspath(exc.filename):
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), os.fspath(path)) if exc.errno else OSError(
+        errno.EIO, str(exc), os.fspath(path))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp in the same folder + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files a killed run left under ``folder`` (only names with TMP_MARK)."""
+    gone = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return gone
+    for p in folder.rglob(f".*{TMP_MARK}*"):
+        if p.is_file() or p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                gone.append(p)
+    return gone
+
+
+def encode_png(arr: np.ndarray, compression: int = 3) -> bytes:
+    """uint8 (H, W, 3) RGB -> PNG bytes (OpenCV's libpng; lossless, any level decodes the same)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:  # pragma: no cover - OpenCV fails only on unsupported layouts
+        raise ValueError(f"cannot encode an array of shape {arr.shape} as PNG")
+    return buf.tobytes()
+
+
+def encode_image(arr: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+    """uint8 (H, W, 3) RGB -> file bytes for ``suffix`` (.png by OpenCV; .jpg/.jpeg/.webp by Pillow)."""
+    if suffix.lower() == ".png":
+        return encode_png(arr)
+    import io
+
+    from PIL import Image
+
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[suffix.lower()]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, quality=quality)
+    return buf.getvalue()
+
+
+def write_png(arr: np.ndarray, path: str | os.PathLike) -> str:
+    """Encode ``arr`` (H, W, 3) uint8 RGB, write it to ``path`` atomically; return its sha256."""
+    data = encode_png(arr)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OutputLockedError(RuntimeError):
+    """Another run holds the output folder's lock."""
+
+
+_HELD: dict[str, OutputLock] = {}  # locks taken with hold_output_lock, by folder
+
+
+def hold_output_lock(folder: str | os.PathLike) -> OutputLock:
+    """Take ``folder``'s lock until :func:`release_output_lock` (for code that cannot use ``with``)."""
+    lock = OutputLock(folder).acquire()
+    _HELD[os.path.realpath(folder)] = lock
+    return lock
+
+
+def release_output_lock(folder: str | os.PathLike) -> None:
+    lock = _HELD.pop(os.path.realpath(folder), None)
+    if lock is not None:
+        lock.release()
+
+
+class OutputLock:
+    """Exclusive lock on an output folder for the life of one run (``with OutputLock(out): ...``)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):  # retry if the file we locked was unlinked by a run that just ended
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise OutputLockedError(
+                    f"{self.folder}: another osdhuman run is writing here ({holder}); wait for it or choose "
+                    "another output folder") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class WriterPool:
+    """Run write jobs on ``workers`` threads; callbacks run in the caller's thread, in submit order.
+
+    ``submit(fn, *args, then=cb)`` queues ``fn(*args)``; once it has finished, ``cb(result)``
+    runs from the next ``submit``/``drain`` call, in order, so records (e.g. params.jsonl) are
+    written only for files that are on disk. At most ``max_pending`` jobs wait (memory bound).
+    The first error raised by a job is re-raised from ``drain``/``submit`` (e.g. ENOSPC).
+    """
+
+    def __init__(self, workers: int | None = None, max_pending: int | None = None):
+        self.workers = workers if workers is not None else max(1, min(8, (os.cpu_count() or 2)))
+        self.max_pending = max_pending or 4 * self.workers
+        self._ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osdhuman-writer") if self.workers > 0 else None
+        self._pending: list[tuple[Future | Any, Callable | None]] = []
+
+    def submit(self, fn: Callable, *args, then: Callable | None = None) -> None:
+        if self._ex is None:  # workers=0: write inline (debugging, benchmarks)
+            result = fn(*args)
+            if then is not None:
+                then(result)
+            return
+        self._pending.append((self._ex.submit(fn, *args), then))
+        self._collect(block=len(self._pending) > self.max_pending)
+
+    def _collect(self, block: bool) -> None:
+        while self._pending and (block or self._pending[0][0].done()):
+            fut, then = self._pending.pop(0)
+            result = fut.result()  # re-raises the job's error
+            if then is not None:
+                then(result)
+            block = block and len(self._pending) > self.max_pending
+
+    def drain(self) -> None:
+        """Wait for every queued job; run their callbacks."""
+        while self._pending:
+            fut, then = self._pending.pop(0)
+            result = fut.result()
+            if then is not None:
+                then(result)
+
+    def close(self, cancel: bool = False) -> None:
+        if self._ex is not None:
+            if cancel:
+                for fut, _ in self._pending:
+                    fut.cancel()
+                self._pending.clear()
+            self._ex.shutdown(wait=True)
+            self._ex = None
+
+    def __enter__(self) -> WriterPool:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self.drain()
+        finally:
+            self.close(cancel=exc_type is not None)
+
+
+@dataclass
+class ResumeDecision:
+    action: str  # "new" | "skip" | "redo" | "refuse"
+    why: str = ""
+
+
+@dataclass
+class ResumeLog:
+    """Records of the outputs a command wrote into ``folder``, for resuming.
+
+    A record is ``{"output": relpath, "input": fingerprint, "run_key": key, "output_file":
+    {size, sha256}, ...extra}``. The records of finished runs live in ``summary_name`` (e.g.
+    params.jsonl); a running job appends to the hidden journal ``.NAME.journal`` BEFORE it
+    renames the file into place (:meth:`write`), so a kill at any moment leaves every output
+    under its final name with a record: a rerun knows it as its own. :meth:`finish` writes the
+    summary file atomically (one record per output: the one matching the file on disk), then
+    removes the journal.
+    """
+
+    folder: Path
+    summary_name: str
+    overwrite: bool = False
+    records: dict[str, list[dict]] = field(default_factory=dict)
+    _journal: Any = None
+    _lock: Any = field(default_factory=threading.Lock)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.folder / f".{self.summary_name}.journal"
+
+    def load(self) -> ResumeLog:
+        for p in (self.folder / self.summary_name, self.journal_path):
+            if not p.is_file():
+                continue
+            for line in p.read_text(errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by a kill: its output is redone
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("output"), str):
+                    self.records.setdefault(rec["output"], []).append(rec)
+        return self
+
+    def decide(self, output_rel: str, input_fp: dict, params: str) -> ResumeDecision:
+        """What to do about one output, given its input's fingerprint and the parameters' key."""
+        out = self.folder / output_rel
+        if not (out.exists() or out.is_symlink()):
+            return ResumeDecision("new")
+        if self.overwrite:
+            return ResumeDecision("redo", "--overwrite")
+        rec = self.matching(output_rel)
+        if rec is None:
+            return ResumeDecision("refuse", "output_exists")
+        if rec.get("input") != input_fp:
+            return ResumeDecision("redo", "its input changed since it was written")
+        if rec.get("run_key") != params:
+            return ResumeDecision("redo", "the parameters changed since it was written")
+        return ResumeDecision("skip")
+
+    def matching(self, output_rel: str) -> dict | None:
+        """The newest record whose output_file is the file now at ``output_rel`` (None: not ours)."""
+        out = self.folder / output_rel
+        cands = self.records.get(output_rel, [])
+        try:
+            if not cands or out.is_symlink() or not out.is_file():
+                return None
+            size = out.stat().st_size
+            sized = [r for r in cands if (r.get("output_file") or {}).get("size") == size]
+            digest = file_sha256(out) if sized else None
+        except OSError:
+            return None
+        for rec in reversed(sized):
+            if rec["output_file"].get("sha256") == digest:
+                return rec
+        return None
+
+    def write(self, record: dict, data: bytes) -> str:
+        """Journal ``record`` (with the sha256 of ``data``), then write ``data`` atomically to its output."""
+        digest = hashlib.sha256(data).hexdigest()
+        out = self.folder / record["output"]
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self._append({**record, "output_file": {"size": len(data), "sha256": digest}})
+        return digest
+
+    def _append(self, record: dict) -> None:
+        with self._lock:
+            self.records.setdefault(record["output"], []).append(record)
+            try:
+                if self._journal is None:
+                    self._journal = open(self.journal_path, "a")
+                self._journal.write(json.dumps(record) + "\n")
+                self._journal.flush()
+            except OSError as exc:
+                raise named_os_error(exc, self.journal_path) from None
+
+    def finish(self, order: list[str] | None = None) -> Path:
+        """Write the summary file (records in ``order``, then the rest sorted) and drop the journal."""
+        self.close()
+        final = {k: rec for k in self.records if (rec := self.matching(k)) is not None}
+        keys = [k for k in (order or []) if k in final]
+        keys += sorted(set(final) - set(keys))
+        text = "".join(json.dumps(final[k]) + "\n" for k in keys)
+        path = atomic_write_text(self.folder / self.summary_name, text)
+        with contextlib.suppress(FileNotFoundError):
+            self.journal_path.unlink()
+        return path
+
+    def close(self) -> None:
+        if self._journal is not None:
+            with contextlib.suppress(OSError):  # a full disk: the error was raised by write()
+                self._journal.close()
+            self._journal = None
+
+
+def input_fingerprint(path: str | os.PathLike) -> dict:
+    """What identifies an input's content: its size and sha256."""
+    p = Path(path)
+    return {"size": p.stat().st_size, "sha256": file_sha256(p)}
+
+
+def params_key(*parts: Any) -> str:
+    """A short stable hash of JSON-able parameters (config dict, seed, ...)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+__all__ += ["input_fingerprint", "named_os_error", "params_key"]

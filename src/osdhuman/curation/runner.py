@@ -31,18 +31,20 @@ import numpy as np
 import pandas as pd
 
 from osdhuman.config import from_dict, save_config, to_dict
+from osdhuman.curation import dedup
 from osdhuman.curation import select as sel
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.scoring import load_metrics, metric_infos
 from osdhuman.curation.shard import CANDIDATE_COLUMNS, REJECT_COLUMNS, ShardWorker, disambiguate, metric_column, render_crop
 from osdhuman.curation.sources import ParsedSource, SourceError, SourceImage, parse_source, parse_specs
 
-PIPELINE_VERSION = "hqacf-1"
+PIPELINE_VERSION = "hqacf-2"  # 2: hashes and box flags in the shard rows
 MARKER = ".osdhuman-build.json"
 
-INT_COLUMNS = ["image_w", "image_h", "box_index", "crop_x0", "crop_y0", "crop_size", "people_in_crop", "people_in_image"]
+INT_COLUMNS = ["image_w", "image_h", "box_index", "crop_x0", "crop_y0", "crop_size", "people_in_crop", "people_in_image",
+               "phash", "phash_mirror"]
 FLOAT_COLUMNS = ["person_x0", "person_y0", "person_x1", "person_y1", "laplacian_var"]
-STR_COLUMNS = ["crop_id", "source", "source_image", "source_path", "reject_reason"]
+STR_COLUMNS = ["crop_id", "source", "source_image", "source_path", "box_flags", "content_hash", "reject_reason"]
 
 
 class OutputDirError(ValueError):
@@ -92,6 +94,7 @@ def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     d["exec"] = {"shard_size": cfg.exec.shard_size}  # max_images_per_source changes the items, hashed per shard
     d.pop("selection", None)  # selection and splits are recomputed from shard results every run
     d.pop("split", None)
+    d.pop("dedup", None)  # hashes are always computed; grouping is redone every run
     d["iqa"].pop("thresholds", None)
     return _sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
 
@@ -405,6 +408,10 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         rejects = _typed_rejects(pd.concat(rej_frames, ignore_index=True)) if rej_frames else shard_frames([], [], names)[1]
         if cand["crop_id"].duplicated().any():
             cand["crop_id"] = disambiguate(cand["crop_id"].tolist(), (cand["source"] + "/" + cand["source_image"]).tolist())
+        if cand["crop_id"].duplicated().any():  # unique by construction: a bug if not
+            raise RuntimeError(f"duplicate crop ids: {cand.loc[cand['crop_id'].duplicated(), 'crop_id'].head(3).tolist()}")
+        # 4a. duplicate groups across every source (hashes computed in the shards)
+        cand["dup_group"] = dedup.dup_group_column(cand, cfg.dedup.max_hamming, cfg.dedup.mirror, cfg.dedup.enabled)
         pool = cand["reject_reason"].isna().to_numpy()
         cand["score"] = np.nan
         cand["selected"] = False
@@ -423,16 +430,22 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
             cand.loc[idx, "score"] = scores
             cand.loc[idx, "selected"] = selected
             cand.loc[idx, "reject_reason"] = reasons
-            # 5. splits, disjoint by source image
+            # 5. splits, disjoint by duplicate group (else source image); duplicates kept once
             sidx = idx[selected]
             splits = sel.assign_splits(cand.loc[sidx, "source"].tolist(), cand.loc[sidx, "source_image"].tolist(),
                                        cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.source_splits,
-                                       cfg.split.seed)
+                                       cfg.split.seed, cand.loc[sidx, "dup_group"].tolist())
             cand.loc[sidx, "split"] = splits
+            if not cfg.dedup.keep_duplicates:
+                drop = np.asarray(dedup.keep_once(cand.loc[sidx], cfg.split.source_splits), dtype=bool)
+                cand.loc[sidx[drop], ["selected", "split"]] = [False, None]
+                cand.loc[sidx[drop], "reject_reason"] = "duplicate_image"
+                sidx = sidx[~drop]
+                splits = cand.loc[sidx, "split"].tolist()
             cand.loc[sidx, "image_path"] = [f"images/{s}/{c}.png" for s, c in zip(splits, cand.loc[sidx, "crop_id"])]
         cand["selected"] = cand["selected"].astype(bool)
         cand["score"] = cand["score"].astype("float64")
-        for c in ("split", "image_path", "reject_reason"):
+        for c in ("split", "image_path", "reject_reason", "dup_group"):
             cand[c] = cand[c].astype(object).where(cand[c].notna(), None)
 
         # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
@@ -477,7 +490,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
 
     # 7. manifest, rejects, report
     front = [c for c in CANDIDATE_COLUMNS if c != "reject_reason"]
-    cand = cand[front + [metric_column(n) for n in names] + ["score", "selected", "split", "reject_reason", "image_path"]]
+    cand = cand[front + ["dup_group"] + [metric_column(n) for n in names]
+                + ["score", "selected", "split", "reject_reason", "image_path"]]
     meta = {"osdhuman": {"pipeline": PIPELINE_VERSION, "metrics": infos, "thresholds": thresholds,
                          "keep_fraction": cfg.selection.keep_fraction,
                          "config": {k: v for k, v in to_dict(cfg).items() if k != "exec"}}}

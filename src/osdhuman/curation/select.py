@@ -173,7 +173,7 @@ def assign_splits(
     out = [""] * n
     units: dict[tuple[str, str], list[int]] = {}
     for i, (s, im, g) in enumerate(zip(sources, images, groups)):
-        units.setdefault(("dup", g) if g else (s, im), []).append(i)
+        units.setdefault(("dup", g) if isinstance(g, str) and g else (s, im), []).append(i)  # NaN: no group
     free_units: dict[tuple[str, str], list[int]] = {}
     for u, members in units.items():
         pinned = sorted({source_splits[sources[i]] for i in members if sources[i] in source_splits}, key=SPLIT_PRIORITY.get)

@@ -30,8 +30,14 @@ def test_near_pairs_equal_brute_force_on_random_hashes_with_planted_neighbours()
     dist = np.bitwise_count(hu[:, None] ^ hu[None, :])
     for t in (0, 2, 4, 6):
         bi, bj = np.nonzero(np.triu(dist <= t, 1))
-        assert sorted(map(tuple, dedup.near_pairs(h, t).tolist())) == sorted(zip(bi.tolist(), bj.tolist()))
-        assert len(bi) >= t  # the planted ones at least
+        want = sorted(zip(bi.tolist(), bj.tolist()))
+        assert len(want) >= t  # the planted ones at least
+        # every plan finds the same pairs: exact chunks (k = t + 1), probes at radius 1 and 2
+        for chunks in (None, (max(1, t // 2 + 1), t // max(1, t // 2 + 1)), (2, t // 2)):
+            assert sorted(map(tuple, dedup.near_pairs(h, t, chunks).tolist())) == want, (t, chunks)
+    with pytest.raises(ValueError, match="radius"):
+        dedup.near_pairs(h, 4, (2, 1))
+    assert dedup.plan(8_000_000, 4) == (3, 1) and dedup.plan(20_000, 4) == (5, 0)
 
 
 def test_groups_join_exact_near_and_mirrored_copies_only():

@@ -9,17 +9,20 @@ several sources and land in train *and* test. Every decoded source image gets
 
 :func:`duplicate_groups` joins images whose hashes lie within ``max_hamming`` bits (an
 image's hash against the others' hashes and mirror hashes) into groups by connected
-components. The near-pair search is multi-index hashing: the 64 bits are cut into
-``max_hamming + 1`` chunks, so two hashes within the threshold agree exactly on at least
-one chunk (pigeonhole); candidates are the members of the same chunk bucket only (a run of
-the hashes sorted by that chunk), verified with a popcount. Cost: about
-``chunks * N**2 / 2**(chunk bits + 1)`` candidate checks instead of ``N**2 / 2``; memory is a
-few arrays of N (benchmarks/curation.py --dedup measures both).
+components. The near-pair search is multi-index hashing: the 64 bits are cut into ``k``
+chunks, so two hashes within ``t`` bits agree within ``t // k`` bits on at least one chunk
+(pigeonhole); every hash probes the chunk buckets within that radius of its own and checks
+only the hashes found there with a full popcount. :func:`plan` picks ``k`` for the size
+(exact chunks for small pools, 3 chunks at radius 1 for millions at t = 4). Cost is near
+linear instead of ``N**2 / 2``; memory a few arrays of N plus one bucket table
+(benchmarks/curation.py --dedup measures both).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 
 import numpy as np
 
@@ -61,69 +64,87 @@ def hex64(v: int) -> str:
 
 
 # ---- near pairs by multi-index hashing ------------------------------------------------------
-def _chunks(max_hamming: int) -> list[tuple[int, int]]:
-    """(shift, bits) of ``max_hamming + 1`` nearly equal chunks covering 64 bits."""
-    k = max_hamming + 1
+_BLOCK = 1 << 19  # hashes probed per vectorised step (bounded memory: ~100 MB of temporaries)
+_TABLE_BITS = 24  # at most 2**24 buckets per chunk table (128 MiB of offsets)
+
+
+def _chunks(k: int) -> list[tuple[int, int]]:
+    """(shift, bits) of ``k`` nearly equal chunks covering 64 bits."""
     sizes = [64 // k + (1 if i < 64 % k else 0) for i in range(k)]
-    out, shift = [], 0
-    for s in sizes:
-        out.append((shift, s))
-        shift += s
-    return out
+    shifts = np.cumsum([0] + sizes[:-1]).tolist()
+    return list(zip(shifts, sizes))
 
 
-_CELLS = 1 << 22  # cells of one padded bucket matrix (bounded memory: a few arrays of this size)
+def _probes(bits: int, radius: int) -> int:
+    return sum(math.comb(bits, i) for i in range(radius + 1))
 
 
-def _bucket_pairs(skey: np.ndarray, sval: np.ndarray, max_hamming: int):
-    """Yield (a, b) sorted positions, a < b, same chunk key and popcount(sval[a] ^ sval[b]) <= t.
-
-    Buckets are runs of equal ``skey``. Buckets of similar size are laid out as the rows of a
-    padded matrix (B, L); the d-th step compares column c with column c + d of every row at
-    once, so every step is a contiguous vectorised pass (no gathers) and the work is about
-    the number of same-bucket pairs. Matrices hold at most ``_CELLS`` cells."""
-    n = len(skey)
-    if n < 2:
-        return
-    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])  # (B,) first position of each bucket
-    lengths = np.diff(np.r_[starts, n])
-    multi = np.flatnonzero(lengths > 1)
-    multi = multi[np.argsort(lengths[multi], kind="stable")]  # buckets by size
-    i = 0
-    while i < len(multi):
-        top = lengths[multi[min(len(multi) - 1, i + max(1, _CELLS // lengths[multi[i]]) - 1)]]
-        j = i + max(1, int(np.searchsorted(lengths[multi[i:]], top, side="right")))
-        j = min(j, i + max(1, _CELLS // int(top)))
-        rows = multi[i:j]
-        width = int(lengths[rows].max())
-        col = np.arange(width)
-        pos = starts[rows][:, None] + col[None, :]  # (B, L) sorted positions
-        valid = col[None, :] < lengths[rows][:, None]
-        pos = np.where(valid, pos, 0)
-        mat = np.where(valid, sval[pos], 0)  # (B, L) hash values, 0-padded
-        for d in range(1, width):
-            ok = np.bitwise_count(mat[:, :-d] ^ mat[:, d:]) <= max_hamming
-            ok &= valid[:, d:]
-            r, c = np.nonzero(ok)
-            if len(r):
-                yield pos[r, c], pos[r, c + d]
-        i = j
+def _table_bits(n: int, bits: int) -> int:
+    return min(bits, _TABLE_BITS, max(8, int(n).bit_length() + 1))
 
 
-def near_pairs(hashes: np.ndarray, max_hamming: int) -> np.ndarray:
+def plan(n: int, max_hamming: int) -> tuple[int, int]:
+    """(chunks k, radius r) of least estimated cost for ``n`` hashes.
+
+    Two hashes within ``t`` bits agree within ``r = t // k`` bits on at least one of ``k``
+    chunks (pigeonhole). Each hash probes, per chunk, every value within ``r`` bits of its own
+    chunk (``sum C(b, i), i <= r`` probes) and checks the hashes in that bucket: cost about
+    ``n * k * probes * (1 + n / buckets)``. Exact-chunk buckets (k = t + 1, r = 0) win for
+    small n; 3 chunks of ~21 bits probed at radius 1 win for millions of hashes at t = 4."""
+    best = None
+    for k in range(1, max_hamming + 2):
+        r = max_hamming // k
+        bits = max(b for _, b in _chunks(k))
+        probes = _probes(bits, r)
+        cost = n * k * probes * (1.0 + n / 2.0 ** _table_bits(n, bits))
+        if best is None or cost < best[0]:
+            best = (cost, k, r)
+    return best[1], best[2]
+
+
+def _flip_masks(bits: int, radius: int) -> np.ndarray:
+    masks = [0]
+    for r in range(1, radius + 1):
+        masks += [sum(1 << b for b in c) for c in itertools.combinations(range(bits), r)]
+    return np.array(masks, dtype=np.uint64)
+
+
+def near_pairs(hashes: np.ndarray, max_hamming: int, chunks: tuple[int, int] | None = None) -> np.ndarray:
     """Index pairs (i, j), i < j, of *distinct* hash values within ``max_hamming`` bits: (P, 2) int64.
 
-    Equal values are not paired here (callers join them through :func:`numpy.unique`)."""
+    Equal values are not paired here (callers join them through :func:`numpy.unique`).
+    ``chunks`` = (k, r) overrides :func:`plan` (any k with r = t // k finds every pair)."""
     h = np.asarray(hashes).astype(np.uint64, copy=False)  # (N,)
+    n = len(h)
     found = [np.zeros((0, 2), dtype=np.int64)]
-    for shift, bits in _chunks(max_hamming):
-        key = (h >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
-        order = np.argsort(key, kind="stable")
-        skey, sval = key[order], h[order]
-        for a, b in _bucket_pairs(skey, sval, max_hamming):
-            i, j = order[a], order[b]
-            keep = sval[a] != sval[b]
-            found.append(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1))
+    if n < 2:
+        return found[0]
+    k, radius = chunks or plan(n, max_hamming)
+    if radius < max_hamming // k:
+        raise ValueError(f"chunks {(k, radius)}: radius must be >= {max_hamming} // {k} to find every pair")
+    for shift, bits in _chunks(k):
+        chunk = (h >> np.uint64(shift)) & np.uint64((1 << bits) - 1)  # (N,)
+        tmask = np.uint64((1 << _table_bits(n, bits)) - 1)
+        bucket = (chunk & tmask).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        offsets = np.zeros(int(tmask) + 2, dtype=np.int64)
+        np.cumsum(np.bincount(bucket, minlength=int(tmask) + 1), out=offsets[1:])
+        by_bucket = h[order]  # hashes laid out bucket by bucket
+        for flip in _flip_masks(bits, radius):
+            for b0 in range(0, n, _BLOCK):
+                qb = ((chunk[b0:b0 + _BLOCK] ^ flip) & tmask).astype(np.int64)  # probed bucket per hash
+                lo = offsets[qb]
+                cnt = offsets[qb + 1] - lo
+                total = int(cnt.sum())
+                if not total:
+                    continue
+                qi = np.repeat(np.arange(b0, b0 + len(qb), dtype=np.int64), cnt)  # (P,)
+                pos = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total, dtype=np.int64)
+                j = order[pos]
+                ok = (np.bitwise_count(h[qi] ^ by_bucket[pos]) <= max_hamming) & (qi < j)
+                ok &= h[qi] != by_bucket[pos]
+                if ok.any():
+                    found.append(np.stack([qi[ok], j[ok]], axis=1))
     pairs = np.concatenate(found)
     return np.unique(pairs, axis=0) if len(pairs) else pairs
 

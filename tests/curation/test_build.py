@@ -69,6 +69,9 @@ def test_outputs_and_manifest(built, crafted):
     assert cfg.crop.size == 64 and cfg.sources == [crafted["source"]]
     html = (built / "report.html").read_text()
     assert "laplacian_var" in html and "Backend" in html and "selected" in html
+    # blurry.jpg: rejected before cropping, shown with the threshold used
+    assert "blur.min_laplacian_var = 50" in html and 'src="report/thumbs/blur_0.jpg"' in html
+    assert (built / "report" / "thumbs" / "blur_0.jpg").is_file()
     assert list((built / "report").glob("hist_*.png"))
 
 

@@ -121,6 +121,18 @@ def test_one_photo_through_three_sources_ends_in_one_split_and_is_kept_once(thre
     chosen = m[m["selected"]]
     files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "images").rglob("*.png"))
     assert files == sorted(chosen["image_path"])  # one PNG per selected row
+    from osdhuman.curation.report import duplicate_tables, funnel_table
+
+    pairs, groups = duplicate_tables(m.reset_index())
+    assert pairs.values.tolist() == [["coco", "oi", 1], ["coco", "voc", 1], ["oi", "voc", 1]]
+    assert groups[["images", "split", "selected crops", "dropped as duplicate"]].values.tolist() == [[3, "test", 1, 2]]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "1 groups of source images" in page and page.count('src="report/thumbs/dup_') == 3
+    rej = pd.read_parquet(tmp_path / "out" / "rejects.parquet")
+    funnel = funnel_table(m.reset_index(), rej, {"coco": (2, 2), "oi": (2, 2), "voc": (2, 2)}).set_index("source")
+    assert funnel.loc["coco", ["images", "candidate crops", "selected", "selected train"]].tolist() == [2, 2, 1, 1]
+    assert funnel.loc["voc", ["selected", "selected test"]].tolist() == [2, 2]
+    assert "Funnel per source" in page and "merge_iou" in page
     # keep_duplicates: every copy keeps its crops, all in the one split of the group
     kept = _build(three_sources, tmp_path / "keep", "dedup.keep_duplicates=true")
     assert kept.loc[["shared.png", "oishared", "vshared.jpg"], "split"].tolist() == ["test"] * 3

@@ -499,7 +499,10 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     _atomic_bytes(out / "rejects.parquet", _parquet_bytes(rejects))
     from osdhuman.curation.report import write_report
 
-    write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg))
+    inputs = {}
+    for p in parsed:
+        inputs[p.spec.name] = (len(p.images), sum(len(i.boxes) for i in p.images if i.boxes is not None))
+    write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)
     splits_count = dict(Counter(cand.loc[cand["selected"], "split"]))
     return BuildResult(out, len(items), len(cand), int(pool.sum()), int(cand["selected"].sum()), splits_count,
                        len(rejects), infos)

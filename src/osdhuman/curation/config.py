@@ -139,6 +139,9 @@ class SelectionConfig:
 
     keep_fraction: float = 1.0 / 3.0
     sources: dict[str, SourceSelection] = field(default_factory=dict)  # per-source rules, e.g. {voc: {...}}
+    # sources whose crops do not enter mu / sigma of Eq. 1 (their crops are scored with the
+    # statistics of the others), e.g. [voc]: the real-LQ test source must not shift training's bar
+    stats_exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -193,6 +196,8 @@ class CurationConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     exec: ExecConfig = field(default_factory=ExecConfig)
     sources: list[str] = field(default_factory=list)  # --source specs, recorded for reproducibility
+    preset: str = ""  # the --preset this config came from (recorded in the report)
+    metrics_note: str = ""  # set when a preset's metrics were replaced (--allow-offline-metrics)
 
     def __post_init__(self):
         if not 0.0 < self.selection.keep_fraction <= 1.0:

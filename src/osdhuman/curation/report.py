@@ -235,6 +235,8 @@ td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}}th
 .sheet{{display:flex;flex-wrap:wrap;gap:6px}}figure{{margin:0;width:{THUMB}px;font-size:10px;word-break:break-all}}
 img{{display:block}}.hists img{{display:inline-block;margin:4px}}</style></head><body>
 <h1>HQ-ACF build report</h1>
+{f'<p><b>Preset:</b> {html.escape(cfg.preset)}</p>' if cfg.preset else ''}
+{f'<p style="color:#b00"><b>{html.escape(cfg.metrics_note)}</b></p>' if cfg.metrics_note else ''}
 <p>{len(cand)} candidate crops from {n_images} source images with candidates; {int(scored.shape[0])} scored;
 <b>{len(chosen)} selected</b> (keep fraction {cfg.selection.keep_fraction:.4g} of the pool, then per-metric thresholds{rules}).
 Sources: {html.escape(', '.join(cfg.sources))}.</p>

@@ -91,6 +91,8 @@ def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     """Hash of everything that changes a shard's result (not workers, backend, report size)."""
     d = to_dict(cfg)
     d.pop("sources", None)
+    d.pop("preset", None)
+    d.pop("metrics_note", None)
     d["exec"] = {"shard_size": cfg.exec.shard_size}  # max_images_per_source changes the items, hashed per shard
     d.pop("selection", None)  # selection and splits are recomputed from shard results every run
     d.pop("split", None)
@@ -335,15 +337,38 @@ def parse_all(cfg: CurationConfig) -> list[ParsedSource]:
     """Step 1 (raises SourceError before any work)."""
     specs = parse_specs(cfg.sources)
     names = {s.name for s in specs}
-    for name in [*cfg.split.source_splits, *cfg.selection.sources]:
+    for name in [*cfg.split.source_splits, *cfg.selection.sources, *cfg.selection.stats_exclude]:
         if name not in names:
-            raise SourceError(f"source {name!r} (in split.source_splits or selection.sources) is not a source name "
-                              f"(have {sorted(names)})")
+            hint = f" (preset {cfg.preset!r} names its sources: see its file)" if cfg.preset else ""
+            raise SourceError(f"source {name!r} (in split.source_splits, selection.sources or selection.stats_exclude) "
+                              f"is not a source name (have {sorted(names)}){hint}")
     parsed = [parse_source(s, cfg.labels) for s in specs]
     if cfg.exec.max_images_per_source > 0:
         for p in parsed:
             del p.images[cfg.exec.max_images_per_source:]
+    for p in parsed:
+        check_layout(p)
     return parsed
+
+
+def check_layout(p: ParsedSource, sample: int = 64) -> None:
+    """SourceError when none of a sample of the images an annotation file names exists: the
+    image folder is laid out differently from the file names (Objects365's ``images/v1/patch8/``
+    prefixes, say). Some missing images are reject rows; all missing is a wrong folder."""
+    if p.spec.kind == "folder" or not p.images:
+        return
+    step = max(1, len(p.images) // sample)
+    picks = p.images[::step][:sample]
+    if any(os.path.exists(it.path) for it in picks):
+        return
+    root = Path(p.spec.args[-1])
+    found = sorted(x.relative_to(root).as_posix() + ("/" if x.is_dir() else "") for x in root.iterdir())[:5] \
+        if root.is_dir() else []
+    first = Path(picks[0].path)
+    rel = first.relative_to(root).as_posix() if first.is_relative_to(root) else str(first)
+    raise SourceError(f"source {p.spec.name!r}: none of {len(picks)} sampled images it names exists under {root} "
+                      f"(expected e.g. {root}/{rel}; the folder holds {found or 'nothing'}); "
+                      "point IMAGE_DIR at the folder the annotation file names are relative to")
 
 
 def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, metrics: list | None = None) -> BuildResult:
@@ -419,7 +444,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         cand["image_path"] = None
         if pool.any():
             pm = {n: cand.loc[pool, metric_column(n)].to_numpy(np.float64) for n in names}
-            scores = sel.normalized_scores(pm, lower)
+            in_stats = ~cand.loc[pool, "source"].isin(cfg.selection.stats_exclude).to_numpy()
+            scores = sel.normalized_scores(pm, lower, in_stats if in_stats.any() else None)
             rules = {k: dataclasses.replace(r, thresholds={m: t for m, t in r.thresholds.items() if m in lower},
                                             at_most={m: t for m, t in r.at_most.items() if m in lower})
                      for k, r in cfg.selection.sources.items()}

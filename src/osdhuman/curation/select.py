@@ -15,11 +15,13 @@ import math
 import numpy as np
 
 
-def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bool]) -> np.ndarray:
+def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bool],
+                      stats_mask: np.ndarray | None = None) -> np.ndarray:
     """Eq. 1: mean over metrics of the per-metric z-score (lower-better metrics negated).
 
     NaN scores (a metric that failed on a crop) are left out of mu/sigma and make that crop's
-    score NaN. A metric constant over the pool contributes 0.
+    score NaN. A metric constant over the pool contributes 0. ``stats_mask`` (N,) bool: only
+    those crops give mu and sigma (all crops are scored with them).
     """
     names = list(metrics)
     if not names:
@@ -31,12 +33,14 @@ def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bo
         if lower_better[name]:
             m = -m
         finite = np.isfinite(m)
+        if stats_mask is not None:
+            finite &= np.asarray(stats_mask, dtype=bool)
         if finite.any():
             mu = m[finite].mean()
             sigma = m[finite].std()
         else:
             mu, sigma = 0.0, 0.0
-        z = (m - mu) / sigma if sigma > 0 else np.where(finite, 0.0, np.nan)
+        z = (m - mu) / sigma if sigma > 0 else np.where(np.isfinite(m), 0.0, np.nan)
         total += z
     return total / len(names)
 

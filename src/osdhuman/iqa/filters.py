@@ -68,7 +68,7 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
         x = F.pad(x, (lo, hi, lo, hi))
     elif padding != "valid":
         raise ValueError(f"unknown padding {padding!r}")
-    if _sep_numba is not None and x.dtype == torch.float64 and x.device.type == "cpu":
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
         xp = np.ascontiguousarray(x.reshape(-1, *x.shape[-2:]).numpy())
         out = np.empty((xp.shape[0], xp.shape[1] - n + 1, xp.shape[2] - n + 1))
         _sep_numba(xp, np.ascontiguousarray(k.detach().to("cpu", torch.float64).numpy()), out)
@@ -85,18 +85,26 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
     return out
 
 
+def _kernels() -> bool:
+    from osdhuman.iqa.moments import use_kernels
+
+    return use_kernels() and _mscn_numba is not None
+
+
 def mscn(x: torch.Tensor, window: torch.Tensor, c: float = 1.0, padding: str = "replicate") -> torch.Tensor:
     """Mean-subtracted contrast-normalised coefficients (Mittal et al. 2012, Eq. 1):
     (I - mu) / (sigma + C), mu and sigma^2 the window-weighted local mean and variance.
 
     float64 on CPU with numba: one fused pass (:func:`_mscn_numba`) with the same per-pixel
     summation order as the torch path, so both give the same numbers."""
-    if _mscn_numba is not None and x.dtype == torch.float64 and x.device.type == "cpu" and padding == "replicate":
+    # float32 stays on conv2d: PIQE matches pyiqa's float32 conv2d only with its summation order
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu" and padding == "replicate":
         kh, kw = window.shape[-2:]
         xp = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
         xp = np.ascontiguousarray(xp.reshape(-1, *xp.shape[-2:]).numpy())
-        out = np.empty((xp.shape[0], x.shape[-2], x.shape[-1]))
-        _mscn_numba(xp, np.ascontiguousarray(window.detach().to("cpu", torch.float64).numpy()), float(c), out)
+        out = np.empty((xp.shape[0], x.shape[-2], x.shape[-1]), dtype=xp.dtype)
+        win = np.ascontiguousarray(window.detach().to("cpu", x.dtype).numpy())
+        _mscn_numba(xp, win, np.array([c], dtype=xp.dtype), out)
         return torch.from_numpy(out).reshape(x.shape)
     mu = filter2d(x, window, padding)
     var = (filter2d(x * x, window, padding) - mu * mu).abs()
@@ -196,15 +204,16 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch path 
 
 if _numba is not None:
     @_numba.njit(cache=True, nogil=True)
-    def _mscn_numba(xp, win, c, out):  # xp (B, H + kh - 1, W + kw - 1) padded, out (B, H, W)
+    def _mscn_numba(xp, win, c_arr, out):  # xp (B, H + kh - 1, W + kw - 1) padded, out (B, H, W)
         nb, h, w = out.shape
         kh, kw = win.shape
-        mu = np.empty(w)
-        sq = np.empty(w)
+        c = c_arr[0]
+        mu = np.empty(w, dtype=xp.dtype)
+        sq = np.empty(w, dtype=xp.dtype)
         for b in range(nb):
             for i in range(h):
-                mu[:] = 0.0
-                sq[:] = 0.0
+                mu[:] = 0
+                sq[:] = 0
                 for di in range(kh):  # taps in the torch path's order: row, then column
                     row = xp[b, i + di]
                     for dj in range(kw):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["AVAILABLE", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch"]
+__all__ = ["AVAILABLE", "ENABLED", "use_kernels", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch"]
 
 try:
     import numba
@@ -25,6 +25,11 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch path 
     numba = None
 
 AVAILABLE = numba is not None
+ENABLED = AVAILABLE  # set False to take the torch path everywhere (tests compare the two)
+
+
+def use_kernels() -> bool:
+    return ENABLED and AVAILABLE
 
 
 def sums_torch(x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +120,7 @@ def _np(x: torch.Tensor) -> np.ndarray:
 
 def row_sums(x: torch.Tensor) -> torch.Tensor:
     """(B, M) float64 -> (B, 6)."""
-    if numba is None or x.device.type != "cpu":
+    if not use_kernels() or x.device.type != "cpu":
         return sums_torch(x)
     out = np.zeros((x.shape[0], 6))
     _row_sums(_np(x), out[:, None, :])
@@ -125,7 +130,7 @@ def row_sums(x: torch.Tensor) -> torch.Tensor:
 def block_pair_sums(blocks: torch.Tensor) -> torch.Tensor:
     """(B, h, w) MSCN blocks -> (B, 5, 6): the coefficients, then their products with the
     4 neighbours (0,1), (1,0), (1,1), (1,-1), circular within the block (NIQE's circshift)."""
-    if numba is None or blocks.device.type != "cpu":
+    if not use_kernels() or blocks.device.type != "cpu":
         prods = [blocks] + [blocks * torch.roll(blocks, shifts=s, dims=(1, 2)) for s in ((0, 1), (1, 0), (1, 1), (1, -1))]
         return torch.stack([sums_torch(p.flatten(1)) for p in prods], dim=1)
     out = np.zeros((blocks.shape[0], 5, 6))
@@ -136,7 +141,7 @@ def block_pair_sums(blocks: torch.Tensor) -> torch.Tensor:
 def image_pair_sums(m: torch.Tensor) -> torch.Tensor:
     """(N, H, W) MSCN image -> (N, 5, 6): the coefficients, then the horizontal, vertical,
     main- and secondary-diagonal neighbour products inside the image (BRISQUE)."""
-    if numba is None or m.device.type != "cpu":
+    if not use_kernels() or m.device.type != "cpu":
         prods = [m, m[:, :, :-1] * m[:, :, 1:], m[:, :-1, :] * m[:, 1:, :], m[:, :-1, :-1] * m[:, 1:, 1:],
                  m[:, 1:, :-1] * m[:, :-1, 1:]]
         return torch.stack([sums_torch(p.flatten(1)) for p in prods], dim=1)

@@ -147,14 +147,24 @@ def shard_frames(rows: list[dict], rejects: list[dict], metric_names: list[str])
 
 
 class ShardStore:
-    """Per-shard results under OUT/.work/shards/<key>.{rej,cand}.parquet (cand written last = done)."""
+    """Shard results under OUT/.work/shards/: loose ``<key>.{rej,cand}.parquet`` pairs as shards
+    finish (cand written last = done), consolidated into packs ``packs/<name>.{rej,cand}.parquet``
+    of about ``pack_images`` source images once the shard phase is over.
+
+    Kill-safe order: a pack's files are written (atomically), then ``packs.json`` (the index,
+    atomically), then the loose files it replaces are removed; a key found both loose and in a
+    pack is read from the pack. A rerun reads a few packs instead of one file pair per shard.
+    """
 
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.index_path = root / "packs.json"
+        self.packs: dict[str, list[str]] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        self.packed = {k: name for name, keys in self.packs.items() for k in keys}
 
     def done(self, key: str) -> bool:
-        return (self.root / f"{key}.cand.parquet").exists()
+        return key in self.packed or (self.root / f"{key}.cand.parquet").exists()
 
     def write(self, key: str, cand_bytes: bytes, rej_bytes: bytes) -> None:
         _atomic_bytes(self.root / f"{key}.rej.parquet", rej_bytes)
@@ -162,6 +172,46 @@ class ShardStore:
 
     def read(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         return (pd.read_parquet(self.root / f"{key}.cand.parquet"), pd.read_parquet(self.root / f"{key}.rej.parquet"))
+
+    def consolidate(self, keys: list[str], sizes: dict[str, int], pack_images: int) -> None:
+        """Pack the loose shards among ``keys`` (in order) into files of ~``pack_images`` images."""
+        loose = [k for k in keys if k not in self.packed]
+        chunk: list[str] = []
+        for k in loose:
+            chunk.append(k)
+            if sum(sizes[c] for c in chunk) >= pack_images:
+                self._pack(chunk)
+                chunk = []
+        if chunk:
+            self._pack(chunk)
+
+    def _pack(self, keys: list[str]) -> None:
+        frames = [self.read(k) for k in keys]
+        name = _sha(*keys)[:24]
+        (self.root / "packs").mkdir(exist_ok=True)
+        for i, kind in ((0, "cand"), (1, "rej")):
+            df = pd.concat([f[i].assign(_shard=k) for f, k in zip(frames, keys)], ignore_index=True)
+            _atomic_bytes(self.root / "packs" / f"{name}.{kind}.parquet", _parquet_bytes(df))
+        self.packs[name] = list(keys)
+        self.packed.update({k: name for k in keys})
+        _atomic_bytes(self.index_path, json.dumps(self.packs).encode())
+        for k in keys:
+            for kind in ("cand", "rej"):
+                (self.root / f"{k}.{kind}.parquet").unlink(missing_ok=True)
+
+    def read_all(self, keys: list[str]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        """(cand, rej) per key, in the order of ``keys`` (packed shards from their pack)."""
+        by_key: dict[str, list] = {}
+        wanted = set(keys)
+        for name in sorted({self.packed[k] for k in keys if k in self.packed}):
+            members = [k for k in self.packs[name] if k in wanted]
+            for i, kind in ((0, "cand"), (1, "rej")):
+                df = pd.read_parquet(self.root / "packs" / f"{name}.{kind}.parquet")
+                groups = {k: g.drop(columns="_shard").reset_index(drop=True) for k, g in df.groupby("_shard", sort=False)}
+                empty = df.iloc[:0].drop(columns="_shard")  # a shard without rows of this kind
+                for k in members:
+                    by_key.setdefault(k, [None, None])[i] = groups.get(k, empty)
+        return [tuple(by_key[k]) if k in by_key else self.read(k) for k in keys]
 
 
 def run_shard_to_bytes(worker: ShardWorker, items: list[SourceImage]) -> tuple[bytes, bytes, int, int]:
@@ -426,7 +476,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         bar.close()
 
         # 4. select over the whole pool
-        frames = [store.read(k) for k, _ in jobs]
+        store.consolidate([k for k, _ in jobs], sizes, cfg.exec.pack_images)
+        frames = store.read_all([k for k, _ in jobs])
         cand = pd.concat([f[0] for f in frames], ignore_index=True) if frames else shard_frames([], [], names)[0]
         cand = _typed(cand, names) if len(cand) else shard_frames([], [], names)[0]
         rej_frames = [shard_frames([], p.rejects, names)[1] for p in parsed] + [f[1] for f in frames]

@@ -211,7 +211,8 @@ def _measure(code: str) -> tuple[float, float, str]:
     reports its own max RSS as its last line)."""
     import subprocess
 
-    code += "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM of the child's own address space (ru_maxrss would include the parent's at fork)
+    code += ("\nprint(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     dt = time.perf_counter() - t

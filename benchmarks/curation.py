@@ -14,6 +14,7 @@
     python benchmarks/curation.py [--images 200] [--no-iqa]
     python benchmarks/curation.py --dedup 4000000 [--max-hamming 4]
     python benchmarks/curation.py --scale 1000000 --dry-run
+    python benchmarks/curation.py --end-to-end 40
 
 ``--scale N --dry-run``: planning of a synthetic COCO-format file of N images with ~7 person
 boxes each (the names the layout check samples point at a few real photos), through
@@ -240,6 +241,35 @@ def bench_scale(n: int) -> None:
         print(f"  memory ratio {peak_r / peak:5.2f}x less; time ratio {dt_r / dt:5.2f}x")
 
 
+def bench_end_to_end(n: int) -> None:
+    """build_dataset on n 640x480 JPEGs (1-4 people) with the offline IQA set, one worker."""
+    import json
+
+    from osdhuman.config import apply_overrides
+    from osdhuman.curation import CurationConfig, build_dataset
+    from osdhuman.iqa import moments
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = make_inputs(Path(tmp), n)
+        images = [{"id": i, "file_name": Path(it.path).name, "width": 640, "height": 480} for i, it in enumerate(items)]
+        anns = [{"id": len(images) * 10 + k, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                for i, it in enumerate(items) for k, b in enumerate(it.boxes)]
+        ann = Path(tmp) / "ann.json"
+        ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}))
+        cfg = apply_overrides(CurationConfig(sources=[f"coco:{ann}:{tmp}"]), ["exec.workers=1", "iqa.backend=offline"])
+        rates = {}
+        for label, kernels in (("ours", True), ("torch", False), ("ours2", True)):
+            moments.ENABLED = kernels
+            t = time.perf_counter()
+            res = build_dataset(cfg, Path(tmp) / f"out_{label}", progress=False)
+            rates[label] = n / (time.perf_counter() - t)
+        moments.ENABLED = True
+        print(f"end to end, build-dataset with offline IQA ({', '.join(cfg.iqa.metrics)}), {n} 640x480 JPEGs, "
+              f"{res.n_scored} crops scored, 1 worker:")
+        print(f"  ours       {max(rates['ours'], rates['ours2']):8.2f} source images/s/core   target >= 15")
+        print(f"  torch path {rates['torch']:8.2f} source images/s/core   (the previous IQA arithmetic)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
@@ -247,6 +277,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-hamming", type=int, default=4)
     ap.add_argument("--scale", type=int, metavar="N", help="planning benchmark on a synthetic COCO file of N images")
     ap.add_argument("--dry-run", action="store_true", help="with --scale: plan only (the only mode so far)")
+    ap.add_argument("--end-to-end", type=int, metavar="N", help="build-dataset on N photos with the offline IQA set")
     ap.add_argument("--no-iqa", action="store_true")
     ap.add_argument("--iqa-crops", type=int, default=8)
     args = ap.parse_args(argv)
@@ -260,6 +291,9 @@ def main(argv=None) -> int:
         return 0
     if args.scale:
         bench_scale(args.scale)
+        return 0
+    if args.end_to_end:
+        bench_end_to_end(args.end_to_end)
         return 0
     from osdhuman.curation.config import CurationConfig
 

@@ -157,7 +157,7 @@ def bench_dedup(n: int, max_hamming: int, planted: int = 1000) -> None:
     hs = np.concatenate([ph[:sample], mi[:sample]]).astype(np.uint64)
     t = time.perf_counter()
     for i in range(0, len(hs), 2048):  # brute force: every hash against every hash
-        np.bitwise_count(hs[i:i + 2048, None] ^ hs[None, :]) <= max_hamming
+        _ = np.bitwise_count(hs[i:i + 2048, None] ^ hs[None, :]) <= max_hamming
     brute_sample = time.perf_counter() - t
     t = time.perf_counter()
     dedup.duplicate_groups(ph[:sample], mi[:sample], None, max_hamming)

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from osdhuman.config import apply_overrides
-from osdhuman.curation import CurationConfig, build_dataset
-from osdhuman.curation import dedup
+from osdhuman.curation import CurationConfig, build_dataset, dedup
 from osdhuman.curation.scoring import _LaplacianFallback
 
 FAST = ["crop.size=64", "boxes.min_long_side=40", "boxes.min_short_side=10", "blur.min_laplacian_var=1",

@@ -45,6 +45,6 @@ def test_niqe_and_brisque_scores_equal_the_torch_path(photos, tools, torch_path)
     for name in ("niqe", "brisque"):
         m = get_metric(name, backend="offline")
         fast = m(x)
-        slow = torch_path(lambda: m(x))
+        slow = torch_path(lambda m=m: m(x))
         assert torch.allclose(fast, slow, rtol=0, atol=1e-9), (name, fast, slow)
         assert np.isfinite(fast.numpy()).all()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["AVAILABLE", "ENABLED", "use_kernels", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch"]
+__all__ = ["AVAILABLE", "ENABLED", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch", "use_kernels"]
 
 try:
     import numba

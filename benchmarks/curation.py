@@ -5,9 +5,22 @@
     with 1-4 annotated people, beside a naive reference (Pillow decode + EXIF transpose +
     float64 Laplacian + two Pillow-Lanczos crops) and the ratio; target >= 120 / s / core;
   * the folder: person detector (OpenCV HOG + Haar) on its own, images / s;
-  * IQA scoring, crops / s per metric and backend (512x512 crops).
+  * IQA scoring, crops / s per metric and backend (512x512 crops);
+  * ``--dedup N``: duplicate grouping of N random 64-bit perceptual hashes (and N mirror
+    hashes) with planted near-duplicates: time, peak traced memory, planted pairs found,
+    beside the brute-force O(N^2) popcount reference timed on a sample in the same run and
+    the cost of the imagehash hashes per decoded 640x480 image.
 
     python benchmarks/curation.py [--images 200] [--no-iqa]
+    python benchmarks/curation.py --dedup 4000000 [--max-hamming 4]
+    python benchmarks/curation.py --scale 1000000 --dry-run
+    python benchmarks/curation.py --end-to-end 40
+
+``--scale N --dry-run``: planning of a synthetic COCO-format file of N images with ~7 person
+boxes each (the names the layout check samples point at a few real photos), through
+``osdhuman build-dataset --dry-run`` in a fresh process: wall time and peak memory (max RSS),
+beside the previous approach (``json.loads`` of the whole file) measured on the same file in
+its own fresh process.
 """
 
 from __future__ import annotations
@@ -119,9 +132,152 @@ def interleaved_rates(fns: dict, n: int, repeat: int = 5) -> dict:
     return {k: n / v for k, v in best.items()}
 
 
+def bench_dedup(n: int, max_hamming: int, planted: int = 1000) -> None:
+    """Grouping of ``n`` random hashes + mirrors with ``planted`` near-duplicate pairs."""
+    import tracemalloc
+
+    from osdhuman.curation import dedup
+
+    rng = np.random.default_rng(0)
+    ph = rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64)
+    mi = rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64)
+    src = rng.choice(n // 2, planted, replace=False)
+    dst = n // 2 + rng.choice(n // 2, planted, replace=False)
+    for a, b in zip(src, dst):  # b = a with 1..max_hamming random bits flipped
+        bits = rng.choice(64, int(rng.integers(1, max(1, max_hamming) + 1)), replace=False)
+        ph[b] = ph[a] ^ np.array(sum(1 << int(k) for k in bits), dtype=np.uint64).view(np.int64)
+    tracemalloc.start()
+    t = time.perf_counter()
+    labels = dedup.duplicate_groups(ph, mi, None, max_hamming)
+    dt = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    found = int((labels[src] == labels[dst]).sum())
+    sample = min(n, 20000)
+    hs = np.concatenate([ph[:sample], mi[:sample]]).astype(np.uint64)
+    t = time.perf_counter()
+    for i in range(0, len(hs), 2048):  # brute force: every hash against every hash
+        _ = np.bitwise_count(hs[i:i + 2048, None] ^ hs[None, :]) <= max_hamming
+    brute_sample = time.perf_counter() - t
+    t = time.perf_counter()
+    dedup.duplicate_groups(ph[:sample], mi[:sample], None, max_hamming)
+    ours_sample = time.perf_counter() - t
+    brute_full = brute_sample * (n / sample) ** 2
+    print(f"duplicate groups, {n} images (phash + mirror hash each), max Hamming {max_hamming}, 1 core:")
+    print(f"  ours       {dt:9.1f} s   peak traced memory {peak / 2**20:8.0f} MiB   planted pairs found {found}/{planted}")
+    print(f"  brute force{brute_full:9.1f} s   (measured {brute_sample:.2f} s on {sample}, scaled by (N/{sample})^2)")
+    print(f"  ratio      {brute_full / dt:9.1f}x   (at {sample}: ours {ours_sample:.2f} s, brute {brute_sample:.2f} s)")
+    from osdhuman.curation.stages import gray, laplacian_variance
+
+    img = cv2.resize(_base_photos()[0], (640, 480), interpolation=cv2.INTER_AREA)
+    luma = gray(img)
+    r = interleaved_rates({"hash": lambda: [dedup.perceptual_hashes(luma) for _ in range(50)],
+                           "content": lambda: [dedup.content_hash(img) for _ in range(50)],
+                           "blur": lambda: [laplacian_variance(gray(img)) for _ in range(50)]}, 50)
+    print(f"  per 640x480 image: imagehash phash + mirror {1e3 / r['hash']:.2f} ms, content hash "
+          f"{1e3 / r['content']:.2f} ms, beside the blur filter it shares the decode with {1e3 / r['blur']:.2f} ms")
+
+
+def write_synthetic_coco(root: Path, n: int, boxes_per_image: int = 7) -> tuple[Path, Path]:
+    """COCO json of n images (streamed to disk, never held whole) + an image folder."""
+    import json
+
+    rng = np.random.default_rng(0)
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann = root / "synthetic_coco.json"
+    with open(ann, "w") as fh:
+        fh.write('{"categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}], "images": [')
+        for i in range(n):
+            fh.write(("," if i else "") + json.dumps({"id": i, "file_name": f"{i:08d}.jpg", "width": 640, "height": 480}))
+        fh.write('], "annotations": [')
+        k = 0
+        for i in range(n):
+            for _ in range(int(rng.integers(boxes_per_image - 3, boxes_per_image + 4))):
+                x, y = rng.uniform(0, 400), rng.uniform(0, 200)
+                fh.write(("," if k else "") + json.dumps({"id": k, "image_id": i, "category_id": 1 if k % 8 else 2,
+                                                          "bbox": [round(x, 2), round(y, 2), 120.5, 260.25], "iscrowd": 0,
+                                                          "area": 31000.0}))
+                k += 1
+        fh.write("]}")
+    photos = _base_photos()
+    step = max(1, n // 64)  # the images the layout check samples (every step-th key) are real photos
+    for j, i in enumerate(list(range(0, n, step))[:64]):
+        Image.fromarray(cv2.resize(photos[j % len(photos)], (640, 480))).save(img_dir / f"{i:08d}.jpg", quality=90)
+    return ann, img_dir
+
+
+def _measure(code: str) -> tuple[float, float, str]:
+    """(seconds, peak RSS MiB, stdout) of python -c code in a fresh process (the child
+    reports its own max RSS as its last line)."""
+    import subprocess
+
+    # VmHWM of the child's own address space (ru_maxrss would include the parent's at fork)
+    code += ("\nprint(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    dt = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    *lines, peak = r.stdout.strip().splitlines()
+    return dt, int(peak) / 1024, " ".join(lines)
+
+
+def bench_scale(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        ann, img_dir = write_synthetic_coco(Path(tmp), n)
+        size = ann.stat().st_size / 2**20
+        print(f"planning (build-dataset --dry-run) of a synthetic COCO file: {n} images, {size:.0f} MiB "
+              f"(written in {time.perf_counter() - t:.0f} s), 1 core:")
+        ref_code = f"import json; d = json.load(open({str(ann)!r})); print(len(d['images']), len(d['annotations']))"
+        ours_code = (f"from osdhuman.cli import main; rc = main(['build-dataset', '--dry-run', '--source', "
+                     f"'coco:{ann}:{img_dir}', '--out', {str(Path(tmp) / 'out')!r}]); assert rc == 0")
+        dt, peak, outp = _measure(ours_code)
+        print(f"  ours       {dt:8.1f} s   peak RSS {peak:8.0f} MiB   ({outp.split(': ', 2)[-1]})")
+        dt_r, peak_r, _ = _measure(ref_code)
+        print(f"  json.load  {dt_r:8.1f} s   peak RSS {peak_r:8.0f} MiB   (the previous parser's first step: the whole "
+              "file as Python objects)")
+        print(f"  memory ratio {peak_r / peak:5.2f}x less; time ratio {dt_r / dt:5.2f}x")
+
+
+def bench_end_to_end(n: int) -> None:
+    """build_dataset on n 640x480 JPEGs (1-4 people) with the offline IQA set, one worker."""
+    import json
+
+    from osdhuman.config import apply_overrides
+    from osdhuman.curation import CurationConfig, build_dataset
+    from osdhuman.iqa import moments
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = make_inputs(Path(tmp), n)
+        images = [{"id": i, "file_name": Path(it.path).name, "width": 640, "height": 480} for i, it in enumerate(items)]
+        anns = [{"id": len(images) * 10 + k, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                for i, it in enumerate(items) for k, b in enumerate(it.boxes)]
+        ann = Path(tmp) / "ann.json"
+        ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}))
+        cfg = apply_overrides(CurationConfig(sources=[f"coco:{ann}:{tmp}"]), ["exec.workers=1", "iqa.backend=offline"])
+        rates = {}
+        for label, kernels in (("ours", True), ("torch", False), ("ours2", True)):
+            moments.ENABLED = kernels
+            t = time.perf_counter()
+            res = build_dataset(cfg, Path(tmp) / f"out_{label}", progress=False)
+            rates[label] = n / (time.perf_counter() - t)
+        moments.ENABLED = True
+        print(f"end to end, build-dataset with offline IQA ({', '.join(cfg.iqa.metrics)}), {n} 640x480 JPEGs, "
+              f"{res.n_scored} crops scored, 1 worker:")
+        print(f"  ours       {max(rates['ours'], rates['ours2']):8.2f} source images/s/core   target >= 15")
+        print(f"  torch path {rates['torch']:8.2f} source images/s/core   (the previous IQA arithmetic)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--dedup", type=int, metavar="N", help="only the duplicate-grouping benchmark on N hashes")
+    ap.add_argument("--max-hamming", type=int, default=4)
+    ap.add_argument("--scale", type=int, metavar="N", help="planning benchmark on a synthetic COCO file of N images")
+    ap.add_argument("--dry-run", action="store_true", help="with --scale: plan only (the only mode so far)")
+    ap.add_argument("--end-to-end", type=int, metavar="N", help="build-dataset on N photos with the offline IQA set")
     ap.add_argument("--no-iqa", action="store_true")
     ap.add_argument("--iqa-crops", type=int, default=8)
     args = ap.parse_args(argv)
@@ -130,6 +286,15 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.dedup:
+        bench_dedup(args.dedup, args.max_hamming)
+        return 0
+    if args.scale:
+        bench_scale(args.scale)
+        return 0
+    if args.end_to_end:
+        bench_end_to_end(args.end_to_end)
+        return 0
     from osdhuman.curation.config import CurationConfig
 
     cfg = CurationConfig()
@@ -179,18 +344,30 @@ def main(argv=None) -> int:
         except ImportError as exc:
             print(f"  osdhuman.iqa not importable ({exc})")
             return 0
-        for backend, names in (("offline", ["niqe", "brisque", "piqe", "laplacian_var"]),
-                               ("pyiqa", ["clipiqa", "maniqa", "musiq", "niqe"])):
-            for name in names:
+        from osdhuman.iqa import moments
+
+        for name in ["niqe", "brisque", "piqe", "laplacian_var"]:
+            m = get_metric(name, backend="offline", device="cpu")
+            m(x[:1])  # warm-up (lazy imports, compiled kernels)
+
+            def plain(m=m):
+                moments.ENABLED = False
                 try:
-                    m = get_metric(name, backend=backend, device="cpu")
-                    m(x[:1])  # warm-up (lazy imports, compilation)
-                    t = time.perf_counter()
                     m(x)
-                    dt = time.perf_counter() - t
-                    print(f"  {backend:8s} {name:14s} {len(x) / dt:8.2f} crops/s")
-                except (MetricUnavailable, ImportError, KeyError, ValueError) as exc:
-                    print(f"  {backend:8s} {name:14s} unavailable: {str(exc)[:110]}")
+                finally:
+                    moments.ENABLED = True
+
+            r = interleaved_rates({"ours": lambda m=m: m(x), "torch": plain}, len(x), repeat=3)
+            print(f"  offline  {name:14s} {r['ours']:8.2f} crops/s   torch path (the previous implementation) "
+                  f"{r['torch']:8.2f}   ratio {r['ours'] / r['torch']:5.2f}x")
+        for name in ["clipiqa", "maniqa", "musiq", "niqe", "piqe"]:
+            try:
+                m = get_metric(name, backend="pyiqa", device="cpu")
+                m(x[:1])
+                r = interleaved_rates({"m": lambda m=m: m(x)}, len(x), repeat=1)
+                print(f"  pyiqa    {name:14s} {r['m']:8.2f} crops/s")
+            except (MetricUnavailable, ImportError, KeyError, ValueError) as exc:
+                print(f"  pyiqa    {name:14s} unavailable: {str(exc)[:110]}")
     return 0
 
 

@@ -69,6 +69,9 @@ def test_outputs_and_manifest(built, crafted):
     assert cfg.crop.size == 64 and cfg.sources == [crafted["source"]]
     html = (built / "report.html").read_text()
     assert "laplacian_var" in html and "Backend" in html and "selected" in html
+    # blurry.jpg: rejected before cropping, shown with the threshold used
+    assert "blur.min_laplacian_var = 50" in html and 'src="report/thumbs/blur_0.jpg"' in html
+    assert (built / "report" / "thumbs" / "blur_0.jpg").is_file()
     assert list((built / "report").glob("hist_*.png"))
 
 
@@ -146,7 +149,7 @@ def test_resume_after_kill_is_identical_and_skips_finished_shards(crafted, built
         main(_argv(crafted, out))
     done = list((out / ".work" / "shards").glob("*.cand.parquet"))
     assert len(done) == 2 and not (out / "manifest.parquet").exists()
-    n_shards = len(list((built / ".work" / "shards").glob("*.cand.parquet")))
+    n_shards = _n_shards(built)
     assert n_shards > 3
 
     # killed again while writing the PNGs
@@ -176,6 +179,51 @@ def test_resume_after_kill_is_identical_and_skips_finished_shards(crafted, built
     assert main(_argv(crafted, out)) == 0
     assert counted["n"] == 0
     assert _tree(out) == _tree(built)
+
+
+def _n_shards(out: Path) -> int:
+    """Shards of a finished build: packed (listed in packs.json) plus any still loose."""
+    import json
+
+    root = out / ".work" / "shards"
+    packed = json.loads((root / "packs.json").read_text()) if (root / "packs.json").exists() else {}
+    return sum(len(v) for v in packed.values()) + len(list(root.glob("*.cand.parquet")))
+
+
+def test_finished_shards_are_consolidated_and_a_kill_while_packing_resumes_exactly(crafted, built, tmp_path, monkeypatch):
+    import json
+
+    root = built / ".work" / "shards"
+    packs = json.loads((root / "packs.json").read_text())
+    assert len(packs) == 1 and not list(root.glob("*.cand.parquet"))  # 23 images < pack_images: one pack
+    assert len(list((root / "packs").glob("*.parquet"))) == 2
+    # several packs (pack_images=4: ~2 shards each); killed after a pack's files, before its index
+    out = tmp_path / "packs"
+    real = runner._atomic_bytes
+    seen = {"n": 0}
+
+    def dying(path, data):
+        if path.name == "packs.json":
+            seen["n"] += 1
+            if seen["n"] == 2:
+                raise KeyboardInterrupt("killed while packing")
+        return real(path, data)
+
+    monkeypatch.setattr(runner, "_atomic_bytes", dying)
+    with pytest.raises(KeyboardInterrupt):
+        main(_argv(crafted, out, "--set", "exec.pack_images=4"))
+    monkeypatch.setattr(runner, "_atomic_bytes", real)
+    assert main(_argv(crafted, out, "--set", "exec.pack_images=4")) == 0
+    idx = json.loads((out / ".work" / "shards" / "packs.json").read_text())
+    assert len(idx) > 2 and sum(len(v) for v in idx.values()) == _n_shards(built)
+    assert not list((out / ".work" / "shards").glob("*.cand.parquet"))
+    assert _tree(out) == _tree(built)  # packing changes where results live, never the results
+    # a rerun that finds everything done computes no shard
+    calls = {"n": 0}
+    real_call = runner.ShardWorker.__call__
+    monkeypatch.setattr(runner.ShardWorker, "__call__", lambda self, items: calls.update(n=calls["n"] + 1) or real_call(self, items))
+    assert main(_argv(crafted, out, "--set", "exec.pack_images=4")) == 0
+    assert calls["n"] == 0 and _tree(out) == _tree(built)
 
 
 def test_two_worker_processes_give_the_same_result(crafted, built, tmp_path):
@@ -225,7 +273,7 @@ def test_real_sigkill_mid_run_then_resume(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "manifest.parquet").exists()
-    n_before = len(list(shards.glob("*.cand.parquet")))
+    n_before = _n_shards(killed)
     assert 2 <= n_before < 10
     assert main(argv(killed)) == 0
     fresh = tmp_path / "fresh"
@@ -303,7 +351,9 @@ def test_rerun_with_another_keep_fraction_rewrites_only_the_difference(crafted, 
     assert main(_argv(crafted, out, "--keep-fraction", "0.5", "--set", "split.val_fraction=0")) == 0
     m = pd.read_parquet(out / "manifest.parquet")
     chosen = m[m["selected"]]
-    assert len(chosen) == sel.keep_count(int(m["score"].notna().sum()), 0.5)
+    # the crafted photos gray/palette/cmyk/... are one picture: duplicates keep one image's crops
+    n_dup = int((m["reject_reason"] == "duplicate_image").sum())
+    assert n_dup > 0 and len(chosen) + n_dup == sel.keep_count(int(m["score"].notna().sum()), 0.5)
     files = sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if p.is_file())
     assert files == sorted(chosen["image_path"])  # stale and half-written files removed
     assert not (out / "images" / "val").exists()  # val is empty now

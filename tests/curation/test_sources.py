@@ -146,7 +146,8 @@ def test_crowdhuman_parser_fbox_ignore_and_malformed_lines(tmp_path, imgdir):
     assert [(i.key, i.boxes) for i in ps.images] == [("284193,faa9000f2678b5e", [[10.0, 20.0, 40.0, 80.0]])]
     assert ps.images[0].path.endswith("284193,faa9000f2678b5e.jpg")
     reasons = sorted(r["reason"] for r in ps.rejects)
-    assert reasons == ["ignore_flagged", "ignore_flagged", "malformed_annotation", "malformed_annotation", "malformed_annotation"]
+    assert reasons == ["ignore_flagged", "ignore_flagged", "malformed_annotation", "malformed_annotation",
+                       "malformed_annotation", "mask_box"]
     vbox = parse_crowdhuman(parse_specs([f"crowdhuman:{p}:{imgdir}"])[0], LabelConfig(crowdhuman_box="vbox"))
     assert vbox.images[0].boxes == [[12.0, 22.0, 32.0, 62.0]]
     junk = tmp_path / "junk.odgt"

@@ -64,6 +64,29 @@ def test_piqe_agrees_with_pyiqa(photos, tools):
     assert max(diffs) < 1e-3, diffs
 
 
+def test_piqe_pads_like_pyiqa_on_sizes_that_are_not_whole_blocks(photos, tools):
+    """pyiqa pads right and bottom by ``size % 16`` (symmetric), not up to a multiple of 16:
+    a 100x75 image is padded to 104x86 and scored on its 6x5 whole blocks."""
+    pyiqa = pytest.importorskip("pyiqa")
+    import torch
+
+    from osdhuman.iqa.piqe import symmetric_pad
+
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    assert symmetric_pad(x, 3, 2)[0, 0, -1].tolist() == [4, 5, 6, 7, 7, 6, 5]  # edge repeated, rows mirrored
+    assert symmetric_pad(x, 9, 0)[0, 0, 0].tolist() == [0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2, 3, 3]
+    ref = pyiqa.create_metric("piqe", device="cpu")
+    m = get_metric("piqe", backend="offline")
+    img = photos["astronaut"]
+    diffs = []
+    for h, w in ((75, 100), (61, 130), (200, 211), (47, 33), (512, 509)):
+        src = np.ascontiguousarray(np.resize(img, (max(h, 1), max(w, 1), 3))) if h > 384 or w > 384 else img[:h, :w]
+        for arr in (src, tools.degrade(np.ascontiguousarray(src), 0, 30)):
+            xt = tools.to_tensor(np.ascontiguousarray(arr))
+            diffs.append(abs(m(xt).item() - ref(xt).item()))
+    assert max(diffs) < 1e-3, diffs
+
+
 def test_laplacian_var_is_opencvs(photos, tools):
     cv2 = pytest.importorskip("cv2")
     arrs = [photos["coffee"], tools.degrade(photos["coffee"], 2.0, 90)]

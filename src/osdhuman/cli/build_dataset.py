@@ -24,7 +24,11 @@ EPILOG = """sources (repeatable --source, optionally NAME=... to name them):
 example:
   osdhuman build-dataset --source coco:instances_train2017.json:train2017 \\
       --source voc:VOC2012/Annotations:VOC2012/JPEGImages --split-source voc=test --out persona/
+  osdhuman build-dataset --preset persona --source coco=coco:... --source val=coco:... \\
+      --source voc=voc:... --out persona/          (the paper's recipe: configs/persona.yaml)
 """
+
+PRESETS = ("persona",)
 
 
 def register(subparsers) -> None:
@@ -49,6 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, metavar="F", help="fraction of the other selected crops for val")
     p.add_argument("--test-fraction", type=float, metavar="F", help="fraction of the other selected crops for test")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each source (a quick trial)")
+    p.add_argument("--preset", metavar="NAME", help=f"a recipe of settings: {', '.join(PRESETS)} (the paper's section 4.2); "
+                                                  "instead of --config")
+    p.add_argument("--allow-offline-metrics", action="store_true",
+                   help="when the preset's IQA metrics lack weights, score with the offline set (niqe, brisque, piqe) "
+                        "instead of stopping; the report says so")
     p.add_argument("--dry-run", action="store_true",
                    help="parse the sources, print what would be processed, and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -96,7 +105,15 @@ def run(args) -> int:
 
     check_min(args.limit, "--limit", 0)
     check_min(args.workers, "--workers", 0)
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise UsageError(f"--preset {args.preset!r}: unknown preset; available: {', '.join(PRESETS)}")
+        if getattr(args, "config", None):
+            raise UsageError("--preset and --config both name a config file; give one (--set changes single values)")
+        args.config = str(preset_path(args.preset))
     cfg = resolve_config(CurationConfig, args, _overrides(args))
+    if args.preset is not None:
+        cfg.preset = args.preset
     if not cfg.sources:
         raise UsageError("no --source given (e.g. --source coco:annotations.json:images/)")
     check_device(args.device)
@@ -112,9 +129,40 @@ def run(args) -> int:
                 print(f"{p.spec.name}: {p.spec.kind} {':'.join(p.spec.args)}: {len(p.images)} images, {boxes}, "
                       f"{len(p.rejects)} annotation rows rejected")
             return 0
-        result = build_dataset(cfg, args.out, progress=not args.no_progress)
+        cfg, metrics = _metrics_or_fallback(cfg, args.allow_offline_metrics)
+        result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
     except (SourceError, OutputDirError, ScoringUnavailable, DetectorUnavailable) as exc:
         raise UsageError(str(exc)) from None
     print(result.summary())
     print(f"report: {result.out / 'report.html'}", file=sys.stdout)
     return 0
+
+
+def preset_path(name: str):
+    """The preset's YAML (configs/<name>.yaml, shipped in the package as data_files/preset_<name>.yaml)."""
+    from importlib.resources import files
+
+    return files("osdhuman").joinpath("data_files", f"preset_{name}.yaml")
+
+
+def _metrics_or_fallback(cfg, allow_offline: bool):
+    """(config, loaded metrics). Metrics without weights stop the run before work, naming the
+    file; with ``allow_offline`` the offline set replaces them and the config records why."""
+    import warnings
+
+    from osdhuman.curation.config import METRIC_PRESETS
+    from osdhuman.curation.scoring import ScoringUnavailable, load_metrics
+
+    try:
+        return cfg, load_metrics(cfg.iqa)
+    except ScoringUnavailable as exc:
+        if not allow_offline:
+            raise ScoringUnavailable(f"{exc} (or pass --allow-offline-metrics to score with "
+                                     f"{', '.join(METRIC_PRESETS['offline'])} instead)") from None
+        note = (f"the configured metrics {', '.join(cfg.iqa.metrics)} could not run ({exc}); scored with the OFFLINE "
+                f"set {', '.join(METRIC_PRESETS['offline'])} instead (--allow-offline-metrics): not the paper's metrics")
+        warnings.warn(note)
+        cfg.iqa.metrics = list(METRIC_PRESETS["offline"])
+        cfg.iqa.backend = "offline"
+        cfg.metrics_note = note
+        return cfg, load_metrics(cfg.iqa)

@@ -20,15 +20,28 @@ METRIC_PRESETS: dict[str, list[str]] = {
 
 @dataclass
 class LabelConfig:
-    """Which annotation labels count as a person (matched case-insensitively)."""
+    """Which annotation labels count as a person (matched case-insensitively) and which flagged
+    boxes are rejected. Every value is shown in the report; the defaults follow each dataset's
+    own definition of its flags (FACTS.md section 10)."""
 
     coco_names: list[str] = field(default_factory=lambda: ["person"])  # COCO "person", Objects365 "Person", VOC "person"
     openimages_names: list[str] = field(
-        default_factory=lambda: ["Human body", "Person", "Man", "Woman", "Boy", "Girl"]
-    )
+        default_factory=lambda: ["Person", "Man", "Woman", "Boy", "Girl", "Human body"]
+    )  # order = preference when boxes of one person under several labels are merged
     crowdhuman_box: Literal["fbox", "vbox"] = "fbox"  # full-body box, as the paper
-    skip_crowd: bool = True  # COCO iscrowd=1 / Open Images IsGroupOf=1 boxes are not one person
+    skip_crowd: bool = True  # COCO iscrowd=1 boxes are not one person
     skip_difficult: bool = True  # Pascal VOC difficult=1 boxes
+    # Open Images box flags that make a reject row (IsGroupOf: a group, IsDepiction: a drawing,
+    # statue or poster); the other flags (IsInside, IsOccluded, IsTruncated) are recorded in the
+    # manifest's ``box_flags`` column.
+    openimages_reject_flags: list[str] = field(default_factory=lambda: ["IsGroupOf", "IsDepiction"])
+    # Objects365 v2 per-box flags rejected when present (a fake person: a picture or a mannequin;
+    # a reflection in a mirror or a window)
+    coco_reject_flags: list[str] = field(default_factory=lambda: ["isfake", "isreflected"])
+    crowdhuman_reject_ignore: bool = True  # extra.ignore=1 boxes are reject rows (they are not annotated people)
+    # boxes of one person under several human labels ("Person" and "Man") overlapping more
+    # than this IoU are one person: the box of the earlier label in openimages_names is kept
+    merge_iou: float = 0.7
 
 
 @dataclass
@@ -126,6 +139,24 @@ class SelectionConfig:
 
     keep_fraction: float = 1.0 / 3.0
     sources: dict[str, SourceSelection] = field(default_factory=dict)  # per-source rules, e.g. {voc: {...}}
+    # sources whose crops do not enter mu / sigma of Eq. 1 (their crops are scored with the
+    # statistics of the others), e.g. [voc]: the real-LQ test source must not shift training's bar
+    stats_exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DedupConfig:
+    """Duplicate and leakage control across all sources (beyond the paper; see curation/dedup.py).
+
+    Source images with equal decoded pixels, or perceptual hashes (of the image or its mirror)
+    within ``max_hamming`` bits, form one duplicate group; a group never spans two splits, and
+    unless ``keep_duplicates`` only one source image of a group keeps its selected crops.
+    """
+
+    enabled: bool = True
+    max_hamming: int = 4  # of 64 phash bits; -1: exact (content hash) duplicates only
+    mirror: bool = True  # a horizontally flipped copy is a duplicate too
+    keep_duplicates: bool = False  # True: every member of a group keeps its crops (same split)
 
 
 @dataclass
@@ -145,6 +176,7 @@ class ExecConfig:
     backend: Literal["local", "ray"] = "local"
     workers: int = 0  # 0 = one per CPU core
     shard_size: int = 32  # source images per resumable unit of work
+    pack_images: int = 10000  # finished shards are consolidated into files of about this many source images
     max_images_per_source: int = 0  # 0: all; else only the first N images of each source (a quick trial)
     png_compression: int = 1  # 0-9, zlib level of the written PNGs (1: 26 ms, 374 KB; 3: 42 ms, 358 KB per crop)
     report_thumbs: int = 48  # crops shown per group in report.html
@@ -162,8 +194,11 @@ class CurationConfig:
     iqa: IQAConfig = field(default_factory=IQAConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     exec: ExecConfig = field(default_factory=ExecConfig)
     sources: list[str] = field(default_factory=list)  # --source specs, recorded for reproducibility
+    preset: str = ""  # the --preset this config came from (recorded in the report)
+    metrics_note: str = ""  # set when a preset's metrics were replaced (--allow-offline-metrics)
 
     def __post_init__(self):
         if not 0.0 < self.selection.keep_fraction <= 1.0:
@@ -176,5 +211,7 @@ class CurationConfig:
                 raise ValueError(f"split.source_splits.{name}: {split!r} is not train, val or test")
         if self.split.val_fraction < 0 or self.split.test_fraction < 0 or self.split.val_fraction + self.split.test_fraction > 1:
             raise ValueError("split.val_fraction and split.test_fraction must be >= 0 and sum to <= 1")
+        if not -1 <= self.dedup.max_hamming <= 16:
+            raise ValueError(f"dedup.max_hamming must be in [-1, 16], got {self.dedup.max_hamming}")
         if self.crop.size < 8:
             raise ValueError(f"crop.size must be >= 8, got {self.crop.size}")

@@ -77,7 +77,78 @@ def summary_table(cand: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return table.rename(columns={metric_column(n): n for n in names})
 
 
-def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: list[dict], cfg: CurationConfig, render) -> Path:
+def funnel_table(cand: pd.DataFrame, rejects: pd.DataFrame, inputs: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """Per source: images and person boxes parsed -> candidate crops -> scored -> selected per split."""
+    rows = []
+    splits = sorted(s for s in cand["split"].dropna().unique())
+    for src in sorted(set(inputs) | set(cand["source"])):
+        c = cand[cand["source"] == src]
+        n_img, n_box = inputs.get(src, (0, 0))
+        row = {"source": src, "images": n_img, "person boxes": n_box,
+               "rejects": int((rejects["source"] == src).sum()) if len(rejects) else 0,
+               "candidate crops": len(c), "scored": int(c["score"].notna().sum()), "selected": int(c["selected"].sum())}
+        for sp in splits:
+            row[f"selected {sp}"] = int((c["selected"] & (c["split"] == sp)).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def duplicate_tables(cand: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(groups per source pair, one row per group: members and what happened to them)."""
+    imgs = cand[cand["dup_group"].notna()].drop_duplicates(["source", "source_image"])
+    pair_counts: dict[tuple[str, str], int] = {}
+    groups = []
+    for g, members in imgs.groupby("dup_group", sort=True):
+        srcs = sorted(set(members["source"]))
+        pairs = [(a, b) for i, a in enumerate(srcs) for b in srcs[i:] if a != b or (members["source"] == a).sum() > 1]
+        for pr in pairs:
+            pair_counts[pr] = pair_counts.get(pr, 0) + 1
+        crops = cand[cand["dup_group"] == g]
+        kept = crops[crops["selected"]]
+        groups.append({"dup_group": g, "images": len(members), "sources": ", ".join(srcs),
+                       "members": ", ".join(f"{a}/{b}" for a, b in zip(members["source"], members["source_image"]))[:300],
+                       "split": ", ".join(sorted(set(kept["split"].dropna()))) or "-",
+                       "selected crops": len(kept), "dropped as duplicate": int((crops["reject_reason"] == "duplicate_image").sum())})
+    pairs = pd.DataFrame([{"source a": a, "source b": b, "groups": n} for (a, b), n in sorted(pair_counts.items())],
+                         columns=["source a", "source b", "groups"])
+    return pairs, pd.DataFrame(groups, columns=["dup_group", "images", "sources", "members", "split", "selected crops",
+                                                "dropped as duplicate"])
+
+
+def _settings_table(cfg: CurationConfig) -> pd.DataFrame:
+    import dataclasses
+
+    rows = [{"setting": f"labels.{k}", "value": str(v)} for k, v in dataclasses.asdict(cfg.labels).items()]
+    rows += [{"setting": f"dedup.{k}", "value": str(v)} for k, v in dataclasses.asdict(cfg.dedup).items()]
+    rows += [{"setting": "blur.min_laplacian_var", "value": str(cfg.blur.min_laplacian_var)}]
+    rows += [{"setting": f"boxes.{k}", "value": str(v)} for k, v in dataclasses.asdict(cfg.boxes).items()]
+    return pd.DataFrame(rows)
+
+
+def _source_thumb(path: str, dest: Path) -> str | None:
+    """Thumbnail of a whole source image (letterboxed into THUMB x THUMB); None when unreadable."""
+    import cv2
+
+    from osdhuman.imageio import ImageReadError, read_rgb
+
+    try:
+        rgb = read_rgb(path)
+    except ImageReadError:
+        return None
+    h, w = rgb.shape[:2]
+    s = THUMB / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(dest), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return dest.name
+
+
+def _figure(name: str | None, caption: str) -> str:
+    img = f'<img src="report/thumbs/{name}">' if name else ""
+    return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: list[dict], cfg: CurationConfig, render,
+                 inputs: dict[str, tuple[int, int]] | None = None) -> Path:
     import shutil
 
     rdir = out / "report"
@@ -141,12 +212,31 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
     rules = "".join(f"; source {html.escape(k)}: keep {r.keep_fraction:.4g}, thresholds {r.thresholds}, at most {r.at_most}, "
                     f"max count {r.max_count or 'all'}" for k, r in cfg.selection.sources.items())
     n_images = cand["source_image"].nunique()
+    funnel = funnel_table(cand, rejects, inputs or {})
+    per_source = (rejects.groupby(["source", "stage", "reason"]).size().rename("count").reset_index()
+                  if len(rejects) else pd.DataFrame(columns=["source", "stage", "reason", "count"]))
+    pair_table, group_table = duplicate_tables(cand) if "dup_group" in cand else (pd.DataFrame(), pd.DataFrame())
+    dup_cells = []
+    for g in group_table.head(n_th)["dup_group"] if len(group_table) else []:
+        members = cand[cand["dup_group"] == g].drop_duplicates(["source", "source_image"])
+        for k, r in enumerate(members.to_dict("records")):
+            name = _source_thumb(r["source_path"], tdir / f"dup_{g}_{k}.jpg")
+            dup_cells.append(_figure(name, f"{g}: {r['source']}/{r['source_image']}"))
+    blur_cells = []
+    for k, r in enumerate(rejects[rejects["stage"] == "blur"].head(n_th).to_dict("records") if len(rejects) else []):
+        name = _source_thumb(r["path"], tdir / f"blur_{k}.jpg")
+        blur_cells.append(_figure(name, f"{r['source']}/{r['source_image']}: {r['detail']}"))
+    people = cand.drop_duplicates(["source", "source_image"])["people_in_image"]
+    people_line = (f"{people.mean():.4f} people per source image with candidate crops (after merging boxes of one "
+                   f"person under several labels; paper: 3.4154)" if len(people) else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>HQ-ACF build report</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}}th{{background:#eee}}
 .sheet{{display:flex;flex-wrap:wrap;gap:6px}}figure{{margin:0;width:{THUMB}px;font-size:10px;word-break:break-all}}
 img{{display:block}}.hists img{{display:inline-block;margin:4px}}</style></head><body>
 <h1>HQ-ACF build report</h1>
+{f'<p><b>Preset:</b> {html.escape(cfg.preset)}</p>' if cfg.preset else ''}
+{f'<p style="color:#b00"><b>{html.escape(cfg.metrics_note)}</b></p>' if cfg.metrics_note else ''}
 <p>{len(cand)} candidate crops from {n_images} source images with candidates; {int(scored.shape[0])} scored;
 <b>{len(chosen)} selected</b> (keep fraction {cfg.selection.keep_fraction:.4g} of the pool, then per-metric thresholds{rules}).
 Sources: {html.escape(', '.join(cfg.sources))}.</p>
@@ -156,7 +246,18 @@ Normalised score = mean over metrics of the z-score over the whole pool, lower-i
 <h2>Summary (Table 1 style: mean per source and for the selected set)</h2>
 {_table(summary_table(cand, names))}
 <h2>Histograms</h2><div class="hists">{''.join(f'<img src="report/{h}">' for h in hists)}</div>
+<h2>Funnel per source</h2><p>{html.escape(people_line)}</p>{_table(funnel, "{}")}
 <h2>Rejections</h2>{_table(reasons, "{}")}
+<h3>Rejects per source and reason</h3>{_table(per_source, "{}")}
+<h3>Rejected before cropping as blurry (threshold blur.min_laplacian_var = {cfg.blur.min_laplacian_var})</h3>
+<div class="sheet">{''.join(blur_cells) or '<p>none</p>'}</div>
+<h2>Duplicate groups</h2><p>{len(group_table)} groups of source images with equal pixels or perceptual hashes
+within {cfg.dedup.max_hamming} bits (mirror images {'included' if cfg.dedup.mirror else 'not included'}); a group never spans
+two splits{'' if cfg.dedup.keep_duplicates else '; one image per group keeps its crops'}.</p>
+<h3>Groups per source pair</h3>{_table(pair_table, "{}")}
+<h3>Groups (up to {n_th})</h3>{_table(group_table.head(n_th), "{}")}
+<div class="sheet">{''.join(dup_cells)}</div>
+<h2>Label, box and duplicate settings</h2>{_table(_settings_table(cfg), "{}")}
 <h2>Selected crops (best first, up to {n_th})</h2>{sheet(sel_rows, True)}
 <h2>Scored but not selected (worst first, up to {n_th})</h2>{sheet(rej_scored, False)}
 </body></html>"""

@@ -31,18 +31,20 @@ import numpy as np
 import pandas as pd
 
 from osdhuman.config import from_dict, save_config, to_dict
+from osdhuman.curation import dedup
 from osdhuman.curation import select as sel
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.scoring import load_metrics, metric_infos
 from osdhuman.curation.shard import CANDIDATE_COLUMNS, REJECT_COLUMNS, ShardWorker, disambiguate, metric_column, render_crop
 from osdhuman.curation.sources import ParsedSource, SourceError, SourceImage, parse_source, parse_specs
 
-PIPELINE_VERSION = "hqacf-1"
+PIPELINE_VERSION = "hqacf-2"  # 2: hashes and box flags in the shard rows
 MARKER = ".osdhuman-build.json"
 
-INT_COLUMNS = ["image_w", "image_h", "box_index", "crop_x0", "crop_y0", "crop_size", "people_in_crop", "people_in_image"]
+INT_COLUMNS = ["image_w", "image_h", "box_index", "crop_x0", "crop_y0", "crop_size", "people_in_crop", "people_in_image",
+               "phash", "phash_mirror"]
 FLOAT_COLUMNS = ["person_x0", "person_y0", "person_x1", "person_y1", "laplacian_var"]
-STR_COLUMNS = ["crop_id", "source", "source_image", "source_path", "reject_reason"]
+STR_COLUMNS = ["crop_id", "source", "source_image", "source_path", "box_flags", "content_hash", "reject_reason"]
 
 
 class OutputDirError(ValueError):
@@ -89,9 +91,12 @@ def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     """Hash of everything that changes a shard's result (not workers, backend, report size)."""
     d = to_dict(cfg)
     d.pop("sources", None)
+    d.pop("preset", None)
+    d.pop("metrics_note", None)
     d["exec"] = {"shard_size": cfg.exec.shard_size}  # max_images_per_source changes the items, hashed per shard
     d.pop("selection", None)  # selection and splits are recomputed from shard results every run
     d.pop("split", None)
+    d.pop("dedup", None)  # hashes are always computed; grouping is redone every run
     d["iqa"].pop("thresholds", None)
     return _sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
 
@@ -142,14 +147,24 @@ def shard_frames(rows: list[dict], rejects: list[dict], metric_names: list[str])
 
 
 class ShardStore:
-    """Per-shard results under OUT/.work/shards/<key>.{rej,cand}.parquet (cand written last = done)."""
+    """Shard results under OUT/.work/shards/: loose ``<key>.{rej,cand}.parquet`` pairs as shards
+    finish (cand written last = done), consolidated into packs ``packs/<name>.{rej,cand}.parquet``
+    of about ``pack_images`` source images once the shard phase is over.
+
+    Kill-safe order: a pack's files are written (atomically), then ``packs.json`` (the index,
+    atomically), then the loose files it replaces are removed; a key found both loose and in a
+    pack is read from the pack. A rerun reads a few packs instead of one file pair per shard.
+    """
 
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.index_path = root / "packs.json"
+        self.packs: dict[str, list[str]] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        self.packed = {k: name for name, keys in self.packs.items() for k in keys}
 
     def done(self, key: str) -> bool:
-        return (self.root / f"{key}.cand.parquet").exists()
+        return key in self.packed or (self.root / f"{key}.cand.parquet").exists()
 
     def write(self, key: str, cand_bytes: bytes, rej_bytes: bytes) -> None:
         _atomic_bytes(self.root / f"{key}.rej.parquet", rej_bytes)
@@ -157,6 +172,46 @@ class ShardStore:
 
     def read(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         return (pd.read_parquet(self.root / f"{key}.cand.parquet"), pd.read_parquet(self.root / f"{key}.rej.parquet"))
+
+    def consolidate(self, keys: list[str], sizes: dict[str, int], pack_images: int) -> None:
+        """Pack the loose shards among ``keys`` (in order) into files of ~``pack_images`` images."""
+        loose = [k for k in keys if k not in self.packed]
+        chunk: list[str] = []
+        for k in loose:
+            chunk.append(k)
+            if sum(sizes[c] for c in chunk) >= pack_images:
+                self._pack(chunk)
+                chunk = []
+        if chunk:
+            self._pack(chunk)
+
+    def _pack(self, keys: list[str]) -> None:
+        frames = [self.read(k) for k in keys]
+        name = _sha(*keys)[:24]
+        (self.root / "packs").mkdir(exist_ok=True)
+        for i, kind in ((0, "cand"), (1, "rej")):
+            df = pd.concat([f[i].assign(_shard=k) for f, k in zip(frames, keys)], ignore_index=True)
+            _atomic_bytes(self.root / "packs" / f"{name}.{kind}.parquet", _parquet_bytes(df))
+        self.packs[name] = list(keys)
+        self.packed.update({k: name for k in keys})
+        _atomic_bytes(self.index_path, json.dumps(self.packs).encode())
+        for k in keys:
+            for kind in ("cand", "rej"):
+                (self.root / f"{k}.{kind}.parquet").unlink(missing_ok=True)
+
+    def read_all(self, keys: list[str]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        """(cand, rej) per key, in the order of ``keys`` (packed shards from their pack)."""
+        by_key: dict[str, list] = {}
+        wanted = set(keys)
+        for name in sorted({self.packed[k] for k in keys if k in self.packed}):
+            members = [k for k in self.packs[name] if k in wanted]
+            for i, kind in ((0, "cand"), (1, "rej")):
+                df = pd.read_parquet(self.root / "packs" / f"{name}.{kind}.parquet")
+                groups = {k: g.drop(columns="_shard").reset_index(drop=True) for k, g in df.groupby("_shard", sort=False)}
+                empty = df.iloc[:0].drop(columns="_shard")  # a shard without rows of this kind
+                for k in members:
+                    by_key.setdefault(k, [None, None])[i] = groups.get(k, empty)
+        return [tuple(by_key[k]) if k in by_key else self.read(k) for k in keys]
 
 
 def run_shard_to_bytes(worker: ShardWorker, items: list[SourceImage]) -> tuple[bytes, bytes, int, int]:
@@ -332,15 +387,38 @@ def parse_all(cfg: CurationConfig) -> list[ParsedSource]:
     """Step 1 (raises SourceError before any work)."""
     specs = parse_specs(cfg.sources)
     names = {s.name for s in specs}
-    for name in [*cfg.split.source_splits, *cfg.selection.sources]:
+    for name in [*cfg.split.source_splits, *cfg.selection.sources, *cfg.selection.stats_exclude]:
         if name not in names:
-            raise SourceError(f"source {name!r} (in split.source_splits or selection.sources) is not a source name "
-                              f"(have {sorted(names)})")
+            hint = f" (preset {cfg.preset!r} names its sources: see its file)" if cfg.preset else ""
+            raise SourceError(f"source {name!r} (in split.source_splits, selection.sources or selection.stats_exclude) "
+                              f"is not a source name (have {sorted(names)}){hint}")
     parsed = [parse_source(s, cfg.labels) for s in specs]
     if cfg.exec.max_images_per_source > 0:
         for p in parsed:
             del p.images[cfg.exec.max_images_per_source:]
+    for p in parsed:
+        check_layout(p)
     return parsed
+
+
+def check_layout(p: ParsedSource, sample: int = 64) -> None:
+    """SourceError when none of a sample of the images an annotation file names exists: the
+    image folder is laid out differently from the file names (Objects365's ``images/v1/patch8/``
+    prefixes, say). Some missing images are reject rows; all missing is a wrong folder."""
+    if p.spec.kind == "folder" or not p.images:
+        return
+    step = max(1, len(p.images) // sample)
+    picks = p.images[::step][:sample]
+    if any(os.path.exists(it.path) for it in picks):
+        return
+    root = Path(p.spec.args[-1])
+    found = sorted(x.relative_to(root).as_posix() + ("/" if x.is_dir() else "") for x in root.iterdir())[:5] \
+        if root.is_dir() else []
+    first = Path(picks[0].path)
+    rel = first.relative_to(root).as_posix() if first.is_relative_to(root) else str(first)
+    raise SourceError(f"source {p.spec.name!r}: none of {len(picks)} sampled images it names exists under {root} "
+                      f"(expected e.g. {root}/{rel}; the folder holds {found or 'nothing'}); "
+                      "point IMAGE_DIR at the folder the annotation file names are relative to")
 
 
 def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, metrics: list | None = None) -> BuildResult:
@@ -398,13 +476,18 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         bar.close()
 
         # 4. select over the whole pool
-        frames = [store.read(k) for k, _ in jobs]
+        store.consolidate([k for k, _ in jobs], sizes, cfg.exec.pack_images)
+        frames = store.read_all([k for k, _ in jobs])
         cand = pd.concat([f[0] for f in frames], ignore_index=True) if frames else shard_frames([], [], names)[0]
         cand = _typed(cand, names) if len(cand) else shard_frames([], [], names)[0]
         rej_frames = [shard_frames([], p.rejects, names)[1] for p in parsed] + [f[1] for f in frames]
         rejects = _typed_rejects(pd.concat(rej_frames, ignore_index=True)) if rej_frames else shard_frames([], [], names)[1]
         if cand["crop_id"].duplicated().any():
             cand["crop_id"] = disambiguate(cand["crop_id"].tolist(), (cand["source"] + "/" + cand["source_image"]).tolist())
+        if cand["crop_id"].duplicated().any():  # unique by construction: a bug if not
+            raise RuntimeError(f"duplicate crop ids: {cand.loc[cand['crop_id'].duplicated(), 'crop_id'].head(3).tolist()}")
+        # 4a. duplicate groups across every source (hashes computed in the shards)
+        cand["dup_group"] = dedup.dup_group_column(cand, cfg.dedup.max_hamming, cfg.dedup.mirror, cfg.dedup.enabled)
         pool = cand["reject_reason"].isna().to_numpy()
         cand["score"] = np.nan
         cand["selected"] = False
@@ -412,7 +495,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         cand["image_path"] = None
         if pool.any():
             pm = {n: cand.loc[pool, metric_column(n)].to_numpy(np.float64) for n in names}
-            scores = sel.normalized_scores(pm, lower)
+            in_stats = ~cand.loc[pool, "source"].isin(cfg.selection.stats_exclude).to_numpy()
+            scores = sel.normalized_scores(pm, lower, in_stats if in_stats.any() else None)
             rules = {k: dataclasses.replace(r, thresholds={m: t for m, t in r.thresholds.items() if m in lower},
                                             at_most={m: t for m, t in r.at_most.items() if m in lower})
                      for k, r in cfg.selection.sources.items()}
@@ -423,16 +507,22 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
             cand.loc[idx, "score"] = scores
             cand.loc[idx, "selected"] = selected
             cand.loc[idx, "reject_reason"] = reasons
-            # 5. splits, disjoint by source image
+            # 5. splits, disjoint by duplicate group (else source image); duplicates kept once
             sidx = idx[selected]
             splits = sel.assign_splits(cand.loc[sidx, "source"].tolist(), cand.loc[sidx, "source_image"].tolist(),
                                        cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.source_splits,
-                                       cfg.split.seed)
+                                       cfg.split.seed, cand.loc[sidx, "dup_group"].tolist())
             cand.loc[sidx, "split"] = splits
+            if not cfg.dedup.keep_duplicates:
+                drop = np.asarray(dedup.keep_once(cand.loc[sidx], cfg.split.source_splits), dtype=bool)
+                cand.loc[sidx[drop], ["selected", "split"]] = [False, None]
+                cand.loc[sidx[drop], "reject_reason"] = "duplicate_image"
+                sidx = sidx[~drop]
+                splits = cand.loc[sidx, "split"].tolist()
             cand.loc[sidx, "image_path"] = [f"images/{s}/{c}.png" for s, c in zip(splits, cand.loc[sidx, "crop_id"])]
         cand["selected"] = cand["selected"].astype(bool)
         cand["score"] = cand["score"].astype("float64")
-        for c in ("split", "image_path", "reject_reason"):
+        for c in ("split", "image_path", "reject_reason", "dup_group"):
             cand[c] = cand[c].astype(object).where(cand[c].notna(), None)
 
         # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
@@ -477,7 +567,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
 
     # 7. manifest, rejects, report
     front = [c for c in CANDIDATE_COLUMNS if c != "reject_reason"]
-    cand = cand[front + [metric_column(n) for n in names] + ["score", "selected", "split", "reject_reason", "image_path"]]
+    cand = cand[front + ["dup_group"] + [metric_column(n) for n in names]
+                + ["score", "selected", "split", "reject_reason", "image_path"]]
     meta = {"osdhuman": {"pipeline": PIPELINE_VERSION, "metrics": infos, "thresholds": thresholds,
                          "keep_fraction": cfg.selection.keep_fraction,
                          "config": {k: v for k, v in to_dict(cfg).items() if k != "exec"}}}
@@ -485,7 +576,10 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     _atomic_bytes(out / "rejects.parquet", _parquet_bytes(rejects))
     from osdhuman.curation.report import write_report
 
-    write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg))
+    inputs = {}
+    for p in parsed:
+        inputs[p.spec.name] = (len(p.images), sum(len(i.boxes) for i in p.images if i.boxes is not None))
+    write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)
     splits_count = dict(Counter(cand.loc[cand["selected"], "split"]))
     return BuildResult(out, len(items), len(cand), int(pool.sum()), int(cand["selected"].sum()), splits_count,
                        len(rejects), infos)

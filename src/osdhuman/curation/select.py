@@ -15,11 +15,13 @@ import math
 import numpy as np
 
 
-def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bool]) -> np.ndarray:
+def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bool],
+                      stats_mask: np.ndarray | None = None) -> np.ndarray:
     """Eq. 1: mean over metrics of the per-metric z-score (lower-better metrics negated).
 
     NaN scores (a metric that failed on a crop) are left out of mu/sigma and make that crop's
-    score NaN. A metric constant over the pool contributes 0.
+    score NaN. A metric constant over the pool contributes 0. ``stats_mask`` (N,) bool: only
+    those crops give mu and sigma (all crops are scored with them).
     """
     names = list(metrics)
     if not names:
@@ -31,12 +33,14 @@ def normalized_scores(metrics: dict[str, np.ndarray], lower_better: dict[str, bo
         if lower_better[name]:
             m = -m
         finite = np.isfinite(m)
+        if stats_mask is not None:
+            finite &= np.asarray(stats_mask, dtype=bool)
         if finite.any():
             mu = m[finite].mean()
             sigma = m[finite].std()
         else:
             mu, sigma = 0.0, 0.0
-        z = (m - mu) / sigma if sigma > 0 else np.where(finite, 0.0, np.nan)
+        z = (m - mu) / sigma if sigma > 0 else np.where(np.isfinite(m), 0.0, np.nan)
         total += z
     return total / len(names)
 
@@ -145,6 +149,9 @@ def _rank_key(seed: int, source: str, image: str) -> str:
     return hashlib.sha256(f"{seed}\0{source}\0{image}".encode()).hexdigest()
 
 
+SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate group with pinned members goes to the first
+
+
 def assign_splits(
     sources: list[str],
     images: list[str],
@@ -152,31 +159,41 @@ def assign_splits(
     test_fraction: float,
     source_splits: dict[str, str] | None = None,
     seed: int = 0,
+    groups: list[str | None] | None = None,
 ) -> list[str]:
-    """Split per crop (``sources[i]``, ``images[i]`` name its source image).
+    """Split per crop (``sources[i]``, ``images[i]`` name its source image; ``groups[i]`` its
+    duplicate group or None).
 
-    All crops of one source image get the same split. Crops of a source named in
-    ``source_splits`` all go to that split. The other source images are ordered by a seeded
-    hash and dealt to val, then test, until each holds its fraction of those crops; the rest
-    is train. The result depends only on the set of (source, image) pairs, not their order.
+    The unit is the duplicate group (else the source image): all its crops get one split, so
+    the same photo reached through two sources never lands in two splits. A unit holding a
+    crop of a source named in ``source_splits`` goes to that split (test before val before
+    train when members are pinned differently). The other units are ordered by a seeded hash
+    and dealt to val, then test, until each holds its fraction of those crops; the rest is
+    train. The result depends only on the set of units, not their order.
     """
     source_splits = source_splits or {}
+    groups = groups if groups is not None else [None] * len(sources)
     n = len(sources)
     out = [""] * n
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, (s, im) in enumerate(zip(sources, images)):
-        if s in source_splits:
-            out[i] = source_splits[s]
+    units: dict[tuple[str, str], list[int]] = {}
+    for i, (s, im, g) in enumerate(zip(sources, images, groups)):
+        units.setdefault(("dup", g) if isinstance(g, str) and g else (s, im), []).append(i)  # NaN: no group
+    free_units: dict[tuple[str, str], list[int]] = {}
+    for u, members in units.items():
+        pinned = sorted({source_splits[sources[i]] for i in members if sources[i] in source_splits}, key=SPLIT_PRIORITY.get)
+        if pinned:
+            for i in members:
+                out[i] = pinned[0]
         else:
-            groups.setdefault((s, im), []).append(i)
-    free = sum(len(v) for v in groups.values())
+            free_units[u] = members
+    free = sum(len(v) for v in free_units.values())
     targets = [("val", val_fraction * free), ("test", test_fraction * free)]
-    order = sorted(groups, key=lambda g: _rank_key(seed, *g))
+    order = sorted(free_units, key=lambda g: _rank_key(seed, *g))
     t = 0
     filled = 0.0
     for g in order:
-        members = groups[g]
-        # move to the next split once this one holds its share (a group goes where its
+        members = free_units[g]
+        # move to the next split once this one holds its share (a unit goes where its
         # addition brings the count closest to the target)
         while t < len(targets) and filled + len(members) / 2.0 > targets[t][1]:
             t += 1

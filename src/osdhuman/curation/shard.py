@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from osdhuman.curation import stages
+from osdhuman.curation import dedup, stages
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.sources import SourceImage, reject_row
 from osdhuman.imageio import ImageReadError, orient_points, read_rgb_info
@@ -21,7 +21,8 @@ from osdhuman.imageio import ImageReadError, orient_points, read_rgb_info
 CANDIDATE_COLUMNS = [
     "crop_id", "source", "source_image", "source_path", "image_w", "image_h", "box_index",
     "person_x0", "person_y0", "person_x1", "person_y1", "crop_x0", "crop_y0", "crop_size",
-    "people_in_crop", "people_in_image", "laplacian_var", "reject_reason",
+    "people_in_crop", "people_in_image", "laplacian_var", "box_flags", "content_hash", "phash", "phash_mirror",
+    "reject_reason",
 ]
 REJECT_COLUMNS = ["source", "source_image", "path", "stage", "reason", "detail", "box_x0", "box_y0", "box_x1", "box_y1"]
 
@@ -95,8 +96,10 @@ def prepare_image(item: SourceImage, cfg: CurationConfig, detector=None) -> Prep
         reject("read", exc.reason, exc.detail)
         return out
     h, w = rgb.shape[:2]
-    # 1. blur filter on the whole image
-    lap = stages.laplacian_variance(stages.gray(rgb))
+    # 1. blur filter on the whole image; the hashes of duplicate control share this decode and luma
+    luma = stages.gray(rgb)
+    lap = stages.laplacian_variance(luma)
+    hashes = {"content_hash": dedup.content_hash(rgb), **dict(zip(("phash", "phash_mirror"), dedup.perceptual_hashes(luma)))}
     if lap < cfg.blur.min_laplacian_var:
         reject("blur", "blurry", f"laplacian_var {lap:.2f} < {cfg.blur.min_laplacian_var}")
         return out
@@ -142,7 +145,8 @@ def prepare_image(item: SourceImage, cfg: CurationConfig, detector=None) -> Prep
             "person_x0": float(b[0]), "person_y0": float(b[1]), "person_x1": float(b[2]), "person_y1": float(b[3]),
             "crop_x0": sq[0], "crop_y0": sq[1], "crop_size": sq[2],
             "people_in_crop": stages.people_in_crop(boxes, sq), "people_in_image": len(boxes),
-            "laplacian_var": lap, "reject_reason": None if kept else "nms_suppressed",
+            "laplacian_var": lap, "box_flags": item.flags[k] if item.flags else None, **hashes,
+            "reject_reason": None if kept else "nms_suppressed",
         })
         if kept:  # 5. resize to 512 (only crops that survived)
             out.crops.append(stages.resize_square(stages.extract_crop(rgb, sq, cfg.crop.pad_value), cfg.crop))

@@ -11,9 +11,9 @@ Spec grammar: ``[NAME=]KIND:ARG[:ARG...]`` with
 NAME (default: the kind, numbered when repeated) names the source in the manifest and in
 ``split.source_splits`` (e.g. ``voc:VOC2012/Annotations:VOC2012/JPEGImages`` then ``--split-source voc=test``).
 
-Parsers read the whole annotation file before any image work starts: an unreadable or
-invalid file raises :class:`SourceError`; a malformed *row* becomes a reject record and the
-rest of the file is used. Boxes are ``[x0, y0, x1, y1]`` pixels of the image as displayed
+Parsers read the whole annotation file before any image work starts, streaming it (COCO
+json through ijson, CSV / .odgt line by line): an unreadable or invalid file raises
+:class:`SourceError`; a malformed *row* becomes a reject record and the rest of the file is used. Boxes are ``[x0, y0, x1, y1]`` pixels of the image as displayed
 (EXIF orientation applied); Open Images boxes are stored normalised and scaled at read time.
 For COCO, whose annotations give the image size, boxes annotated on the stored (un-rotated)
 pixels of an EXIF-rotated file are detected by that size and rotated with the image.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,15 +61,18 @@ class SourceImage:
     boxes: list[list[float]] | None = None
     size: tuple[int, int] | None = None  # (w, h) stated by the annotations
     normalized: bool = False  # boxes in [0, 1] (Open Images)
+    flags: list[str] | None = None  # per box: recorded annotation flags, comma-joined ("IsOccluded,IsTruncated")
 
     def to_json(self) -> dict:
         return {"source": self.source, "key": self.key, "path": self.path, "boxes": self.boxes,
-                "size": list(self.size) if self.size else None, "normalized": self.normalized}
+                "size": list(self.size) if self.size else None, "normalized": self.normalized,
+                "flags": self.flags}
 
     @staticmethod
     def from_json(d: dict) -> SourceImage:
         return SourceImage(d["source"], d["key"], d["path"], d["boxes"],
-                           tuple(d["size"]) if d.get("size") else None, d.get("normalized", False))
+                           tuple(d["size"]) if d.get("size") else None, d.get("normalized", False),
+                           d.get("flags"))
 
 
 @dataclass
@@ -142,29 +146,37 @@ def _num(v) -> float:
     return f
 
 
-def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
-    ann_path, image_dir = spec.args
+def _json_items(path: str, prefix: str):
+    """Stream the items of the array at ``prefix`` ("images.item") of a JSON file (ijson, C
+    backend when built): the file is never held in memory whole. SourceError when not JSON."""
+    import ijson
+
     try:
-        data = json.loads(Path(ann_path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{ann_path}: not a readable COCO json ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list) \
-            or not isinstance(data.get("categories"), list):
+        with open(path, "rb") as fh:
+            yield from ijson.items(fh, prefix, use_float=True)
+    except ijson.JSONError as exc:
+        raise SourceError(f"{path}: not a readable COCO json ({exc})") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: not a readable COCO json ({exc.strerror or exc})") from None
+
+
+def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+    """COCO / Objects365 json, streamed in three passes (categories, images, annotations):
+    memory holds the person boxes, not the file (Objects365 v2: ~2 M images, ~30 M boxes)."""
+    ann_path, image_dir = spec.args
+    categories = [c for c in _json_items(ann_path, "categories.item") if isinstance(c, dict)]
+    if not categories:
         raise SourceError(f"{ann_path}: not COCO format (needs 'images', 'annotations' and 'categories' lists)")
     wanted = {n.lower() for n in labels.coco_names}
-    person_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict) and str(c.get("name", "")).lower() in wanted}
+    person_ids = {c.get("id") for c in categories if str(c.get("name", "")).lower() in wanted}
     if not person_ids:
-        names = sorted({str(c.get("name")) for c in data["categories"] if isinstance(c, dict)})[:20]
+        names = sorted({str(c.get("name")) for c in categories})[:20]
         raise SourceError(f"{ann_path}: no category named {sorted(wanted)} (has {names}); set labels.coco_names")
     out = ParsedSource(spec)
-    images: dict = {}
-    for i, im in enumerate(data["images"]):
-        try:
-            images[im["id"]] = (str(im["file_name"]), int(im["width"]), int(im["height"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            out.rejects.append(reject_row(spec.name, None, None, "malformed_annotation", f"images[{i}]: {exc!r}"))
+    images, bad = _coco_images(_json_items(ann_path, "images.item"), spec.name, out)
+    reject_flags = [f for f in labels.coco_reject_flags if f]
     boxes: dict = {}
-    for i, a in enumerate(data["annotations"]):
+    for i, a in enumerate(_json_items(ann_path, "annotations.item")):
         if not isinstance(a, dict) or a.get("category_id") not in person_ids:
             continue
         img = images.get(a.get("image_id"))
@@ -173,24 +185,75 @@ def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
                                           f"annotations[{i}]: unknown image_id {a.get('image_id')!r}"))
             continue
         key = img[0]
-        path = str(Path(image_dir) / img[0])
         try:
-            x, y, w, h = (_num(v) for v in a["bbox"])
-            if w <= 0 or h <= 0:
-                raise ValueError(f"empty box {a['bbox']}")
+            x, y, w, h = _box4(a["bbox"])
         except (KeyError, TypeError, ValueError) as exc:
-            out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation", f"annotations[{i}]: bbox {exc}"))
+            out.rejects.append(reject_row(spec.name, key, os.path.join(image_dir, key), "malformed_annotation",
+                                          f"annotations[{i}]: bbox {exc}"))
             continue
         box = [x, y, x + w, y + h]
-        if labels.skip_crowd and a.get("iscrowd", 0):
-            out.rejects.append(reject_row(spec.name, key, path, "crowd_box", f"annotations[{i}]: iscrowd=1", box))
+        why = _coco_box_reject(a, bad, labels.skip_crowd, reject_flags)
+        if why is not None:
+            out.rejects.append(reject_row(spec.name, key, os.path.join(image_dir, key), why[0], f"annotations[{i}]: {why[1]}", box))
             continue
         boxes.setdefault(a["image_id"], []).append(box)
     for image_id, bs in boxes.items():
         name, w, h = images[image_id]
-        out.images.append(SourceImage(spec.name, name, str(Path(image_dir) / name), bs, (w, h)))
+        out.images.append(SourceImage(spec.name, name, os.path.join(image_dir, name), bs, (w, h)))
     out.images.sort(key=lambda s: s.key)
     return out
+
+
+def _coco_box_reject(a: dict, bad: dict, skip_crowd: bool, reject_flags: list[str]) -> tuple[str, str] | None:
+    """(reason, detail) for an annotation that is not one usable person box, else None."""
+    if bad and a.get("image_id") in bad:
+        return "duplicate_image_id", bad[a.get("image_id")]
+    if skip_crowd and a.get("iscrowd", 0):
+        return "crowd_box", "iscrowd=1"
+    for f in reject_flags:
+        if a.get(f):
+            return f"{f.lower().removeprefix('is')}_box", f"{f}={a.get(f)}"
+    return None
+
+
+def _box4(b) -> tuple[float, float, float, float]:
+    """COCO [x, y, w, h] -> four finite floats with w, h > 0 (ValueError / TypeError if not)."""
+    if len(b) != 4:
+        raise ValueError(f"{len(b)} numbers, expected 4")
+    x, y, w, h = float(b[0]), float(b[1]), float(b[2]), float(b[3])
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
+        raise ValueError(f"non-finite {list(b)}")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"empty box {list(b)}")
+    return x, y, w, h
+
+
+def _coco_images(entries: list, source: str, out: ParsedSource) -> tuple[dict, dict]:
+    """``images`` list -> ({id: (file_name, w, h)}, {id: why} for ids whose key is not unique).
+
+    An id listed twice, or two ids naming one file, would apply one image's boxes to another
+    (and give two manifest rows one PNG): every annotation of such an id becomes a
+    ``duplicate_image_id`` reject instead."""
+    images: dict = {}
+    counts: dict = {}
+    by_name: dict[str, list] = {}
+    for i, im in enumerate(entries):
+        try:
+            entry = (str(im["file_name"]), int(im["width"]), int(im["height"]))
+            image_id = im["id"]
+            hash(image_id)
+        except (KeyError, TypeError, ValueError) as exc:
+            out.rejects.append(reject_row(source, None, None, "malformed_annotation", f"images[{i}]: {exc!r}"))
+            continue
+        counts[image_id] = counts.get(image_id, 0) + 1
+        if counts[image_id] == 1:
+            images[image_id] = entry
+            by_name.setdefault(entry[0], []).append(image_id)
+    bad = {k: f"image id {k!r} listed {n} times" for k, n in counts.items() if n > 1}
+    for name, ids in by_name.items():
+        if len(ids) > 1:
+            bad.update({k: f"file_name {name!r} listed under image ids {ids[:5]}" for k in ids})
+    return images, bad
 
 
 def _read_class_names(path: str) -> dict[str, str]:
@@ -214,8 +277,11 @@ def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
     person_mids = {m for m, n in mids.items() if n.lower() in wanted}
     if not person_mids:
         raise SourceError(f"{classes_path}: none of {sorted(wanted)} is a class; set labels.openimages_names")
+    rank = {n.lower(): i for i, n in enumerate(labels.openimages_names)}
+    person_rank = {m: rank[mids[m].lower()] for m in person_mids}
     out = ParsedSource(spec)
-    per_image: dict[str, list[list[float]]] = {}
+    per_image: dict[str, list[tuple]] = {}  # key -> [(box, label rank, line, recorded flags)]
+    reject_flags = [f for f in labels.openimages_reject_flags if f]
     try:
         with open(boxes_path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
@@ -224,6 +290,7 @@ def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
             if header is None or any(c not in header for c in need):
                 raise SourceError(f"{boxes_path}: not an Open Images boxes csv (header needs {need}, got {header})")
             col = {c: header.index(c) for c in header}
+            recorded = [c for c in OPENIMAGES_FLAGS if c in col and c not in reject_flags]
             for lineno, row in enumerate(reader, start=2):
                 if len(row) != len(header):
                     key = row[0] if row else None
@@ -242,16 +309,53 @@ def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
                     out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation",
                                                   f"{Path(boxes_path).name} line {lineno}: {exc}"))
                     continue
-                if labels.skip_crowd and "IsGroupOf" in col and row[col["IsGroupOf"]] == "1":
-                    out.rejects.append(reject_row(spec.name, key, path, "crowd_box", f"line {lineno}: IsGroupOf=1",
-                                                  [x0, y0, x1, y1]))
+                flagged = next((f for f in reject_flags if f in col and row[col[f]] == "1"), None)
+                if flagged is not None:
+                    out.rejects.append(reject_row(spec.name, key, path, OPENIMAGES_FLAGS.get(flagged, f"{flagged}_box"),
+                                                  f"line {lineno}: {flagged}=1", [x0, y0, x1, y1]))
                     continue
-                per_image.setdefault(key, []).append([x0, y0, x1, y1])
+                flags = ",".join(c for c in recorded if row[col[c]] == "1")
+                per_image.setdefault(key, []).append(([x0, y0, x1, y1], person_rank[row[col["LabelName"]]], lineno, flags))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"{boxes_path}: cannot read ({exc})") from None
     for key in sorted(per_image):
-        out.images.append(SourceImage(spec.name, key, str(Path(image_dir) / f"{key}.jpg"), per_image[key], None, True))
+        path = str(Path(image_dir) / f"{key}.jpg")
+        merged = merge_label_boxes(per_image[key], labels.merge_iou)
+        for b, _, lineno, _ in per_image[key]:
+            if lineno in merged:
+                out.rejects.append(reject_row(spec.name, key, path, "merged_label", f"line {lineno}: {merged[lineno]}", b))
+        entries = [e for e in per_image[key] if e[2] not in merged]
+        out.images.append(SourceImage(spec.name, key, path, [e[0] for e in entries], None, True, [e[3] for e in entries]))
     return out
+
+
+# Open Images box flags and the reject reason each gets when it is in labels.openimages_reject_flags
+OPENIMAGES_FLAGS = {"IsGroupOf": "crowd_box", "IsDepiction": "depiction_box", "IsInside": "inside_box",
+                    "IsOccluded": "occluded_box", "IsTruncated": "truncated_box"}
+
+
+def merge_label_boxes(entries: list[tuple], merge_iou: float) -> dict[int, str]:
+    """One person boxed under several human labels ("Person" and "Man") counts once.
+
+    ``entries`` are ``(box, label rank, line, ...)``; boxes are visited by label preference
+    (rank, then line) and a box whose IoU with a kept box *of another label* exceeds
+    ``merge_iou`` is merged into that box. Returns {line of every merged box: why}."""
+    import numpy as np
+
+    from osdhuman.curation.stages import box_iou
+
+    order = sorted(range(len(entries)), key=lambda i: (entries[i][1], entries[i][2]))
+    boxes = np.array([e[0] for e in entries], dtype=np.float64).reshape(-1, 4)
+    iou = box_iou(boxes, boxes)  # (N, N)
+    merged: dict[int, str] = {}
+    kept: list[int] = []
+    for i in order:
+        into = next((j for j in kept if entries[j][1] != entries[i][1] and iou[i, j] > merge_iou), None)
+        if into is None:
+            kept.append(i)
+        else:
+            merged[entries[i][2]] = f"same person as line {entries[into][2]} (IoU {iou[i, into]:.2f})"
+    return merged
 
 
 def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
@@ -259,52 +363,74 @@ def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
     out = ParsedSource(spec)
     box_key = labels.crowdhuman_box
     n_ok = 0
+    seen: dict[str, list[int]] = {}  # ID -> lines (an ID listed twice is a key collision)
+    records: list[tuple[int, str, list]] = []
     try:
         with open(ann_path, encoding="utf-8") as fh:
-            lines = fh.readlines()
+            for lineno, line in enumerate(fh, start=1):  # one JSON object per line: streamed
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    key = str(rec["ID"])
+                    gts = rec["gtboxes"]
+                    if not isinstance(gts, list):
+                        raise TypeError("gtboxes is not a list")
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    out.rejects.append(reject_row(spec.name, None, None, "malformed_annotation",
+                                                  f"{Path(ann_path).name} line {lineno}: {exc!r}"))
+                    continue
+                n_ok += 1
+                seen.setdefault(key, []).append(lineno)
+                records.append((lineno, key, _crowdhuman_boxes(spec.name, key, str(Path(image_dir) / f"{key}.jpg"),
+                                                                gts, lineno, box_key, labels, out)))
     except UnicodeDecodeError as exc:
         raise SourceError(f"{ann_path}: not a text .odgt file ({exc})") from None
     except OSError as exc:
         raise SourceError(f"{ann_path}: cannot read ({exc.strerror or exc})") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            key = str(rec["ID"])
-            gts = rec["gtboxes"]
-            if not isinstance(gts, list):
-                raise TypeError("gtboxes is not a list")
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            out.rejects.append(reject_row(spec.name, None, None, "malformed_annotation",
-                                          f"{Path(ann_path).name} line {lineno}: {exc!r}"))
-            continue
-        n_ok += 1
-        path = str(Path(image_dir) / f"{key}.jpg")
-        boxes = []
-        for j, g in enumerate(gts):
-            if not isinstance(g, dict) or g.get("tag") != "person":
-                continue  # "mask": crowd / reflection regions, not a person
-            try:
-                x, y, w, h = (_num(v) for v in g[box_key])
-                if w <= 0 or h <= 0:
-                    raise ValueError(f"empty box {g[box_key]}")
-            except (KeyError, TypeError, ValueError) as exc:
-                out.rejects.append(reject_row(spec.name, key, path, "malformed_annotation",
-                                              f"line {lineno} gtboxes[{j}].{box_key}: {exc}"))
-                continue
-            extra = g.get("extra") or {}
-            if isinstance(extra, dict) and extra.get("ignore", 0):
-                out.rejects.append(reject_row(spec.name, key, path, "ignore_flagged", f"line {lineno} gtboxes[{j}]",
-                                              [x, y, x + w, y + h]))
-                continue
-            boxes.append([x, y, x + w, y + h])
-        if boxes:
-            out.images.append(SourceImage(spec.name, key, path, boxes))
     if n_ok == 0 and out.rejects:
         raise SourceError(f"{ann_path}: no valid CrowdHuman .odgt line ({out.rejects[0]['detail']})")
+    for lineno, key, boxes in records:
+        path = str(Path(image_dir) / f"{key}.jpg")
+        if len(seen[key]) > 1:
+            for b in boxes:
+                out.rejects.append(reject_row(spec.name, key, path, "duplicate_image_id",
+                                              f"line {lineno}: ID {key!r} on lines {seen[key][:5]}", b))
+        elif boxes:
+            out.images.append(SourceImage(spec.name, key, path, boxes))
     out.images.sort(key=lambda s: s.key)
     return out
+
+
+def _crowdhuman_boxes(source: str, key: str, path: str, gts: list, lineno: int, box_key: str,
+                      labels: LabelConfig, out: ParsedSource) -> list[list[float]]:
+    """Person boxes of one .odgt line; ``mask`` regions and ``ignore`` boxes become reject rows."""
+    boxes = []
+    for j, g in enumerate(gts):
+        if not isinstance(g, dict):
+            continue
+        try:
+            x, y, w, h = (_num(v) for v in g[box_key])
+            if w <= 0 or h <= 0:
+                raise ValueError(f"empty box {g[box_key]}")
+        except (KeyError, TypeError, ValueError) as exc:
+            if g.get("tag") == "person":
+                out.rejects.append(reject_row(source, key, path, "malformed_annotation",
+                                              f"line {lineno} gtboxes[{j}].{box_key}: {exc}"))
+            elif g.get("tag") == "mask":  # mask regions often carry only an hbox or fbox
+                out.rejects.append(reject_row(source, key, path, "mask_box", f"line {lineno} gtboxes[{j}]: tag=mask"))
+            continue
+        box = [x, y, x + w, y + h]
+        if g.get("tag") != "person":  # "mask": crowds, reflections, posters: not one person
+            out.rejects.append(reject_row(source, key, path, "mask_box" if g.get("tag") == "mask" else "not_person",
+                                          f"line {lineno} gtboxes[{j}]: tag={g.get('tag')!r}", box))
+            continue
+        extra = g.get("extra") or {}
+        if labels.crowdhuman_reject_ignore and isinstance(extra, dict) and extra.get("ignore", 0):
+            out.rejects.append(reject_row(source, key, path, "ignore_flagged", f"line {lineno} gtboxes[{j}]", box))
+            continue
+        boxes.append(box)
+    return boxes
 
 
 def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
@@ -317,6 +443,7 @@ def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
         raise SourceError(f"{ann_dir}: no Pascal VOC .xml annotation files")
     wanted = {n.lower() for n in labels.coco_names}
     out = ParsedSource(spec)
+    found: list[tuple[str, str, list, tuple | None]] = []  # (xml name, image file name, boxes, size)
     for f in files:
         try:
             root = ET.parse(f).getroot()
@@ -346,7 +473,17 @@ def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
                 out.rejects.append(reject_row(spec.name, name, path, "difficult_box", f"{f.name} object {j}", box))
                 continue
             boxes.append(box)
-        if boxes:
+        found.append((f.name, name, boxes, wh))
+    owners: dict[str, list[str]] = {}
+    for xml, name, _, _ in found:
+        owners.setdefault(name, []).append(xml)
+    for xml, name, boxes, wh in found:
+        path = str(Path(image_dir) / name)
+        if len(owners[name]) > 1:  # two XML files naming one image: neither is trusted
+            for b in boxes:
+                out.rejects.append(reject_row(spec.name, name, path, "duplicate_image_id",
+                                              f"{xml}: {name} is also named by {[o for o in owners[name] if o != xml][:5]}", b))
+        elif boxes:
             out.images.append(SourceImage(spec.name, name, path, boxes, wh))
     return out
 

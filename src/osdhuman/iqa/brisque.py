@@ -24,6 +24,7 @@ import torch
 
 from osdhuman.iqa.color import rgb_to_gray_skimage
 from osdhuman.iqa.filters import filter2d_separable, gaussian_window
+from osdhuman.iqa.moments import image_pair_sums
 from osdhuman.iqa.weights import MetricUnavailable
 
 __all__ = ["SVRModel", "brisque_features", "brisque_fn", "load_brisque_package_model"]
@@ -96,14 +97,16 @@ def _phi(a: torch.Tensor) -> torch.Tensor:
     return torch.exp(2 * torch.lgamma(2 / a) - torch.lgamma(1 / a) - torch.lgamma(3 / a))
 
 
-def _aggd_continuous(x: torch.Tensor) -> torch.Tensor:
-    """(alpha, mean, sigma_l^2, sigma_r^2) per row of x (B, M); alpha solves
-    phi(alpha) = R_hat exactly (bisection on the monotone phi), sigma_r over x >= 0."""
-    neg, pos = x < 0, x >= 0
-    ls = ((x * x) * neg).sum(-1) / neg.sum(-1)
-    rs = ((x * x) * pos).sum(-1) / pos.sum(-1)
+def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
+    """(alpha, mean, sigma_l^2, sigma_r^2) per row of moment sums (B, 6) (see
+    :mod:`osdhuman.iqa.moments`); alpha solves phi(alpha) = R_hat exactly (bisection on the
+    monotone phi), sigma_r over x >= 0."""
+    s_neg, n_neg, s_pos, n_pos, n_zero, s_abs = sums.unbind(-1)
+    m = n_neg + n_pos + n_zero
+    ls = s_neg / n_neg
+    rs = s_pos / (n_pos + n_zero)
     g = ls.sqrt() / rs.sqrt()
-    rhat = x.abs().mean(-1) ** 2 / (x * x).mean(-1)
+    rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
     target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
     lo = torch.full_like(target, np.log(0.02))
     hi = torch.full_like(target, np.log(60.0))
@@ -127,18 +130,12 @@ def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     # would depend on the summation order; it is exactly 0 there
     d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
     m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
-    n = m.shape[0]
-    base = _aggd_continuous(m.reshape(n, -1))
-    feats = [base[:, 0], (base[:, 2] + base[:, 3]) / 2]
-    pairs = (
-        m[:, :, :-1] * m[:, :, 1:],  # horizontal
-        m[:, :-1, :] * m[:, 1:, :],  # vertical
-        m[:, :-1, :-1] * m[:, 1:, 1:],  # main diagonal
-        m[:, 1:, :-1] * m[:, :-1, 1:],  # secondary diagonal
-    )
-    for p in pairs:
-        feats += list(_aggd_continuous(p.reshape(n, -1)).unbind(-1))
-    return torch.stack(feats, dim=-1)
+    # sums of the coefficients and of their horizontal, vertical, main- and secondary-diagonal
+    # neighbour products, in one pass (no product image is materialised)
+    sums = image_pair_sums(m).to(m.device)  # (N, 5, 6)
+    fit = _aggd_continuous(sums)  # (N, 5, 4): one bisection for all five distributions
+    base = fit[:, 0]
+    return torch.cat([base[:, :1], (base[:, 2:3] + base[:, 3:4]) / 2, fit[:, 1:].flatten(1)], dim=-1)  # (N, 18)
 
 
 def brisque_features(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "aggd_fit",
+    "aggd_from_sums",
     "filter2d",
     "filter2d_separable",
     "gaussian_window",
@@ -57,7 +58,8 @@ def filter2d(x: torch.Tensor, window: torch.Tensor, padding: str = "replicate") 
 
 def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
     """Correlate (N, 1, H, W) with the separable window outer(k, k) (k: (K,)), as two 1-D passes
-    of shifted-slice multiply-adds; same paddings as :func:`filter2d`."""
+    of shifted-slice multiply-adds; same paddings as :func:`filter2d`. float64 on CPU: the
+    same passes, in the same order, compiled (numba)."""
     n = k.numel()
     lo, hi = (n - 1) // 2, n // 2
     if padding == "replicate":
@@ -66,6 +68,11 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
         x = F.pad(x, (lo, hi, lo, hi))
     elif padding != "valid":
         raise ValueError(f"unknown padding {padding!r}")
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
+        xp = np.ascontiguousarray(x.reshape(-1, *x.shape[-2:]).numpy())
+        out = np.empty((xp.shape[0], xp.shape[1] - n + 1, xp.shape[2] - n + 1))
+        _sep_numba(xp, np.ascontiguousarray(k.detach().to("cpu", torch.float64).numpy()), out)
+        return torch.from_numpy(out).reshape(*x.shape[:-2], *out.shape[-2:])
     w = k.detach().to("cpu", torch.float64).tolist()
     h = x.shape[-2] - n + 1
     rows = torch.zeros(*x.shape[:-2], h, x.shape[-1], dtype=x.dtype, device=x.device)
@@ -78,9 +85,27 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
     return out
 
 
+def _kernels() -> bool:
+    from osdhuman.iqa.moments import use_kernels
+
+    return use_kernels() and _mscn_numba is not None
+
+
 def mscn(x: torch.Tensor, window: torch.Tensor, c: float = 1.0, padding: str = "replicate") -> torch.Tensor:
     """Mean-subtracted contrast-normalised coefficients (Mittal et al. 2012, Eq. 1):
-    (I - mu) / (sigma + C), mu and sigma^2 the window-weighted local mean and variance."""
+    (I - mu) / (sigma + C), mu and sigma^2 the window-weighted local mean and variance.
+
+    float64 on CPU with numba: one fused pass (:func:`_mscn_numba`) with the same per-pixel
+    summation order as the torch path, so both give the same numbers."""
+    # float32 stays on conv2d: PIQE matches pyiqa's float32 conv2d only with its summation order
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu" and padding == "replicate":
+        kh, kw = window.shape[-2:]
+        xp = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
+        xp = np.ascontiguousarray(xp.reshape(-1, *xp.shape[-2:]).numpy())
+        out = np.empty((xp.shape[0], x.shape[-2], x.shape[-1]), dtype=xp.dtype)
+        win = np.ascontiguousarray(window.detach().to("cpu", x.dtype).numpy())
+        _mscn_numba(xp, win, np.array([c], dtype=xp.dtype), out)
+        return torch.from_numpy(out).reshape(x.shape)
     mu = filter2d(x, window, padding)
     var = (filter2d(x * x, window, padding) - mu * mu).abs()
     return (x - mu) / (var.sqrt() + c)
@@ -140,19 +165,29 @@ def aggd_fit(x: torch.Tensor, right_inclusive: bool = False) -> tuple[torch.Tens
     """Moment-matching fit of an asymmetric generalised Gaussian (Lasmar et al. 2009).
 
     ``x``: (..., M) samples per row. Returns (alpha, sigma_left, sigma_right), each (...).
+    See :func:`aggd_from_sums`."""
+    from osdhuman.iqa.moments import sums_torch
+
+    return aggd_from_sums(sums_torch(x), right_inclusive)
+
+
+def aggd_from_sums(s: torch.Tensor, right_inclusive: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The AGGD fit from the moment sums of :mod:`osdhuman.iqa.moments` (..., 6).
+
     alpha is the grid value (0.2:0.001:10) whose r(alpha) is nearest to the corrected
     moment ratio, as the MATLAB reference code picks it; r is monotone on the grid, so a
-    binary search replaces the (rows x 9801) table scan.
+    binary search replaces the (rows x 9801) table scan. ``right_inclusive``: zeros count
+    on the right (x >= 0), as BRISQUE's reference; NIQE's counts x > 0.
     """
-    neg = x < 0
-    pos = (x >= 0) if right_inclusive else (x > 0)
-    left = ((x * x) * neg).sum(-1) / neg.sum(-1)
-    right = ((x * x) * pos).sum(-1) / pos.sum(-1)
+    s_neg, n_neg, s_pos, n_pos, n_zero, s_abs = s.unbind(-1)
+    m = n_neg + n_pos + n_zero
+    left = s_neg / n_neg
+    right = s_pos / (n_pos + n_zero if right_inclusive else n_pos)
     sl, sr = left.sqrt(), right.sqrt()
     g = sl / sr
-    rhat = x.abs().mean(-1) ** 2 / (x * x).mean(-1)
+    rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
     rnorm = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    gam, r = _aggd_table(x.dtype, x.device)
+    gam, r = _aggd_table(s.dtype, s.device)
     i = torch.searchsorted(r, rnorm.nan_to_num(nan=0.0).contiguous()).clamp(1, r.numel() - 1)
     pick_lo = (rnorm - r[i - 1]).abs() <= (r[i] - rnorm).abs()
     alpha = gam[torch.where(pick_lo, i - 1, i)]
@@ -160,3 +195,58 @@ def aggd_fit(x: torch.Tensor, right_inclusive: bool = False) -> tuple[torch.Tens
     # value, as MATLAB's min() over an all-NaN vector does; sigma_left/right stay NaN.
     alpha = torch.where(torch.isnan(rnorm), gam[0].expand_as(alpha), alpha)
     return alpha, sl, sr
+
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
+    _numba = None
+
+if _numba is not None:
+    @_numba.njit(cache=True, nogil=True)
+    def _mscn_numba(xp, win, c_arr, out):  # xp (B, H + kh - 1, W + kw - 1) padded, out (B, H, W)
+        nb, h, w = out.shape
+        kh, kw = win.shape
+        c = c_arr[0]
+        mu = np.empty(w, dtype=xp.dtype)
+        sq = np.empty(w, dtype=xp.dtype)
+        for b in range(nb):
+            for i in range(h):
+                mu[:] = 0
+                sq[:] = 0
+                for di in range(kh):  # taps in the torch path's order: row, then column
+                    row = xp[b, i + di]
+                    for dj in range(kw):
+                        wt = win[di, dj]
+                        if wt != 0.0:
+                            for j in range(w):
+                                v = row[j + dj]
+                                mu[j] = mu[j] + wt * v
+                                sq[j] = sq[j] + wt * (v * v)
+                for j in range(w):
+                    var = abs(sq[j] - mu[j] * mu[j])
+                    out[b, i, j] = (xp[b, i + (kh - 1) // 2, j + (kw - 1) // 2] - mu[j]) / (np.sqrt(var) + c)
+
+    @_numba.njit(cache=True, nogil=True)
+    def _sep_numba(xp, k, out):  # xp (B, H + K - 1, W + K - 1) padded -> out (B, H, W)
+        nb, h, w = out.shape
+        n = k.shape[0]
+        wp = xp.shape[2]
+        row = np.empty(wp)
+        for b in range(nb):
+            for i in range(h):  # one output row at a time (its K source rows stay in cache)
+                row[:] = 0.0
+                for t in range(n):  # vertical pass, taps in order (as the torch path)
+                    kt = k[t]
+                    src = xp[b, i + t]
+                    for j in range(wp):
+                        row[j] = row[j] + kt * src[j]
+                dst = out[b, i]
+                dst[:] = 0.0
+                for t in range(n):  # then the horizontal pass
+                    kt = k[t]
+                    for j in range(w):
+                        dst[j] = dst[j] + kt * row[j + t]
+else:  # pragma: no cover
+    _mscn_numba = None
+    _sep_numba = None

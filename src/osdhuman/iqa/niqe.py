@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from osdhuman.iqa.color import rgb_to_luma_yiq, rgb_to_y_bt601
-from osdhuman.iqa.filters import aggd_fit, gaussian_window, imresize_matlab, mscn
+from osdhuman.iqa.filters import aggd_from_sums, gaussian_window, imresize_matlab, mscn
+from osdhuman.iqa.moments import block_pair_sums
 
 __all__ = ["load_pristine_params", "niqe", "niqe_block_features", "niqe_window"]
 
@@ -60,19 +61,17 @@ def load_pristine_params(path: str | None = None) -> dict[str, np.ndarray]:
 def niqe_block_features(blocks: torch.Tensor) -> torch.Tensor:
     """18 features per MSCN block: AGGD (alpha, mean beta) of the coefficients, then
     (alpha, mean, beta_l, beta_r) of their products with the 4 neighbours (circular within
-    the block, as the reference code's circshift). blocks: (B, h, w) -> (B, 18)."""
-    flat = blocks.flatten(1)  # (B, h*w)
-    alpha, sl, sr = aggd_fit(flat)
+    the block, as the reference code's circshift). blocks: (B, h, w) -> (B, 18).
+
+    The moment sums come from one pass over each block (:func:`moments.block_pair_sums`)."""
+    sums = block_pair_sums(blocks).to(blocks.device)  # (B, 5, 6)
+    alpha, sl, sr = aggd_from_sums(sums)  # (B, 5) each: all five distributions at once
     k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))  # beta = sigma * k
-    feats = [alpha, (sl + sr) * k / 2]
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        prod = (blocks * torch.roll(blocks, shifts=(dy, dx), dims=(1, 2))).flatten(1)
-        alpha, sl, sr = aggd_fit(prod)
-        k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
-        bl, br = sl * k, sr * k
-        mean = (br - bl) * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
-        feats += [alpha, mean, bl, br]
-    return torch.stack(feats, dim=-1)  # (B, 18)
+    feats = [alpha[:, 0], (sl[:, 0] + sr[:, 0]) * k[:, 0] / 2]
+    bl, br = sl[:, 1:] * k[:, 1:], sr[:, 1:] * k[:, 1:]  # (B, 4)
+    mean = (br - bl) * torch.exp(torch.lgamma(2 / alpha[:, 1:]) - torch.lgamma(1 / alpha[:, 1:]))
+    pairs = torch.stack([alpha[:, 1:], mean, bl, br], dim=-1).flatten(1)  # (B, 16): per product a, mean, bl, br
+    return torch.cat([torch.stack(feats, dim=-1), pairs], dim=-1)  # (B, 18)
 
 
 def _blocks(x: torch.Tensor, size: int) -> torch.Tensor:

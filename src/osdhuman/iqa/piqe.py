@@ -12,12 +12,30 @@ MSCN coefficients of the luma are cut into 16x16 blocks. Among the spatially act
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from osdhuman.iqa.color import rgb_to_luma_yiq
 from osdhuman.iqa.filters import gaussian_window, mscn
 
-__all__ = ["piqe"]
+__all__ = ["piqe", "symmetric_pad"]
+
+
+def _mirror_index(n: int, extra: int, device) -> torch.Tensor:
+    """Indices 0..n-1 followed by ``extra`` mirrored ones, the edge repeated (n-1, n-2, ...),
+    reflecting again as often as needed (a triangular wave, for pads longer than n)."""
+    i = torch.arange(n + extra, device=device)
+    period = 2 * n
+    m = i % period
+    return torch.where(m < n, m, period - 1 - m)
+
+
+def symmetric_pad(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H + bottom, W + right), MATLAB 'symmetric' padding on the right and bottom."""
+    h, w = x.shape[-2:]
+    if right:
+        x = x.index_select(-1, _mirror_index(w, right, x.device))
+    if bottom:
+        x = x.index_select(-2, _mirror_index(h, bottom, x.device))
+    return x
 
 
 def piqe(
@@ -34,9 +52,10 @@ def piqe(
     # its arithmetic keeps the same blocks on the same side of them
     y = torch.round(255.0 * y / peak)  # stretched to the full 8-bit range
     n, _, h, w = y.shape
-    ph, pw = (-h) % block_size, (-w) % block_size
-    if ph or pw:  # symmetric padding to whole blocks
-        y = F.pad(y, (0, pw, 0, ph), mode="reflect") if (ph < h and pw < w) else F.pad(y, (0, pw, 0, ph), mode="replicate")
+    # the reference (pyiqa, after MATLAB's piqe) pads right and bottom by ``size % block``
+    # (not up to the next multiple), edge-including ("symmetric"); whole blocks that then
+    # fit are scored and the rest is dropped by the block cut below
+    y = symmetric_pad(y, w % block_size, h % block_size)
     win = torch.from_numpy(gaussian_window(7, 7.0 / 6.0)).to(y)
     m = mscn(y, win, c=1.0, padding="replicate")[:, 0]  # (N, H, W)
     b = m.unfold(1, block_size, block_size).unfold(2, block_size, block_size)  # (N, bh, bw, s, s)

@@ -8,7 +8,7 @@ from pathlib import Path
 import osdhuman
 
 SRC = Path(osdhuman.__file__).parent
-BASE = {"config", "imageio", "__init__"}  # shared leaves (and the version in __init__)
+BASE = {"config", "imageio", "boxes", "__init__"}  # shared leaves (and the version in __init__)
 ALLOWED = {
     "cli": None,  # the front end may import anything
     "training": {"models", "data", "degradation", "iqa"},

@@ -26,6 +26,7 @@ from osdhuman.imageio import (
     read_rgb,
     write_image,
 )
+from osdhuman.pipelines.people import PeopleConfig
 
 __all__ = [
     "ENV_BASE_MODEL",
@@ -69,6 +70,11 @@ class RestoreConfig:
     recursive: bool = False
     jpeg_quality: int = 95
     seed: int = 0
+    people: bool = False  # person-aware: restore HQ-ACF crops of each person, paste them back (people.py)
+    person: PeopleConfig = field(default_factory=PeopleConfig)  # crop size, context margin, feather, people_only
+    save_crops: bool = False  # people mode: OUTDIR/crops/<name>_people.png before/after contact sheets
+    upscale: float = 1.0  # resize the input by this (bicubic) before restoring: the output is this times the input
+    max_side: int | None = 8192  # refuse an output whose longer side would exceed this (memory guard)
 
 
 @dataclass
@@ -78,11 +84,17 @@ class RestoreReport:
     untrained: bool = False
     seconds: float = 0.0
     out_dir: str = ""
+    people: list[dict] = field(default_factory=list)  # people mode: boxes, crops, timings per photo
+    work_units: int = 0  # UNet tile passes of the run (progress units)
 
     def to_dict(self) -> dict:
-        return {"restored": [{"input": a, "output": b} for a, b in self.restored],
-                "failed": [{"input": a, "reason": b} for a, b in self.failed],
-                "untrained_model": self.untrained, "seconds": round(self.seconds, 3)}
+        d = {"restored": [{"input": a, "output": b} for a, b in self.restored],
+             "failed": [{"input": a, "reason": b} for a, b in self.failed],
+             "untrained_model": self.untrained, "seconds": round(self.seconds, 3),
+             "work_units": self.work_units}
+        if self.people:
+            d["people"] = self.people
+        return d
 
 
 class OutputCollisionError(ValueError):
@@ -173,16 +185,18 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
 
 def restore_paths(
     inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
-    pipeline=None, progress: bool = True, log=None,
+    pipeline=None, progress: bool = True, log=None, detector=None, boxes=None,
 ) -> RestoreReport:
     """Restore every image in ``inputs`` (files or folders) into ``out_dir``.
 
     Unreadable files are skipped and listed in the report (and OUTDIR/restore_report.json);
     the resolved config is saved as OUTDIR/restore_config.yaml. Never writes over an input.
+    With ``cfg.people``, person boxes come from ``detector`` (RGB uint8 -> (N, 4) boxes) or
+    ``boxes`` ({input path: (N, 4) boxes}, e.g. from ``box_file.load_box_file``).
     """
-    from tqdm.auto import tqdm
-
     from osdhuman.config import save_config
+    from osdhuman.pipelines.people_paths import InputRejected, PeopleRun, prepare_image
+    from osdhuman.pipelines.progress import WorkProgress, units_of_file
     from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
     cfg = cfg or RestoreConfig()
@@ -208,28 +222,39 @@ def restore_paths(
     if report.untrained:
         log("osdhuman restore: WARNING: the model is an untrained random preset "
             f"({pipeline.model.config.base_model!r}); outputs are NOT restorations")
-    bar = tqdm(total=len(files), desc="restore", unit="img", disable=not progress)
+    bar = WorkProgress(sum(units_of_file(f, cfg.upscale, cfg.tile_size, cfg.tile_overlap) for f, _ in files), progress)
+    if hasattr(getattr(pipeline, "model", None), "unet"):
+        bar.watch(pipeline.model.unet)
+    people = PeopleRun(cfg.person, lambda arrs: restore_with_fallback(pipeline, arrs, log), cfg.batch_size,
+                       cfg.save_crops, cfg.tile_size, cfg.tile_overlap, log, bar) if cfg.people else None
     pending: list[tuple[Path, Path, np.ndarray]] = []
+    prepared: list = []
 
     def flush() -> None:
         if not pending:
             return
         try:
-            res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
+            if people is not None:
+                results = people.run(prepared)
+                res = [r.image for r in results]
+            else:
+                res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
         except Exception as exc:  # noqa: BLE001 - one failed batch is recorded; the job goes on
             for src, _, _ in pending:
                 report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
-                bar.update(1)
             pending.clear()
+            prepared.clear()
             return
-        for (src, dst, _), arr in zip(pending, res):
+        for k, ((src, dst, _), arr) in enumerate(zip(pending, res)):
             try:
                 write_image(arr, dst, quality=cfg.jpeg_quality)
                 report.restored.append((str(src), str(dst)))
+                if people is not None:
+                    _people_record(people, prepared[k], results[k], dst, out_dir, cfg, report)
             except OSError as exc:
                 report.failed.append((str(src), f"write_failed: {exc}"))
-            bar.update(1)
         pending.clear()
+        prepared.clear()
 
     for (src, _), dst in zip(files, outs):
         try:
@@ -237,16 +262,39 @@ def restore_paths(
         except ImageReadError as exc:
             report.failed.append((str(src), exc.reason))
             log(f"osdhuman restore: skipped {exc}")
-            bar.update(1)
             continue
-        if pending and (len(pending) >= cfg.batch_size or pending[0][2].shape != arr.shape):
+        try:
+            item = prepare_image(src, arr, cfg.upscale, cfg.max_side, cfg.people, detector, boxes)
+        except InputRejected as exc:
+            report.failed.append((str(src), str(exc)))
+            log(f"osdhuman restore: skipped {src}: {exc}")
+            continue
+        arr = item.image
+        if people is not None:
+            people.expect(item)
+        if pending and (len(pending) >= cfg.batch_size or (people is None and pending[0][2].shape != arr.shape)):
             flush()
         pending.append((src, dst, arr))
+        prepared.append(item)
     flush()
+    report.work_units = bar.done
     bar.close()
     report.seconds = time.perf_counter() - t0
     (out_dir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _people_record(people, item, result, dst: Path, out_dir: Path, cfg: RestoreConfig, report: RestoreReport) -> None:
+    """The report record of one person-aware photo, and its contact sheet (--save-crops)."""
+    sheet = None
+    if cfg.save_crops and result.crops_before:
+        from osdhuman.pipelines.contact_sheet import contact_sheet
+
+        sheet_path = out_dir / "crops" / dst.relative_to(out_dir).parent / f"{dst.stem}_people.png"
+        labels = [f"person {p.rank + 1}" for p in result.plan.people]
+        write_image(contact_sheet(result.crops_before[::-1], result.crops_after[::-1], labels=labels[::-1]), sheet_path)
+        sheet = str(sheet_path)
+    report.people.append(people.record(item, result, str(dst), sheet, cfg.upscale))
 
 
 # ---------------------------------------------------------------------------------------

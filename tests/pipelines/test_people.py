@@ -105,3 +105,17 @@ def test_tiny_model_restores_people(tiny_pipe, astronaut):
     assert res.image.shape == photo.shape and res.crops_after[0].shape == (64, 64, 3)
     assert not np.array_equal(res.image, photo)
     assert set(res.seconds) == {"crops", "people", "background", "blend"}
+
+
+def test_work_units_count_the_unet_passes(tiny_pipe):
+    from osdhuman.pipelines.progress import WorkProgress, image_units
+
+    units = image_units(100, 120, 64, 16)
+    bar = WorkProgress(units, enabled=False)
+    bar.watch(tiny_pipe.model.unet)
+    try:
+        tiny_pipe([np.zeros((100, 120, 3), np.uint8)], output_type="np", tile_size=64, tile_overlap=16)
+    finally:
+        bar.close()
+    assert units == 6 and bar.done == units
+    assert tiny_pipe.model.unet._forward_hooks == {}  # the hook is removed again

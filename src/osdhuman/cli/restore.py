@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from osdhuman.cli._common import add_config_args
+    from osdhuman.cli.restore_people import add_people_args
 
+    add_people_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -49,7 +51,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "batch_size": args.batch_size, "ext": args.ext, "suffix": args.suffix,
         "recursive": True if args.recursive else None,
     }
-    return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
+    from osdhuman.cli.restore_people import people_overrides
+
+    return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None] + people_overrides(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{missing[0][0]}: no such file or folder")
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
+    from osdhuman.cli.restore_people import check_people_args
+
+    detector, boxes = check_people_args(cfg, args, files)
     logged: list[str] = []
 
     def log(msg: str) -> None:
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr)
 
     try:
-        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress, log=log)
+        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress, log=log,
+                               detector=detector, boxes=boxes)
     except OutputCollisionError as exc:
         raise UsageError(str(exc)) from None
     except WeightsError as exc:

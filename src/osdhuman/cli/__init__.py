@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "train",
     "restore",
     "evaluate",
+    "app",
 ]
 
 

@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from osdhuman.cli._common import check_device
 
     check_device(args.device)
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError("the web app needs gradio: pip install 'osdhuman[app]'")
     for flag, d, marker in (("--dataset", args.dataset, "manifest.parquet"), ("--results", args.results, "per_image.csv")):
         if d and not (Path(d) / marker).is_file():
             raise UsageError(f"{flag} {d}: no {marker} there")

@@ -1,4 +1,4 @@
-"""Screenshots of the app's three tabs for the README (docs/app_*.png), on `make demo`'s
+"""Screenshots of the app's three tabs for the README (docs/app_*.jpg, 960 px wide), on `make demo`'s
 output: the dataset, the evaluation, and a person-aware restore of the bus photo with the
 UNTRAINED tiny preset. Needs playwright (pip) and Debian's chromium (apt-get).
 
@@ -12,6 +12,16 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+
+
+def _save(page, path: Path) -> None:
+    """Full-page screenshot, scaled to 960 px wide JPEG (small enough for the repository)."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    im.resize((960, round(im.height * 960 / im.width)), Image.LANCZOS).save(path, quality=80)
 
 
 def main(argv=None) -> int:
@@ -39,20 +49,20 @@ def main(argv=None) -> int:
         page.locator("#restore-run").click()
         page.locator("#restore-status").get_by_text("Restored").wait_for(timeout=300_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(out / "app_restore.png"), full_page=True)
+        _save(page, out / "app_restore.jpg")
         page.get_by_role("tab", name="Dataset").click()
         page.locator("#dataset-grid img").first.wait_for(timeout=30_000)
         page.locator("#dataset-grid img").first.click()
         page.locator("#dataset-source img").wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(out / "app_dataset.png"), full_page=True)
+        _save(page, out / "app_dataset.jpg")
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-images img").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(out / "app_results.png"), full_page=True)
+        _save(page, out / "app_results.jpg")
         browser.close()
     app.close()
-    print(f"screenshots in {out}: app_restore.png, app_dataset.png, app_results.png")
+    print(f"screenshots in {out}: app_restore.jpg, app_dataset.jpg, app_results.jpg")
     return 0
 
 

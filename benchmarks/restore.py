@@ -3,6 +3,7 @@
 
     python benchmarks/restore.py --base-model tiny                       # smoke run, any CPU
     python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--merge-lora]
+    python benchmarks/restore.py --people [--base-model sd21-random --precision fp32 --device cpu]
 
 ``sd21-random`` builds SD-2.1-base-sized modules (UNet 866 M, VAE 84 M, Swin-L HFIE) with
 random weights: the cost of the real model without downloading it. The reference column
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--large", type=int, default=2048, help="side of the tiled photo (0: skip)")
     ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--people", action="store_true",
+                    help="person-aware restore of a 1080p photo with 4 people, time per stage (benchmarks/restore_people.py)")
     args = ap.parse_args(argv)
 
     from osdhuman.models import OSDHumanConfig, build_osdhuman
@@ -79,6 +82,21 @@ def main(argv=None) -> int:
           f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), precision {args.precision}"
           f"{', compiled' if args.compile else ''}{', merged LoRA' if args.merge_lora else ''}"
           + ("  [random weights: speed only]" if model.untrained else ""), flush=True)
+
+    if args.people:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        from restore_people import run_people
+
+        from osdhuman.curation.config import DetectorConfig
+        from osdhuman.curation.detect import make_detector
+
+        rows = run_people(pipe, repeats=args.repeats if args.base_model == "tiny" else 1,
+                          detector=make_detector(DetectorConfig()))
+        w = max(len(r[0]) for r in rows)
+        print(f"{'stage'.ljust(w)} | seconds")
+        for k, v in rows:
+            print(f"{k.ljust(w)} | {v}")
+        return 0
 
     mode = "compile" if args.compile else "eager"
     cases = [(b, args.size) for b in map(int, args.batches.split(","))]

@@ -119,3 +119,35 @@ def test_work_units_count_the_unet_passes(tiny_pipe):
         bar.close()
     assert units == 6 and bar.done == units
     assert tiny_pipe.model.unet._forward_hooks == {}  # the hook is removed again
+
+
+def test_progress_is_silent_off_a_terminal(capsys):
+    from osdhuman.pipelines.progress import WorkProgress
+
+    bar = WorkProgress(10, enabled=True)  # pytest's captured stderr is not a TTY
+    bar.add(5)
+    bar.advance(20)  # capped at the total
+    bar.close()
+    assert bar.total == 15 and bar.done == 15
+    assert capsys.readouterr().err == ""
+
+
+def test_box_file_errors_name_the_file(tmp_path):
+    from osdhuman.pipelines.box_file import BoxFileError, load_box_file
+
+    with pytest.raises(BoxFileError, match="not found"):
+        load_box_file(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(BoxFileError, match="bad.json: not a readable JSON"):
+        load_box_file(bad)
+    bad.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 2, "bbox": [0, 0, 1, 1]}]}')
+    with pytest.raises(BoxFileError, match="image_id 2"):
+        load_box_file(bad)
+    bad.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [0, 0]}]}')
+    with pytest.raises(BoxFileError, match="malformed"):
+        load_box_file(bad)
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bus"}],'
+                  ' "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 1, "category_id": 2, "bbox": [0, 0, 9, 9]}]}')
+    assert load_box_file(ok)["a.png"].tolist() == [[1, 2, 4, 6]]

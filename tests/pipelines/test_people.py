@@ -151,3 +151,19 @@ def test_box_file_errors_name_the_file(tmp_path):
     ok.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bus"}],'
                   ' "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 1, "category_id": 2, "bbox": [0, 0, 9, 9]}]}')
     assert load_box_file(ok)["a.png"].tolist() == [[1, 2, 4, 6]]
+
+
+def test_prepare_scales_boxes_with_the_upscale_and_rejects_too_large(photo):
+    from pathlib import Path
+
+    from osdhuman.pipelines.people_paths import InputRejected, prepare_image
+
+    src = Path("p.png")
+    item = prepare_image(src, photo, 2.0, 1000, True, boxes={src: BOXES})
+    assert item.image.shape == (2 * H, 2 * W, 3) and np.allclose(item.boxes, BOXES * 2)
+    with pytest.raises(InputRejected, match="above --max-side 700"):
+        prepare_image(src, photo, 2.0, 700, True, boxes={src: BOXES})
+    with pytest.raises(InputRejected, match="box_outside_image"):
+        prepare_image(src, photo, 1.0, None, True, boxes={src: np.array([[0, 0, W + 50, 10]])})
+    found = prepare_image(src, photo, 1.5, None, True, detector=lambda rgb: BOXES[:2])
+    assert found.boxes_from == "detector" and np.allclose(found.boxes, BOXES[:2] * 1.5)

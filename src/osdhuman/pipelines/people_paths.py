@@ -110,6 +110,9 @@ class PeopleRun:
                        "no person found" if not len(b) else
                        f"only people smaller than {self.cfg.min_person_side} px ({len(b)})")
                 self.log(f"osdhuman restore: {it.src}: {why}; restored as a whole image")
+            elif res.plan.small:
+                self.log(f"osdhuman restore: {it.src}: {len(res.plan.small)} person box(es) smaller than "
+                         f"{self.cfg.min_person_side} px left to the whole-photo pass (listed in the report)")
         return results
 
     def record(self, item: PreparedImage, res: PeopleResult, output: str, sheet: str | None, scale: float) -> dict:

@@ -167,3 +167,20 @@ def test_prepare_scales_boxes_with_the_upscale_and_rejects_too_large(photo):
         prepare_image(src, photo, 1.0, None, True, boxes={src: np.array([[0, 0, W + 50, 10]])})
     found = prepare_image(src, photo, 1.5, None, True, detector=lambda rgb: BOXES[:2])
     assert found.boxes_from == "detector" and np.allclose(found.boxes, BOXES[:2] * 1.5)
+    with pytest.raises(InputRejected, match="detect_failed: RuntimeError: boom"):
+        prepare_image(src, photo, 1.0, None, True, detector=lambda rgb: (_ for _ in ()).throw(RuntimeError("boom")))
+
+
+def test_a_left_over_progress_hook_takes_itself_off():
+    import torch
+
+    from osdhuman.pipelines.progress import WorkProgress
+
+    lin = torch.nn.Linear(2, 2)
+    bar = WorkProgress(4, enabled=False)
+    bar.watch(lin)
+    lin(torch.zeros(3, 2))
+    assert bar.done == 3
+    bar._closed = True  # as if the run had raised before close()
+    lin(torch.zeros(1, 2))
+    assert bar.done == 3 and lin._forward_hooks == {}

@@ -56,7 +56,11 @@ def _detect(src: Path, rgb: np.ndarray, detector: Detector | None, boxes: dict |
         return np.asarray(found, dtype=np.float64).reshape(-1, 4), "box_file", 0.0
     if detector is None:
         raise ValueError("people mode needs a detector callable or a boxes mapping")
-    return np.asarray(detector(rgb), dtype=np.float64).reshape(-1, 4), "detector", time.perf_counter() - t
+    try:
+        found = np.asarray(detector(rgb), dtype=np.float64).reshape(-1, 4)
+    except Exception as exc:  # noqa: BLE001 - one photo the detector chokes on is recorded, the job goes on
+        raise InputRejected("detect_failed", f"{type(exc).__name__}: {exc}") from None
+    return found, "detector", time.perf_counter() - t
 
 
 def prepare_image(src: Path, rgb: np.ndarray, scale: float, max_side: int | None, people: bool,

@@ -47,6 +47,7 @@ class WorkProgress:
         self.bar = tqdm(total=total, desc=desc, unit="tile", disable=None if enabled else True, dynamic_ncols=True)
         self.done = 0
         self._hook = None
+        self._closed = False
 
     @property
     def total(self) -> int:
@@ -67,12 +68,17 @@ class WorkProgress:
         """Count each forward of ``module`` (the UNet) as its batch size in units."""
 
         def hook(_mod, args, _out):
+            if self._closed:  # a run that ended by an exception: the hook takes itself off
+                handle.remove()
+                return
             x = args[0] if args else None
             self.advance(int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) > 0 else 1)
 
-        self._hook = module.register_forward_hook(hook)
+        handle = module.register_forward_hook(hook)
+        self._hook = handle
 
     def close(self) -> None:
+        self._closed = True
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

@@ -47,7 +47,10 @@ def _restore_tab(service: RestoreService) -> None:
     def do_run(paths, model_, mode_, up, cf, tile_, prec):
         if not paths:
             return [], gr.update(choices=[], value=None), None, None, {}, None, "Upload one or more photos first."
-        vs, report = service.run([str(p) for p in paths], model_, mode_, up, cf, int(tile_), prec)
+        try:
+            vs, report = service.run([str(p) for p in paths], model_, mode_, up, cf, int(tile_), prec)
+        except Exception as exc:  # noqa: BLE001 - shown on the page as one line, the app goes on
+            return [], gr.update(choices=[], value=None), None, None, {}, None, f"**Error:** {type(exc).__name__}: {exc}"
         ok = [v for v in vs if v.after is not None]
         lines = [f"Restored {len(ok)} of {len(vs)} photo(s) in {report['seconds']:.1f} s."]
         if model_ == TINY:

@@ -88,3 +88,35 @@ def test_no_person_found_falls_back_to_whole_image_and_upscale_guards(photos, tm
     assert main(["restore", str(photos / "flat.png"), "-o", str(out2), "--upscale", "5", *FAST]) == 2
     assert main(["restore", str(photos / "flat.png"), "-o", str(out2), "--people", "--context-margin", "0.5", *FAST]) == 2
     assert "context_margin" in capsys.readouterr().err and not out2.exists()
+
+
+class IdentityPipeline:
+    """Test double: a 'restorer' that returns its inputs unchanged (records the batches)."""
+
+    untrained = False
+
+    def __init__(self):
+        from osdhuman.pipelines import PipelineConfig
+
+        self.config = PipelineConfig(tile_size=64, tile_overlap=16)
+        self.batches = []
+
+    def __call__(self, arrays, batch_size=1, output_type="np", **kw):
+        from types import SimpleNamespace
+
+        self.batches.append([a.shape for a in arrays])
+        return SimpleNamespace(images=[np.array(a, copy=True) for a in arrays])
+
+
+def test_restore_paths_people_with_identity_restorer_writes_the_input_bit_for_bit(photos, tmp_path):
+    from osdhuman.pipelines.restore import RestoreConfig, restore_paths
+
+    cfg = RestoreConfig(people=True, batch_size=4, ext="png", tile_size=64, tile_overlap=16)
+    cfg.person.min_person_side = 20
+    boxes = {photos / "two.png": np.array([[10, 5, 50, 90], [40, 10, 70, 80], [80, 20, 119, 99]], float)}
+    pipe = IdentityPipeline()
+    report = restore_paths([photos / "two.png"], tmp_path / "o", cfg, pipeline=pipe, progress=False,
+                           log=lambda m: None, boxes=boxes)
+    assert len(report.restored) == 1
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "two.png")), np.asarray(Image.open(photos / "two.png")))
+    assert pipe.batches == [[(512, 512, 3)] * 3, [(100, 120, 3)]]  # people batched, then the whole photo

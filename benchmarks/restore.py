@@ -4,6 +4,7 @@
     python benchmarks/restore.py --base-model tiny                       # smoke run, any CPU
     python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--no-fuse]
     python benchmarks/restore.py --base-model sd21-random --precision fp32 --device cpu --fuse-compare
+    python benchmarks/restore.py --people [--base-model sd21-random --precision fp32 --device cpu]
 
 ``--vs-diffusers``: ours (fused, the whole pipeline with HFIE and colour fix) beside plain
 diffusers + peft in the same run (UNet + VAE with the same peft LoRA, unfused, one step at
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--large", type=int, default=2048, help="side of the tiled photo (0: skip)")
     ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--people", action="store_true",
+                    help="person-aware restore of a 1080p photo with 4 people, time per stage (benchmarks/restore_people.py)")
     args = ap.parse_args(argv)
 
     from osdhuman.models import OSDHumanConfig, build_osdhuman
@@ -93,6 +96,21 @@ def main(argv=None) -> int:
           f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), precision {args.precision}"
           f"{', compiled' if args.compile else ''}{'' if args.no_fuse else ', fused LoRA'}"
           + ("  [random weights: speed only]" if model.untrained else ""), flush=True)
+
+    if args.people:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        from restore_people import run_people
+
+        from osdhuman.curation.config import DetectorConfig
+        from osdhuman.curation.detect import make_detector
+
+        rows = run_people(pipe, repeats=args.repeats if args.base_model == "tiny" else 1,
+                          detector=make_detector(DetectorConfig()))
+        w = max(len(r[0]) for r in rows)
+        print(f"{'stage'.ljust(w)} | seconds")
+        for k, v in rows:
+            print(f"{k.ljust(w)} | {v}")
+        return 0
 
     mode = "compile" if args.compile else "eager"
     cases = [(b, args.size) for b in map(int, args.batches.split(","))]

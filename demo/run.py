@@ -10,6 +10,9 @@ Steps:
   5. degrade_val         osdhuman degrade: synthetic LQ for the val crops (PERSONA-Val style)
   6. restore_lq          OSDHuman restore with real weights (OSDHUMAN_WEIGHTS ...), else skipped
   7. evaluate            osdhuman evaluate (Table 2 layout) and dataset-quality (Table 1 layout)
+  8. restore_people      osdhuman restore --people on the four-person bus photo with the tiny
+                         preset (UNTRAINED: shows the person-aware path, not a restoration)
+  9. show_app            how to start the web app on these outputs
 
     python demo/run.py --out demo_out [--workers 2]
 """
@@ -222,7 +225,40 @@ def evaluate(d: Demo) -> None:
         raise SystemExit("demo: dataset-quality failed")
 
 
-STEPS = [collect_photos, write_annotations, build_dataset, show_report, degrade_val, restore_lq, evaluate]
+def restore_people(d: Demo) -> None:
+    """Person-aware restore of the bundled multi-person photo (hand-measured boxes), tiny preset."""
+    from osdhuman.cli import main
+
+    src = d.out / "photos" / "coco" / "bus.png"
+    if not src.is_file():
+        print("demo: bus.png not installed (ultralytics); person-aware restore skipped")
+        return
+    # half size and 256 px person crops keep the toy model's CPU time to seconds
+    photo = d.out / "photos" / "bus_half.png"
+    bgr = cv2.imread(str(src))
+    cv2.imwrite(str(photo), cv2.resize(bgr, (bgr.shape[1] // 2, bgr.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    boxes = d.out / "photos" / "bus_half_boxes.json"
+    boxes.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": photo.name}], "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [x0 / 2, y0 / 2, (x1 - x0) / 2, (y1 - y0) / 2]}
+                        for x0, y0, x1, y1 in ANNOTATED["bus"]]}))
+    out = d.out / "people_restore"
+    argv = ["restore", str(photo), "-o", str(out), "--people", "--boxes", str(boxes), "--save-crops",
+            "--base-model", "tiny", "--tile", "256", "--set", "person.crop_size=256", "--no-progress"]
+    print("demo: osdhuman " + " ".join(argv) + "   [tiny preset: UNTRAINED, shows the person-aware path only]")
+    if main(argv) != 0:
+        raise SystemExit("demo: person-aware restore failed")
+    print(f"demo: {out / photo.name} and the contact sheet {out / 'crops' / 'bus_half_people.png'} "
+          "come from an UNTRAINED toy model: not restorations")
+
+
+def show_app(d: Demo) -> None:
+    print(f"demo: browse it all in the web app: osdhuman app --dataset {d.dataset} --results {d.out / 'eval'}"
+          "  (then open http://127.0.0.1:7860)")
+
+
+STEPS = [collect_photos, write_annotations, build_dataset, show_report, degrade_val, restore_lq, evaluate,
+         restore_people, show_app]
 
 
 def main(argv: list[str] | None = None) -> int:

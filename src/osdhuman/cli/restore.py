@@ -41,7 +41,9 @@ def register(subparsers) -> None:
                    help="write every output again (default: resume - keep outputs whose input and settings are "
                         "unchanged, never replace a file restore did not write)")
     from osdhuman.cli._common import add_config_args
+    from osdhuman.cli.restore_people import add_people_args
 
+    add_people_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -60,7 +62,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "timestep": args.timestep, "prompt_source": args.prompt_source,
         "overwrite": True if getattr(args, "overwrite", False) else None,
     }
-    return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
+    from osdhuman.cli.restore_people import people_overrides
+
+    return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None] + people_overrides(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{gone[0]}: no such file or folder")
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
+    from osdhuman.cli.restore_people import check_people_args
+
+    detector, boxes = check_people_args(cfg, args, files)
     logged: list[str] = []
 
     def log(msg: str) -> None:
@@ -97,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr)
 
     try:
-        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress, log=log)
+        report = restore_paths(args.inputs, args.output, cfg, progress=not args.no_progress, log=log,
+                               detector=detector, boxes=boxes)
     except OutputCollisionError as exc:
         raise UsageError(str(exc)) from None
     except WeightsError as exc:

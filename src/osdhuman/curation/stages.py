@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from osdhuman.boxes import box_iou, square_crop_box  # noqa: F401 - shared with pipelines (a leaf)
 from osdhuman.curation.config import BoxConfig, CropConfig
 
 _INTERP = {
@@ -38,21 +39,6 @@ def laplacian_variance(gray_u8: np.ndarray) -> float:
 
 
 # ---- 2. low-resolution and overly dense boxes -------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) of boxes a (N, 4) and b (M, 4)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def box_rejections(boxes: np.ndarray, cfg: BoxConfig) -> list[str | None]:
     """Reason per box (None = kept): ``too_many_people``, ``box_too_small``, ``dense_box``.
 
@@ -82,31 +68,6 @@ def box_rejections(boxes: np.ndarray, cfg: BoxConfig) -> list[str | None]:
 
 
 # ---- 3. square crop -------------------------------------------------------------------
-def square_crop_box(box, image_w: int, image_h: int, oversize: str = "reject") -> tuple[int, int, int] | None:
-    """Square ``(x0, y0, side)`` with side = the box's longer edge, centred on the box.
-
-    The square is shifted (never shrunk) to lie inside the image. If ``side`` exceeds the
-    image's shorter side it cannot fit: ``oversize="reject"`` returns None; ``"pad"`` keeps
-    it centred on the box along the dimension that is too short (it then extends past the
-    border and :func:`extract_crop` pads it).
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    side = round(max(x1 - x0, y1 - y0))
-    if side < 1:
-        return None
-    if side > min(image_w, image_h) and oversize == "reject":
-        return None
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-
-    def place(c: float, extent: int) -> int:
-        start = round(c - side / 2.0)
-        if side <= extent:
-            return min(max(start, 0), extent - side)
-        return start  # pad mode: cannot fit, stays centred
-
-    return place(cx, image_w), place(cy, image_h), side
-
-
 def extract_crop(rgb: np.ndarray, crop: tuple[int, int, int], pad_value: int = 0) -> np.ndarray:
     """The (side, side, 3) region of ``rgb``; a view when it lies inside, else a padded copy."""
     x0, y0, side = crop

@@ -24,6 +24,7 @@ from osdhuman.imageio import (
     ImageReadError,
     read_rgb,
     scan_images,
+    write_image,
 )
 from osdhuman.outputs import (
     ResumeLog,
@@ -36,6 +37,7 @@ from osdhuman.outputs import (
     release_output_lock,
     sweep_temp_files,
 )
+from osdhuman.pipelines.people import PeopleConfig
 
 __all__ = [
     "ENV_BASE_MODEL",
@@ -85,6 +87,11 @@ class RestoreConfig:
     # resume (default): keep an output whose recorded input + settings match, redo one that
     # differs, never replace a file restore did not write; true writes every output again
     overwrite: bool = False
+    people: bool = False  # person-aware: restore HQ-ACF crops of each person, paste them back (people.py)
+    person: PeopleConfig = field(default_factory=PeopleConfig)  # crop size, context margin, feather, people_only
+    save_crops: bool = False  # people mode: OUTDIR/crops/<name>_people.png before/after contact sheets
+    upscale: float = 1.0  # resize the input by this (bicubic) before restoring: the output is this times the input
+    max_side: int | None = 8192  # refuse an output whose longer side would exceed this (memory guard)
 
 
 @dataclass
@@ -95,12 +102,18 @@ class RestoreReport:
     seconds: float = 0.0
     out_dir: str = ""
     kept: list[tuple[str, str]] = field(default_factory=list)  # (input, output) left from an earlier run
+    people: list[dict] = field(default_factory=list)  # people mode: boxes, crops, timings per photo
+    work_units: int = 0  # UNet tile passes of the run (progress units)
 
     def to_dict(self) -> dict:
-        return {"restored": [{"input": a, "output": b} for a, b in self.restored],
-                "failed": [{"input": a, "reason": b} for a, b in self.failed],
-                "kept": [{"input": a, "output": b} for a, b in self.kept],
-                "untrained_model": self.untrained, "seconds": round(self.seconds, 3)}
+        d = {"restored": [{"input": a, "output": b} for a, b in self.restored],
+             "failed": [{"input": a, "reason": b} for a, b in self.failed],
+             "kept": [{"input": a, "output": b} for a, b in self.kept],
+             "untrained_model": self.untrained, "seconds": round(self.seconds, 3),
+             "work_units": self.work_units}
+        if self.people:
+            d["people"] = self.people
+        return d
 
 
 class OutputCollisionError(ValueError):
@@ -201,16 +214,18 @@ def restore_paths(*args, **kwargs) -> RestoreReport:
 
 def _restore_paths(
     inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
-    pipeline=None, progress: bool = True, log=None,
+    pipeline=None, progress: bool = True, log=None, detector=None, boxes=None,
 ) -> RestoreReport:
     """Restore every image in ``inputs`` (files or folders) into ``out_dir``.
 
     Unreadable files are skipped and listed in the report (and OUTDIR/restore_report.json);
     the resolved config is saved as OUTDIR/restore_config.yaml. Never writes over an input.
+    With ``cfg.people``, person boxes come from ``detector`` (RGB uint8 -> (N, 4) boxes) or
+    ``boxes`` ({input path: (N, 4) boxes}, e.g. from ``box_file.load_box_file``).
     """
-    from tqdm.auto import tqdm
-
     from osdhuman.config import save_config
+    from osdhuman.pipelines.people_paths import InputRejected, PeopleRun, prepare_image
+    from osdhuman.pipelines.progress import WorkProgress, units_of_file
     from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
     cfg = cfg or RestoreConfig()
@@ -245,24 +260,35 @@ def _restore_paths(
                f"the base model {base!r} with NO trained OSDHuman weights (plain SD at t="
                f"{pipeline.model.config.timestep} with an untrained prompt head; pass --weights)")
         log(f"osdhuman restore: WARNING: the model is {why}; outputs are NOT restorations")
-    bar = tqdm(total=len(files), desc="restore", unit="img", disable=not progress)
+    bar = WorkProgress(sum(units_of_file(f, cfg.upscale, cfg.tile_size, cfg.tile_overlap) for f, _ in files), progress)
+    if hasattr(getattr(pipeline, "model", None), "unet"):
+        bar.watch(pipeline.model.unet)
+    people = PeopleRun(cfg.person, lambda arrs: restore_with_fallback(pipeline, arrs, log), cfg.batch_size,
+                       cfg.save_crops, cfg.tile_size, cfg.tile_overlap, log, bar) if cfg.people else None
     pending: list[tuple[Path, Path, np.ndarray]] = []
+    prepared: list = []
 
     def flush() -> None:
         if not pending:
             return
         try:
-            res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
+            if people is not None:
+                results = people.run(prepared)
+                res = [r.image for r in results]
+            else:
+                res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
         except Exception as exc:  # noqa: BLE001 - one failed batch is recorded; the job goes on
             for src, _, _ in pending:
                 report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
-                bar.update(1)
             pending.clear()
+            prepared.clear()
             return
-        for (src, dst, _), arr in zip(pending, res):
+        for k, ((src, dst, _), arr) in enumerate(zip(pending, res)):
             _submit_write(pool, records, report, src, dst, arr, cfg, out_dir)
-            bar.update(1)
+            if people is not None:
+                _people_record(people, prepared[k], results[k], dst, out_dir, cfg, report)
         pending.clear()
+        prepared.clear()
 
     for (src, _), dst in zip(files, outs):
         try:
@@ -270,14 +296,24 @@ def _restore_paths(
         except ImageReadError as exc:
             report.failed.append((str(src), exc.reason))
             log(f"osdhuman restore: skipped {exc}")
-            bar.update(1)
             continue
-        if pending and (len(pending) >= cfg.batch_size or pending[0][2].shape != arr.shape):
+        try:
+            item = prepare_image(src, arr, cfg.upscale, cfg.max_side, cfg.people, detector, boxes)
+        except InputRejected as exc:
+            report.failed.append((str(src), str(exc)))
+            log(f"osdhuman restore: skipped {src}: {exc}")
+            continue
+        arr = item.image
+        if people is not None:
+            people.expect(item)
+        if pending and (len(pending) >= cfg.batch_size or (people is None and pending[0][2].shape != arr.shape)):
             flush()
         pending.append((src, dst, arr))
+        prepared.append(item)
     flush()
     pool.drain()
     pool.close()
+    report.work_units = bar.done
     bar.close()
     report.seconds = time.perf_counter() - t0
     records.finish()
@@ -331,6 +367,19 @@ def _submit_write(pool: WriterPool, records: ResumeLog, report: RestoreReport, s
         return records.write(rec, encode_image(arr, dst.suffix, cfg.jpeg_quality))
 
     pool.submit(job, then=lambda _digest: report.restored.append((str(src), str(dst))))
+
+
+def _people_record(people, item, result, dst: Path, out_dir: Path, cfg: RestoreConfig, report: RestoreReport) -> None:
+    """The report record of one person-aware photo, and its contact sheet (--save-crops)."""
+    sheet = None
+    if cfg.save_crops and result.crops_before:
+        from osdhuman.pipelines.contact_sheet import contact_sheet
+
+        sheet_path = out_dir / "crops" / dst.relative_to(out_dir).parent / f"{dst.stem}_people.png"
+        labels = [f"person {p.rank + 1}" for p in result.plan.people]
+        write_image(contact_sheet(result.crops_before[::-1], result.crops_after[::-1], labels=labels[::-1]), sheet_path)
+        sheet = str(sheet_path)
+    report.people.append(people.record(item, result, str(dst), sheet, cfg.upscale))
 
 
 # ---------------------------------------------------------------------------------------

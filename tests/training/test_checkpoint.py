@@ -90,13 +90,19 @@ def _save(root, step, net, opt, fail=False):
                            optimizers={"generator": opt}, param_names=names, state={"position": step * 4})
 
 
-def test_atomic_save_latest_and_rotation(tmp_path):
+def _three_checkpoints(tmp_path):
+    """A net stepped once, saved at steps 2, 4 and 6: (net, optimizer, checkpoints root)."""
     net = _net()
     opt = torch.optim.AdamW(net.parameters())
     _steps(net, opt, 1, seed=0)
     root = tmp_path / "checkpoints"
     for s in (2, 4, 6):
         _save(root, s, net, opt)
+    return net, opt, root
+
+
+def test_atomic_save_latest_and_rotation(tmp_path):
+    net, opt, root = _three_checkpoints(tmp_path)
     assert find_latest(root).name == "step-00000006"
     # a kill during the save of step 8 leaves only a temp folder, which is never "latest"
     with pytest.raises(KeyboardInterrupt):
@@ -149,12 +155,7 @@ def _flip_byte(path, offset=-1):
 def test_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     from osdhuman.training.checkpoint import resolve_resume_verified
 
-    net = _net()
-    opt = torch.optim.AdamW(net.parameters())
-    _steps(net, opt, 1, seed=0)
-    root = tmp_path / "checkpoints"
-    for s in (2, 4, 6):
-        _save(root, s, net, opt)
+    net, opt, root = _three_checkpoints(tmp_path)
     complete = json.loads((root / "step-00000006" / "COMPLETE").read_text())
     assert "trainable.safetensors" in complete["files"] and len(complete["files"]["rng.safetensors"]["sha256"]) == 64
     _flip_byte(root / "step-00000006" / "trainable.safetensors")  # same-size corruption

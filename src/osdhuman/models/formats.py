@@ -92,7 +92,6 @@ class LoraPart:
 class ForeignWeights:
     kind: str
     path: Path
-    files: list[Path] = field(default_factory=list)
     unet: LoraPart = field(default_factory=LoraPart)
     vae: LoraPart = field(default_factory=LoraPart)
     conv_in: dict[str, torch.Tensor] = field(default_factory=dict)  # full trained conv_in
@@ -193,8 +192,7 @@ def read_weights(path: str | Path) -> ForeignWeights:
         fw = _read_lora_file(_lora_file_in(p), kind)
         emb = _embedder_file(p)
         if emb is not None:
-            fw.head = map_head(*load_tensor_file(emb)[:1], where=emb)
-            fw.files.append(emb)
+            fw.head = map_head(load_tensor_file(emb)[0], where=emb)
         fw.path = p
         return fw
     data, meta = load_tensor_file(p)  # a single file
@@ -275,7 +273,7 @@ def _read_lora_file(path: Path, kind: str, loaded: tuple[dict, dict] | None = No
     data, meta = loaded or load_tensor_file(path)
     if not data:
         raise WeightsError(f"{path}: holds no tensors")
-    fw = ForeignWeights(kind=kind, path=path, files=[path])
+    fw = ForeignWeights(kind=kind, path=path)
     _parse_lora_dict(data, path, fw)
     if not len(fw.unet) and not len(fw.vae):
         raise WeightsError(f"{path}: no LoRA tensors (lora_A / lora_B or lora.down / lora.up) found; "
@@ -288,8 +286,6 @@ def _read_lora_file(path: Path, kind: str, loaded: tuple[dict, dict] | None = No
             fw.default_alpha[part_name] = float(sub["lora_alpha"])
         for pat, val in (sub.get("alpha_pattern") or {}).items():
             part.alpha.setdefault(pat.strip("^$"), float(val))
-        if "r" in sub:
-            fw.recorded[f"{part_name}_rank"] = int(sub["r"])
     for key in ("timestep", "osdhuman_timestep"):
         if key in meta:
             fw.recorded["timestep"] = int(meta[key])
@@ -346,11 +342,9 @@ def _read_export(folder: Path) -> ForeignWeights:
         md = _metadata(meta, folder / vae_name)
         if "vae.lora_alpha" in md:
             fw.default_alpha["vae"] = float(md["vae.lora_alpha"])
-        fw.files.append(folder / vae_name)
     for key, target in (("hfie_head", fw.head), ("prompt", fw.prompt)):
         if files.get(key):
             target.update(load_tensor_file(folder / files[key])[0])
-            fw.files.append(folder / files[key])
     if files.get("conv_in"):  # exact trained conv_in + its own LoRA replace the rank in*k*k form
         data = load_tensor_file(folder / files["conv_in"])[0]
         fw.conv_in = {k.split(".")[-1]: v for k, v in data.items() if k in ("conv_in.weight", "conv_in.bias")}
@@ -358,7 +352,6 @@ def _read_export(folder: Path) -> ForeignWeights:
             d.pop("conv_in", None)
         if "conv_in.lora_A.weight" in data:
             fw.unet.A["conv_in"], fw.unet.B["conv_in"] = data["conv_in.lora_A.weight"], data["conv_in.lora_B.weight"]
-        fw.files.append(folder / files["conv_in"])
     return fw
 
 
@@ -368,7 +361,7 @@ def _read_osediff(path: Path, data: dict | None = None) -> ForeignWeights:
     missing = [k for k in ("state_dict_unet", "state_dict_vae") if k not in data]
     if missing:
         raise WeightsError(f"{path}: an OSEDiff checkpoint needs {', '.join(missing)}; it holds: {_listing(data)}")
-    fw = ForeignWeights(kind="osediff", path=path, files=[path])
+    fw = ForeignWeights(kind="osediff", path=path)
     _parse_lora_dict({f"unet.{k}": v for k, v in data["state_dict_unet"].items()}, path, fw)
     _parse_lora_dict({f"vae.{k}": v for k, v in data["state_dict_vae"].items()}, path, fw)
     ranks = {"unet": data.get("rank_unet"), "vae": data.get("rank_vae")}

@@ -278,6 +278,15 @@ def test_requested_processes_reads_accelerate_command_lines():
     assert _requested_processes(["bash", "-c", "accelerate launch --num_processes 2"]) is None
 
 
+def _tensorboard_steps(tb: Path, tag: str) -> list[int]:
+    """The steps TensorBoard itself shows for ``tag`` (its EventAccumulator applies purge events)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
 def _rewrite_with_checksum(ckpt: Path, name: str, text: str) -> None:
     """Edit a checkpoint file as another run would have written it (its COMPLETE sum updated)."""
     import hashlib
@@ -318,6 +327,7 @@ def test_resume_skips_a_damaged_checkpoint_refuses_another_world_size_and_logs_e
     assert res.step == 6
     steps = [r["step"] for r in _records(out) if "loss/loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6], steps  # the killed run's 3, 4, 5 are not repeated
+    assert _tensorboard_steps(out / "tb", "loss/loss") == [1, 2, 3, 4, 5, 6]  # TensorBoard shows each step once
     assert "global batch 2 = batch_size 2 per device x 1 accumulation x 1 process(es)" in capsys.readouterr().err
 
 

@@ -110,7 +110,8 @@ def _parent_argv() -> list[str]:
     import os
 
     try:
-        raw = open(f"/proc/{os.getppid()}/cmdline", "rb").read()
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            raw = f.read()
     except OSError:
         return []
     argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]

@@ -407,6 +407,18 @@ def input_fingerprint(path: str | os.PathLike) -> dict:
     return {"size": p.stat().st_size, "sha256": file_sha256(p)}
 
 
+def path_identity(path: str | os.PathLike) -> list | None:
+    """What identifies a weights file or folder without reading gigabytes: (relative name, size,
+    mtime_ns) of every file under it, sorted; None when ``path`` is not on disk (a hub id)."""
+    p = Path(path)
+    try:
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+        return [[f.relative_to(p).as_posix() if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns]
+                for f in files] or None
+    except OSError:
+        return None
+
+
 def params_key(*parts: Any) -> str:
     """A short stable hash of JSON-able parameters (config dict, seed, ...)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -68,7 +68,15 @@ COMMANDS = {
                  "--metrics", "psnr_y,ssim_y", "--device", "cpu"],
     "dataset-quality": ["dataset-quality", "--dataset", "D={T}/in", "-o", "{T}/out", "--metrics", "laplacian_var",
                         "--device", "cpu"],
+    # a folder of HQ crops: validation takes a.png; 3 steps of 2 visit the other six once
+    "train": ["train", "--config", str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"),
+              "-o", "{T}/out", "--set", "data.source={T}/in", "--set", "max_steps=3", "--set", "data.num_val=1",
+              "--set", "data.size=32", "--set", "data.shuffle=false", "--set", "logging.val_at_start=false",
+              "--set", "checkpoint.every=0", "--set", "logging.progress=false"],
+    "build-dataset": ["build-dataset", "--source", "folder:{T}/in", "-o", "{T}/out", "--set", "crop.size=64",
+                      "--set", "iqa.metrics=[laplacian_var]"],
 }
+NO_PROGRESS_FLAG = {"train": []}  # train's progress bar is a config value (set above)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | str]:
@@ -82,7 +90,7 @@ def _snapshot(folder: Path) -> dict[str, bytes | str]:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_bad_kind_is_named_once_and_the_good_files_are_processed(command, messy, capsys):
     before = _snapshot(messy / "in")
-    rc = main([a.replace("{T}", str(messy)) for a in COMMANDS[command]] + ["--no-progress"])
+    rc = main([a.replace("{T}", str(messy)) for a in COMMANDS[command]] + NO_PROGRESS_FLAG.get(command, ["--no-progress"]))
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "Traceback" not in err
@@ -99,6 +107,17 @@ def test_every_bad_kind_is_named_once_and_the_good_files_are_processed(command, 
     if command in ("degrade", "restore"):  # one output per good input
         for name in GOOD:
             assert any(w.startswith(Path(name).stem) and w.endswith(".png") for w in written), (name, written)
+    elif command == "train":  # trained to the end on the good crops; every bad entry recorded once
+        assert (messy / "out" / "final").is_dir()
+        recs = [json.loads(x) for x in (messy / "out" / "skipped.jsonl").read_text().splitlines()]
+        assert sorted((Path(r["file"]).name, r["reason"]) for r in recs) == sorted(BAD.items())
+    elif command == "build-dataset":  # every good image decoded (no person in noise), every bad one a reject row
+        import pandas as pd
+
+        rej = pd.read_parquet(messy / "out" / "rejects.parquet")
+        reasons = {Path(p).name: r for p, r in zip(rej["path"], rej["reason"])}
+        assert all(reasons.get(g) == "no_person_detected" for g in GOOD), reasons
+        assert {n: reasons.get(n) for n in BAD} == BAD
     else:
         summary = json.loads((messy / "out" / "summary.json").read_text())
         rows = next(iter(summary.values()))

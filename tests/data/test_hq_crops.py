@@ -23,6 +23,7 @@ def folder(tmp_path):
     _save(d / "small.jpg", 20, 40, 1)  # shorter side below the crop: upscaled
     _save(d / "exact.png", 32, 32, 2)
     (d / "bad.png").write_bytes(b"garbage")
+    (d / "notes.txt").write_text("not an image")
     return d
 
 
@@ -30,8 +31,10 @@ def test_folder_items_shape_range_and_determinism(folder):
     ds = HQCropDataset(folder, size=32, seed=5)
     assert len(ds) == 4
     keys = set()
-    with pytest.warns(UserWarning, match="bad.png"):
-        items = [ds[i] for i in range(len(ds))]
+    assert ds.listing_skipped == [(str(folder / "notes.txt"), "not_an_image_extension")]
+    items = [ds[i] for i in range(len(ds))]
+    met = [line.split("\t")[:2] for it in items for line in it["skipped"].splitlines()]
+    assert met == [[str(folder / "bad.png"), "not_an_image"]]  # said once, by the item that met it
     for it in items:
         assert it["hq"].shape == (3, 32, 32) and it["hq"].dtype == torch.float32
         assert it["hq"].min() >= -1 and it["hq"].max() <= 1
@@ -72,9 +75,10 @@ def test_manifest_selected_rows_of_the_split(tmp_path):
     pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
     ds = HQCropDataset(root / "manifest.parquet", size=32, split="train")
     assert len(ds) == 3
-    with pytest.warns(UserWarning, match="missing.png"):
-        keys = [ds[i]["key"] for i in range(3)]
-    assert set(keys) == {"c0", "c1"}
+    items = [ds[i] for i in range(3)]
+    assert {it["key"] for it in items} == {"c0", "c1"}
+    met = "".join(it["skipped"] for it in items)
+    assert "missing.png\t" in met and met.count("\n") == 0
     val = HQCropDataset(root / "manifest.parquet", size=32, split="val")
     assert [val[0]["key"]] == ["c2"]
     pd.DataFrame({"crop_id": ["x"]}).to_parquet(tmp_path / "bad.parquet")
@@ -85,8 +89,8 @@ def test_manifest_selected_rows_of_the_split(tmp_path):
 def test_dataloader_batch_feeds_make_pairs(folder):
     ds = HQCropDataset(folder, size=32)
     dl = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=False, num_workers=0)
-    with pytest.warns(UserWarning):
-        batch = next(iter(dl))
+    batch = next(iter(dl))
+    assert isinstance(batch["skipped"], list) and len(batch["skipped"]) == 3  # strings collate to a list
     lq, hq = make_pairs(batch["hq"], batch["seed"], Degrader())
     assert lq.shape == (3, 3, 32, 32) and lq.min() >= -1 and lq.max() <= 1
     assert hq is batch["hq"]

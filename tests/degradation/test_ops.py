@@ -145,3 +145,25 @@ def test_differentiable_jpeg_approximates_the_codec():
     lo = jpeg_differentiable(x, sizes, [30, 30])
     hi = jpeg_differentiable(x, sizes, [95, 95])
     assert psnr(hi, x) > psnr(lo, x) + 3  # quality matters
+
+
+def test_cpu_jpeg_is_the_same_libjpeg_turbo_as_torchvision():
+    """jpeg_real on CPU goes through Pillow (no torchvision import); torchvision's CPU codec is the
+    same libjpeg-turbo, so the decoded pixels must be identical at every quality."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from osdhuman.degradation.jpeg import jpeg_one, jpeg_real
+
+    g = torch.Generator().manual_seed(3)
+    low = torch.rand(2, 3, 9, 11, generator=g)
+    x = F.interpolate(low, size=(72, 88), mode="bicubic").clamp(0, 1)
+    x[1, :, 50:] = 0
+    sizes = [(72, 88), (50, 88)]
+    for q in (30, 57, 95):
+        ours = jpeg_real(x, sizes, [q, q])
+        for b, (h, w) in enumerate(sizes):
+            u8 = (x[b, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+            tv = decode_jpeg(encode_jpeg(u8, quality=q)).float() / 255
+            assert torch.equal(ours[b, :, :h, :w], tv)
+        one = jpeg_one(x[:1].clone(), q)
+        assert torch.equal(one[0], ours[0])

@@ -152,3 +152,22 @@ def test_rerun_keeps_done_outputs_redoes_changed_ones_and_never_replaces_a_stran
                            progress=False, log=logs.append)
     assert sorted(Path(d).name for _, d in forced.restored) == ["a.png", "b.jpg"]
     assert not list(out.glob(".*"))  # no lock, journal or temp file left
+
+
+def test_new_weights_at_the_same_path_redo_the_outputs(tmp_path):
+    """The resume key holds the weights' identity (names, sizes, mtimes), not only their path."""
+    import os
+
+    from osdhuman.pipelines.restore import _settings_key
+
+    w = tmp_path / "run" / "final"
+    w.mkdir(parents=True)
+    (w / "osdhuman_weights.safetensors").write_bytes(b"A" * 100)
+    cfg = RestoreConfig(weights=str(w))
+    first = _settings_key(cfg)
+    assert _settings_key(RestoreConfig(weights=str(w))) == first  # unchanged: outputs are kept
+    (w / "osdhuman_weights.safetensors").write_bytes(b"B" * 100)  # retrained into the same folder
+    st = (w / "osdhuman_weights.safetensors").stat()
+    os.utime(w / "osdhuman_weights.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert _settings_key(cfg) != first
+    assert _settings_key(RestoreConfig(weights="org/hub-id")) == _settings_key(RestoreConfig(weights="org/hub-id"))

@@ -208,30 +208,83 @@ def test_cli_stops_at_start_without_vgg_weights(tmp_path, capsys):
     assert rc == 1 and "not a complete training checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_two_process_ddp_run_with_the_regularizer(photo_dir, tmp_path):
-    """DDP (gloo, 2 CPU processes via torchrun): both updates per iteration, find_unused_parameters."""
-    import os
+def _launcher(kind: str, n: int) -> list[str] | None:
     import shutil
-    import subprocess
     import sys
 
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
+    tool = shutil.which(kind, path=str(Path(sys.executable).parent)) or shutil.which(kind)
+    if tool is None:
+        return None
+    if kind == "torchrun":
+        return [tool, "--nproc_per_node", str(n)]
+    return [tool, "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["torchrun", "accelerate"])
+def test_two_process_ddp_run_with_the_regularizer(kind, photo_dir, tmp_path):
+    """DDP (gloo, 2 CPU processes) through each launcher the README gives: both updates per
+    iteration, find_unused_parameters, one writer."""
+    import os
+    import subprocess
+
+    launch = _launcher(kind, 2)
+    if launch is None:
+        pytest.skip(f"{kind} not found")
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--nproc_per_node", "2", "-m", "osdhuman.cli.train", "--config", str(CONFIGS / "tiny.yaml"),
+    cmd = [*launch, "-m", "osdhuman.cli.train", "--config", str(CONFIGS / "tiny.yaml"),
            "--output-dir", str(out), "--max-steps", "2", "--set", f"data.source={photo_dir}",
            "--set", "data.size=32", "--set", "data.num_val=1", "--set", "logging.progress=false",
-           "--set", "logging.val_at_start=false", "--set", "logging.every=1"]
+           "--set", "logging.val_at_start=false", "--set", "logging.every=1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 process(es)" in proc.stderr
     state = json.loads((out / "checkpoints" / "step-00000002" / "state.json").read_text())
     assert state["world_size"] == 2 and state["position"] == 2 * 2 * 2  # steps x batch x processes
     recs = [r for r in _records(out) if "loss/regularizer" in r]
     assert len(recs) == 2 and all(r["nonfinite"] == 0.0 for r in recs)
     assert proc.stdout.count("trained 2 steps") == 1  # only process 0 reports / writes
+
+
+def test_accelerate_cpu_launch_that_would_run_one_process_is_refused(photo_dir, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts ONE process: refused, naming what works."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    tool = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if tool is None:
+        pytest.skip("accelerate not found")
+    cmd = [tool, "launch", "-q", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "osdhuman.cli.train", "--config", str(CONFIGS / "tiny.yaml"),
+           "--output-dir", str(tmp_path / "run"), "--set", f"data.source={photo_dir}"]
+    proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("osdhuman train: error:")]
+    assert len(ours) == 1 and "not the 2 asked for" in ours[0] and "--multi_gpu --num_processes 2" in ours[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_requested_processes_reads_accelerate_command_lines():
+    from osdhuman.cli.train import _requested_processes
+
+    assert _requested_processes(["/venv/bin/accelerate", "launch", "--cpu", "--num_processes", "4", "-m", "x"]) == 4
+    assert _requested_processes(["accelerate", "launch", "--num-processes=3", "train.py"]) == 3
+    assert _requested_processes(["accelerate", "launch", "train.py"]) is None
+    assert _requested_processes(["torchrun", "--nproc_per_node", "2", "--num_processes", "2"]) is None
+    assert _requested_processes(["bash", "-c", "accelerate launch --num_processes 2"]) is None
+
+
+def _tensorboard_steps(tb: Path, tag: str) -> list[int]:
+    """The steps TensorBoard itself shows for ``tag`` (its EventAccumulator applies purge events)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
 
 
 def _rewrite_with_checksum(ckpt: Path, name: str, text: str) -> None:
@@ -274,6 +327,7 @@ def test_resume_skips_a_damaged_checkpoint_refuses_another_world_size_and_logs_e
     assert res.step == 6
     steps = [r["step"] for r in _records(out) if "loss/loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6], steps  # the killed run's 3, 4, 5 are not repeated
+    assert _tensorboard_steps(out / "tb", "loss/loss") == [1, 2, 3, 4, 5, 6]  # TensorBoard shows each step once
     assert "global batch 2 = batch_size 2 per device x 1 accumulation x 1 process(es)" in capsys.readouterr().err
 
 

@@ -133,9 +133,30 @@ def run(args) -> int:
         result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
     except (SourceError, OutputDirError, ScoringUnavailable, DetectorUnavailable) as exc:
         raise UsageError(str(exc)) from None
+    _report_unusable_files(result.out / "rejects.parquet")
     print(result.summary())
     print(f"report: {result.out / 'report.html'}", file=sys.stdout)
     return 0
+
+
+SHOWN_UNUSABLE = 50  # files named on stderr; every one is a row of rejects.parquet
+
+
+def _report_unusable_files(rejects_path) -> None:
+    """One stderr line per input file that could not be listed or read (the first 50)."""
+    import pandas as pd
+
+    try:
+        rej = pd.read_parquet(rejects_path, columns=["path", "stage", "reason", "detail"])
+    except (OSError, ValueError):
+        return
+    bad = rej[rej["stage"].isin(["list", "read"])]
+    for path, reason, detail in bad[["path", "reason", "detail"]].head(SHOWN_UNUSABLE).itertuples(index=False):
+        note = f" ({detail})" if isinstance(detail, str) and detail else ""
+        print(f"osdhuman build-dataset: skipped {path}: {reason}{note}", file=sys.stderr)
+    if len(bad) > SHOWN_UNUSABLE:
+        print(f"osdhuman build-dataset: ... and {len(bad) - SHOWN_UNUSABLE} more unusable files "
+              f"(stage list/read in {rejects_path})", file=sys.stderr)
 
 
 def preset_path(name: str):

@@ -3,9 +3,11 @@
     osdhuman train --config configs/osdhuman.yaml --output-dir runs/osdhuman \
         [--max-steps N] [--resume latest|PATH] [--set key=value ...]
 
-Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m osdhuman.cli.train ARGS`` or
-``torchrun --nproc_per_node N -m osdhuman.cli.train ARGS``; N CPU processes (gloo): torchrun only
-(``accelerate launch --cpu`` starts one process). ARGS are those of ``osdhuman train``. Each
+N processes (GPUs, or CPU processes over gloo with ``--device cpu``):
+``accelerate launch --multi_gpu --num_processes N -m osdhuman.cli.train ARGS`` or
+``torchrun --nproc_per_node N -m osdhuman.cli.train ARGS``. ``accelerate launch --cpu
+--num_processes N`` starts ONE process whatever N is (accelerate's simple launcher); that launch is
+refused with the command that works. ARGS are those of ``osdhuman train``. Each
 process takes batch_size images per micro-batch (per device); set global_batch_size to keep
 the global batch fixed whatever N is. Checkpoints and logs are written by process 0.
 """
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"max_steps={args.max_steps}")
     if args.device:
         extra.append(f"device={args.device}")
+    _check_launcher()
     cfg = resolve_config(TrainConfig, args, extra)
     out = Path(args.output_dir)
     _check_sources(cfg)
@@ -80,6 +83,57 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {result.step} steps; final weights: {result.final_dir} "
               f"(use: osdhuman restore INPUT -o OUT --weights {result.final_dir})")
     return 0
+
+
+def _requested_processes(launcher_argv: list[str]) -> int | None:
+    """--num_processes N (or --num-processes=N) of an ``accelerate launch`` command line, else None."""
+    if not any(a.endswith("accelerate") for a in launcher_argv[:2]) or "launch" not in launcher_argv[:3]:
+        return None
+    for i, a in enumerate(launcher_argv):
+        for flag in ("--num_processes", "--num-processes"):
+            if a == flag and i + 1 < len(launcher_argv):
+                value = launcher_argv[i + 1]
+            elif a.startswith(flag + "="):
+                value = a.split("=", 1)[1]
+            else:
+                continue
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _parent_argv() -> list[str]:
+    """The launching process's command line (Linux /proc; empty elsewhere). The first entries may
+    be an interpreter (``python .../accelerate launch ...``): they are dropped."""
+    import os
+
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    while argv and "python" in os.path.basename(argv[0]):
+        argv = argv[1:]
+    return argv
+
+
+def _check_launcher() -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N>1``: it would silently train on one process."""
+    import os
+
+    from osdhuman.cli import UsageError
+
+    wanted = _requested_processes(_parent_argv())
+    if wanted is None or wanted < 2 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    raise UsageError(
+        f"accelerate launch started 1 process, not the {wanted} asked for (its --cpu launcher ignores "
+        f"--num_processes); for {wanted} CPU processes run `accelerate launch --multi_gpu --num_processes "
+        f"{wanted} -m osdhuman.cli.train ... --device cpu` or `torchrun --nproc_per_node {wanted} -m "
+        "osdhuman.cli.train ... --device cpu`")
 
 
 def _check_sources(cfg) -> None:

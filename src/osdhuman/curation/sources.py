@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osdhuman.curation.config import LabelConfig
-from osdhuman.imageio import list_images
+from osdhuman.imageio import scan_images
 
 KIND_ARGS = {"coco": 2, "openimages": 3, "crowdhuman": 2, "voc": 2, "folder": 1}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -491,8 +491,11 @@ def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
 def parse_folder(spec: SourceSpec) -> ParsedSource:
     (root,) = spec.args
     out = ParsedSource(spec)
-    for p in list_images(root):
+    files, skipped = scan_images(root)
+    for p in files:
         out.images.append(SourceImage(spec.name, p.relative_to(root).as_posix(), str(p), None))
+    for entry, reason in skipped:  # not an image extension, dangling link, link loop, directory: a row each
+        out.rejects.append(reject_row(spec.name, os.path.relpath(entry, root), entry, reason, stage="list"))
     return out
 
 

@@ -3,13 +3,14 @@ the LQ is synthesised on the training device by ``osdhuman.degradation``).
 
 Every random choice of an item (crop offset, flip, degradation seed) comes from
 (``seed``, epoch, index) alone, so it is the same whatever the number of DataLoader workers.
-Files that cannot be read are skipped with a warning naming the file; the item falls back
-to the next readable file.
+Entries the folder listing leaves out (not an image extension, dangling link, link loop,
+directory) are in ``listing_skipped``; a file that cannot be decoded is skipped for the next
+readable one, and the item that met it says so in ``skipped`` ("file\treason\tdetail" lines),
+so the training loop can report it whatever DataLoader worker read it.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from osdhuman.imageio import ImageReadError, list_images, read_rgb
+from osdhuman.imageio import ImageReadError, read_rgb, scan_images
 
 __all__ = ["HQCropDataset", "NoReadableImagesError", "read_manifest"]
 
@@ -63,8 +64,9 @@ class HQCropDataset(Dataset):
     def __init__(self, source: str | Path, size: int = 512, split: str = "train", random_crop: bool = True,
                  flip: bool = True, seed: int = 0):
         source = Path(source)
+        self.listing_skipped: list[tuple[str, str]] = []  # (entry, reason) the folder listing left out
         if source.is_dir():
-            files = list_images(source)
+            files, self.listing_skipped = scan_images(source)
             self.items = [(f, f.relative_to(source).with_suffix("").as_posix()) for f in files]
         elif source.suffix == ".parquet":
             self.items = read_manifest(source, split)
@@ -85,22 +87,22 @@ class HQCropDataset(Dataset):
         """Draw new crops, flips and degradation seeds (call before each epoch, as with a sampler)."""
         self.epoch = int(epoch)
 
-    def _load(self, i: int) -> tuple[np.ndarray, str]:
-        n = len(self.items)
+    def _load(self, i: int) -> tuple[np.ndarray, str, list[str]]:
+        """(image, key, "file\treason\tdetail" of each file newly found bad on the way)."""
+        n, met = len(self.items), []
         for j in range(n):
             path, key = self.items[(i + j) % n]
             if str(path) in self.bad:
                 continue
             try:
-                return read_rgb(path), key
+                return read_rgb(path), key, met
             except ImageReadError as exc:
                 self.bad[str(path)] = exc.reason
-                warnings.warn(f"HQCropDataset: skipping {path}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""),
-                              stacklevel=2)
+                met.append(f"{path}\t{exc.reason}\t{exc.detail}")
         raise NoReadableImagesError(f"{self.source}: none of the {n} images can be read")
 
     def __getitem__(self, i: int) -> dict:
-        img, key = self._load(int(i))  # (H, W, 3) uint8
+        img, key, met = self._load(int(i))  # (H, W, 3) uint8
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         s = self.size
         h, w = img.shape[:2]
@@ -118,4 +120,4 @@ class HQCropDataset(Dataset):
         if flip:
             crop = crop[:, ::-1]
         hq = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, s, s)
-        return {"hq": hq, "key": key, "seed": int(rng.integers(0, 2**62))}
+        return {"hq": hq, "key": key, "seed": int(rng.integers(0, 2**62)), "skipped": "\n".join(met)}

@@ -3,7 +3,8 @@
     1. list the HQ images (recursively), refuse an output folder inside the input folder
     2. give each image its seed: a hash of (run seed, relative path), so adding or removing
        files never changes the LQ of the others
-    3. read, batch images of equal size, degrade on the chosen device
+    3. read (decoding the next batch on threads while this one degrades), batch images of
+       equal size, degrade on the chosen device
     4. hand each LQ to a writer pool (PNG encoding on threads; its record goes to a journal,
        then the temp file is renamed into place); at the end params.jsonl (one JSON line per image),
        skipped.jsonl (every file left out and why) and config.yaml, atomically and last
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +120,7 @@ def _split(skipped: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     out = []
     for f, r in skipped:
         reason, _, detail = r.partition(" (")
-        out.append((f, reason, detail[:-1] if detail.endswith(")") else detail))
+        out.append((f, reason, detail.removesuffix(")")))
     return out
 
 
@@ -163,9 +166,46 @@ def _encode_and_write(log: ResumeLog, rec: dict, arr: np.ndarray) -> str:
     return log.write(rec, encode_png(arr))
 
 
+def _read_one(job) -> tuple[tuple, np.ndarray | ImageReadError]:
+    try:
+        return job, read_rgb(job[0])
+    except ImageReadError as exc:
+        return job, exc
+
+
+def _read_ahead(chunks: list[list], readers: int):
+    """Yield each chunk's decoded images (in order) while the next chunk is decoded on
+    ``readers`` threads (Pillow releases the GIL while it decodes)."""
+    with ThreadPoolExecutor(max(1, readers), thread_name_prefix="osdhuman-reader") as pool:
+        ahead = [pool.submit(_read_one, job) for job in chunks[0]] if chunks else []
+        for i in range(len(chunks)):
+            current = ahead
+            ahead = [pool.submit(_read_one, job) for job in chunks[i + 1]] if i + 1 < len(chunks) else []
+            yield [f.result() for f in current]
+
+
+def _group_by_size(read: list, summary: DegradeSummary) -> list[list[tuple[np.ndarray, str, Path, dict]]]:
+    """Images of equal size batch together; unreadable ones go to the skipped list."""
+    by_size: dict[tuple[int, int], list[tuple[np.ndarray, str, Path, dict]]] = defaultdict(list)
+    for (f, rel, out, fp), img in read:
+        if isinstance(img, ImageReadError):
+            summary.skipped.append((str(f), img.reason + (f" ({img.detail})" if img.detail else "")))
+            continue
+        by_size[img.shape[:2]].append((img, rel, out, fp))
+    return list(by_size.values())
+
+
+def _degrade_group(deg: Degrader, dev: torch.device, seed: int, group: list) -> tuple[np.ndarray, list[int], list]:
+    hq = torch.from_numpy(np.stack([g[0] for g in group])).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+    seeds = [image_seed(seed, g[1]) for g in group]
+    lq, params = deg(hq.to(dev).float() / 255.0, seeds, return_params=True)
+    lq8 = (lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+    return lq8, seeds, params
+
+
 def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, batch_size: int, progress: bool,
               log: ResumeLog, key: str, summary: DegradeSummary, writers: int | None) -> None:
-    """Read, degrade in batches of equal size, hand each LQ to the writer pool."""
+    """Read ahead on threads, degrade in batches of equal size, hand each LQ to the writer pool."""
     deg = Degrader(cfg, device=device)
     dev = torch.device(device)
     try:
@@ -177,27 +217,16 @@ def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, bat
     def done(_digest: str) -> None:
         summary.written += 1
 
+    chunks = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
     with WriterPool(writers) as pool:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            by_size: dict[tuple[int, int], list[tuple[np.ndarray, str, Path, dict]]] = defaultdict(list)
-            for f, rel, out, fp in chunk:
-                try:
-                    img = read_rgb(f)
-                except ImageReadError as exc:
-                    summary.skipped.append((str(f), exc.reason + (f" ({exc.detail})" if exc.detail else "")))
-                    continue
-                by_size[img.shape[:2]].append((img, rel, out, fp))
-            for group in by_size.values():
-                hq = torch.from_numpy(np.stack([g[0] for g in group])).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-                seeds = [image_seed(seed, g[1]) for g in group]
-                lq, params = deg(hq.to(dev).float() / 255.0, seeds, return_params=True)
-                lq8 = (lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        for read in _read_ahead(chunks, readers=min(2, os.cpu_count() or 1)):
+            for group in _group_by_size(read, summary):
+                lq8, seeds, params = _degrade_group(deg, dev, seed, group)
                 for (_, rel, out, fp), arr, s, p in zip(group, lq8, seeds, params):
                     rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s,
                            "params": p.to_dict(), "input": fp, "run_key": key}
                     pool.submit(_encode_and_write, log, rec, arr, then=done)
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(len(read))
     if bar is not None:
         bar.close()

@@ -1,7 +1,11 @@
 """JPEG compression of a ragged batch at a per-image quality.
 
-``jpeg_real``: the real codec through torchvision (libjpeg-turbo on CPU tensors, nvJPEG on CUDA
-tensors; 4:2:0 chroma, integer quality). Input is clipped to [0, 1] and rounded to 8 bit first.
+``jpeg_real``: the real codec (4:2:0 chroma, integer quality): libjpeg-turbo through Pillow for
+CPU tensors, nvJPEG through torchvision for CUDA tensors. Input is clipped to [0, 1] and rounded
+to 8 bit first. Why Pillow on CPU: torchvision's CPU encoder is the same libjpeg-turbo (its bytes
+and decoded pixels are identical to Pillow's, checked in tests/degradation/test_ops.py), but
+importing ``torchvision.io`` imports ``torch._dynamo`` (~2.5 s, measured), more than a whole
+48-image ``osdhuman degrade`` run spends degrading.
 ``jpeg_differentiable``: an in-torch approximation (BT.601 YCbCr, 4:2:0 by 2x2 mean, 8x8 DCT,
 IJG-scaled Annex K tables, straight-through rounding) that keeps gradients.
 """
@@ -21,7 +25,49 @@ __all__ = ["jpeg_differentiable", "jpeg_one", "jpeg_real", "quant_tables"]
 
 
 
-def _codec():
+def _pil_encode(u8: torch.Tensor, quality: int) -> bytes:
+    """(3, h, w) uint8 CPU tensor -> JPEG bytes (libjpeg-turbo defaults: 4:2:0, islow DCT)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(u8.permute(1, 2, 0).contiguous().numpy()).save(buf, "JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def _pil_decode(data: bytes) -> torch.Tensor:
+    """JPEG bytes -> (3, h, w) uint8 tensor."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _cpu_codec():
+    """encode / decode with torchvision's signatures (lists in, lists out), through Pillow."""
+
+    def enc(images, quality: int):
+        return [_pil_encode(u8, quality) for u8 in images] if isinstance(images, list) else _pil_encode(images, quality)
+
+    def dec(data, device=None):
+        return [_pil_decode(d) for d in data] if isinstance(data, list) else _pil_decode(data)
+
+    return enc, dec
+
+
+def _codec(device: torch.device | None = None):
+    """The codec for tensors on ``device``: Pillow on CPU, torchvision (nvJPEG) on CUDA."""
+    if device is None or device.type != "cuda":
+        return _cpu_codec()
+    return _torchvision_codec()
+
+
+def _torchvision_codec():
     """torchvision's encode_jpeg / decode_jpeg, without the deprecation warning 0.29 emits on
     every call (the codec itself is libjpeg-turbo / nvJPEG)."""
     with warnings.catch_warnings():
@@ -43,7 +89,7 @@ def _codec():
 
 def jpeg_real(x: torch.Tensor, sizes: Sequence[tuple[int, int]], quality: Sequence[int | None]) -> torch.Tensor:
     """Encode + decode image b of canvas x (B, 3, Hc, Wc) at quality[b] (None = unchanged)."""
-    encode_jpeg, decode_jpeg = _codec()
+    encode_jpeg, decode_jpeg = _codec(x.device)
 
     out = x.clone()
     active = [b for b, q in enumerate(quality) if q is not None]
@@ -148,9 +194,9 @@ def jpeg_one(x: torch.Tensor, quality: int | None) -> torch.Tensor:
     """:func:`jpeg_real` for one image x (1, 3, h, w) without a canvas."""
     if quality is None:
         return x
-    encode_jpeg, decode_jpeg = _codec()
+    encode_jpeg, decode_jpeg = _codec(x.device)
 
     u8 = x[0].clamp(0, 1).mul_(255.0).round_().to(torch.uint8)  # (3, h, w)
-    data = encode_jpeg(u8, quality=int(quality))
+    data = encode_jpeg(u8.cpu() if x.device.type != "cuda" else u8, quality=int(quality))
     dec = decode_jpeg(data.cpu(), device=x.device) if x.device.type == "cuda" else decode_jpeg(data)
     return dec.to(x.dtype).div_(255.0)[None]

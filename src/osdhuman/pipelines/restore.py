@@ -34,6 +34,7 @@ from osdhuman.outputs import (
     hold_output_lock,
     input_fingerprint,
     params_key,
+    path_identity,
     release_output_lock,
     sweep_temp_files,
 )
@@ -335,7 +336,12 @@ def _settings_key(cfg: RestoreConfig) -> str:
     from osdhuman.config import to_dict
 
     d = {k: v for k, v in to_dict(cfg).items() if k not in ("device", "batch_size", "recursive", "overwrite")}
+    # the same path with new contents (retrained weights) must not keep the old outputs
+    d["file_identities"] = {k: path_identity(v) for k, v in d.items() if isinstance(v, str) and k in _PATH_FIELDS}
     return params_key(d)
+
+
+_PATH_FIELDS = ("weights", "base_model", "hfie_encoder")
 
 
 def _skip_done(files, outs, records: ResumeLog, key: str, report: RestoreReport, log):

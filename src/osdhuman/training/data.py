@@ -10,7 +10,7 @@ whatever the number of workers, and resumes exactly.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -51,6 +51,8 @@ class TrainingData:
     world: int
     val: Optional[tuple[torch.Tensor, torch.Tensor]]  # (lq, hq) (N, 3, S, S) in [-1, 1] on device
     val_keys: list[str]
+    listing_skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry, reason), train + val folders
+    val_skipped: list[str] = field(default_factory=list)  # "file\treason\tdetail" met building the val pairs
 
     def iterator(self, position: int) -> Iterator[dict]:
         """Batches for this process starting at global sample ``position``."""
@@ -115,11 +117,17 @@ def build_training_data(cfg: TrainConfig, device: torch.device, rank: int = 0, w
     degrader = Degrader(cfg.degradation)
     val = None
     keys: list[str] = []
+    val_skipped: list[str] = []
     if val_ds is not None and val_idx:
         items = [val_ds[i] for i in val_idx]
+        val_skipped = [line for it in items for line in it["skipped"].splitlines()]
         hq = torch.stack([it["hq"] for it in items]).to(device)  # (N, 3, S, S)
         seeds = [d.val_seed + i for i in range(len(items))]
         lq, hq = make_pairs(hq, seeds, degrader)
         val = (lq, hq)
         keys = [it["key"] for it in items]
-    return TrainingData(PositionedDataset(train_ds, train_idx), degrader, device, cfg, rank, world, val, keys)
+    listing = list(train_ds.listing_skipped)
+    if val_ds is not None and val_ds.source != train_ds.source:
+        listing += val_ds.listing_skipped
+    return TrainingData(PositionedDataset(train_ds, train_idx), degrader, device, cfg, rank, world, val, keys,
+                        listing, val_skipped)

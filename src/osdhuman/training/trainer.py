@@ -1,34 +1,35 @@
 """``train(cfg, output_dir)``: the OSDHuman training loop (paper 3.2, 4.2; FACTS 3).
 
-Numbered steps, as a pipeline:
- 1. accelerate: process group, device; autocast precision chosen here (not by accelerate).
- 2. LPIPS weights (fail at start if missing), model + regularizer adapter, frozen dtype.
- 3. data: HQ crops in a resumable order; LQ synthesised on the device per sample seed.
- 4. two AdamW optimisers (generator, regularizer), constant schedule.
- 5. resume: trainable tensors, optimiser states, RNG, step and data position.
- 6. per iteration (seeded from (seed, step, rank), so any step replays exactly):
+Numbered steps, as a pipeline (one function each):
+ 1. ``_start``: accelerate (process group, device; autocast precision is ours), the global
+    batch, which checkpoint to resume.
+ 2. ``_build``: LPIPS weights (fail at start if missing), model + regularizer adapter, data
+    (HQ crops in a resumable order; LQ synthesised on the device per sample seed), two AdamW
+    optimisers (generator, regularizer; constant schedule).
+ 3. ``_resume``: trainable tensors, optimiser states, RNG, step and data position.
+ 4. ``_open_logs``: config.yaml, metrics.jsonl, TensorBoard, skipped.jsonl (continuing after a resume).
+ 5. ``_loop``, per iteration (seeded from (seed, step, rank), so any step replays exactly):
       generator loss (Eq. 4) -> backward -> clip -> step;
       regularizer loss (Eq. 7) -> backward -> clip -> step.
-    Non-finite losses skip the iteration; ``max_nonfinite`` in a row stop the run.
- 7. logging (TensorBoard + metrics.jsonl), validation (PSNR/SSIM + LQ|restored|HQ grid),
-    checkpoints with rotation, a checkpoint at the end and the weights in ``final/``.
+    Non-finite losses skip the iteration; ``max_nonfinite`` in a row stop the run. Logging
+    (interval means over ranks), validation (PSNR/SSIM + LQ|restored|HQ grid), checkpoints.
+ 6. ``_finish``: a last validation, a checkpoint at the end and the weights in ``final/``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from osdhuman.config import save_config, to_dict
-from osdhuman.outputs import atomic_write_text
 from osdhuman.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -41,11 +42,25 @@ from osdhuman.training.checkpoint import (
 )
 from osdhuman.training.config import TrainConfig
 from osdhuman.training.data import TrainingData, build_training_data
+from osdhuman.training.run_logs import (
+    IntervalMean,
+    JsonlLog,
+    SkippedLog,
+    atomic_dir,
+    tensorboard,
+    truncate_metrics,
+)
 from osdhuman.training.step import OSDHumanTrainStep
-from osdhuman.training.update import Updater, autocast, autocast_dtype, build_for_training, make_optimizer
+from osdhuman.training.update import (
+    Updater,
+    autocast,
+    autocast_dtype,
+    build_for_training,
+    make_optimizer,
+)
 from osdhuman.training.validation import image_grid, psnr_y, save_grid_png, ssim_y
 
-__all__ = ["train", "TrainResult", "TrainingError", "step_seed"]
+__all__ = ["TrainResult", "TrainingError", "step_seed", "train"]
 
 
 class TrainingError(RuntimeError):
@@ -56,8 +71,8 @@ class TrainingError(RuntimeError):
 class TrainResult:
     output_dir: Path
     step: int
-    final_dir: Optional[Path]
-    last_checkpoint: Optional[Path]
+    final_dir: Path | None
+    last_checkpoint: Path | None
     last_metrics: dict[str, float]
     stopped_early: bool = False
 
@@ -69,20 +84,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def _trainable_names(model: nn.Module) -> dict[int, str]:
     return {id(p): n for n, p in model.named_parameters()}
-
-
-class _JsonlLog:
-    def __init__(self, path: Path, enabled: bool):
-        self.f = open(path, "a") if enabled else None
-
-    def write(self, rec: dict) -> None:
-        if self.f:
-            self.f.write(json.dumps(rec) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -111,12 +112,58 @@ def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> list[str]
     return diffs
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds between its phases."""
+
+    cfg: TrainConfig
+    out: Path
+    accelerator: Any
+    device: torch.device
+    rank: int
+    world: int
+    is_main: bool
+    ac_dtype: torch.dtype | None
+    accum: int
+    resume_path: Path | None = None
+    model: Any = None
+    lpips: Any = None
+    gen_params: list = field(default_factory=list)
+    reg_params: list = field(default_factory=list)
+    names: dict = field(default_factory=dict)
+    trainable_names: list = field(default_factory=list)
+    data: TrainingData | None = None
+    opt_g: Any = None
+    opt_r: Any = None
+    scaler_g: Any = None
+    scaler_r: Any = None
+    step_module: Any = None
+    writer: Any = None
+    jlog: JsonlLog | None = None
+    skipped: SkippedLog | None = None
+    step: int = 0
+    position: int = 0
+    nonfinite_run: int = 0
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def use_scaler(self) -> bool:
+        return self.ac_dtype == torch.float16
+
+    @property
+    def images_per_step(self) -> int:
+        return self.cfg.batch_size * self.accum * self.world
+
+
 def train(
     cfg: TrainConfig,
     output_dir: str | Path,
     *,
-    resume: Optional[str] = None,
-    on_step_end: Optional[Callable[[int, dict[str, float]], None]] = None,
+    resume: str | None = None,
+    on_step_end: Callable[[int, dict[str, float]], None] | None = None,
     allow_world_size_change: bool = False,
 ) -> TrainResult:
     """Train OSDHuman as configured; write checkpoints, logs and ``final/`` under ``output_dir``.
@@ -128,12 +175,28 @@ def train(
     unless ``allow_world_size_change``. ``on_step_end(step, metrics)`` is called after every
     iteration on the main process (tests use it to interrupt a run).
     """
+    run = _start(cfg, Path(output_dir), resume)
+    _build(run)
+    if run.resume_path is not None:
+        _resume(run, allow_world_size_change)
+    _prepare_step(run)
+    _open_logs(run)
+    final_dir, last_ckpt, metrics, stopped_early = None, None, {}, False
+    try:
+        metrics, last_ckpt, stopped_early = _loop(run, on_step_end)
+        if run.is_main:
+            metrics, last_ckpt, final_dir = _finish(run, metrics)
+    finally:
+        _close_logs(run)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+    return TrainResult(run.out, run.step, final_dir, last_ckpt, metrics, stopped_early)
+
+
+def _start(cfg: TrainConfig, out: Path, resume: str | None) -> _Run:
+    """1. accelerate (autocast is ours: two optimisers need two grad scalers under fp16)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    out = Path(output_dir)
-    ckpt_root = out / "checkpoints"
-
-    # 1. accelerate (autocast is ours: two optimisers need two grad scalers under fp16)
     if cfg.device not in (None, "cpu", "cuda", "auto"):
         raise TrainingError(
             f"device={cfg.device!r}: use 'cpu' or leave it null; choose GPUs with CUDA_VISIBLE_DEVICES "
@@ -145,217 +208,268 @@ def train(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     device = accelerator.device
-    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     ac_dtype = autocast_dtype(cfg)
     if ac_dtype == torch.float16 and device.type == "cpu":
         raise TrainingError("mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
-
-    accum = _grad_accum(cfg, world)
-    if is_main:
-        print(f"global batch {cfg.batch_size * accum * world} = batch_size {cfg.batch_size} per device "
-              f"x {accum} accumulation x {world} process(es)", file=sys.stderr)
-
-    resume_path: Optional[Path] = None
+    world = accelerator.num_processes
+    run = _Run(cfg, out, accelerator, device, accelerator.process_index, world, accelerator.is_main_process,
+               ac_dtype, _grad_accum(cfg, world))
+    if run.is_main:
+        print(f"global batch {run.images_per_step} = batch_size {cfg.batch_size} per device "
+              f"x {run.accum} accumulation x {world} process(es)", file=sys.stderr)
     if resume is not None:
-        resume_path, damaged = resolve_resume_verified(resume, ckpt_root)
-        for d, why in damaged if is_main else []:
+        run.resume_path, damaged = resolve_resume_verified(resume, run.ckpt_root)
+        for d, why in damaged if run.is_main else []:
             print(f"osdhuman train: skipped checkpoint {d}: {why}", file=sys.stderr)
-    elif list_checkpoints(ckpt_root):
+    elif list_checkpoints(run.ckpt_root):
         raise TrainingError(
             f"{out} already holds checkpoints; pass --resume latest to continue that run, "
             "or choose a new --output-dir"
         )
+    return run
 
-    # 2. LPIPS first (a missing weight file stops the run before anything heavy), then the model
+
+def _build(run: _Run) -> None:
+    """2. LPIPS first (a missing weight file stops the run before anything heavy), the model, data, optimisers."""
+    cfg = run.cfg
     torch.manual_seed(cfg.seed)
     try:
-        model, lpips, gen_params, reg_params = build_for_training(cfg, device)
+        run.model, run.lpips, run.gen_params, run.reg_params = build_for_training(cfg, run.device)
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
-    names = _trainable_names(model)
-    trainable_names = [names[id(p)] for p in gen_params + reg_params]
-
-    # 3. data
+    run.names = _trainable_names(run.model)
+    run.trainable_names = [run.names[id(p)] for p in run.gen_params + run.reg_params]
     try:
-        data: TrainingData = build_training_data(cfg, device=device, rank=rank, world=world)
+        run.data = build_training_data(cfg, device=run.device, rank=run.rank, world=run.world)
     except (FileNotFoundError, ValueError) as exc:  # no images, unreadable manifest, ...
         raise TrainingError(str(exc)) from exc
+    run.opt_g = make_optimizer(run.gen_params, cfg.optim.lr, cfg)
+    run.opt_r = make_optimizer(run.reg_params, cfg.optim.regularizer_lr or cfg.optim.lr, cfg) if run.reg_params else None
+    run.scaler_g = torch.amp.GradScaler(run.device.type, enabled=run.use_scaler)
+    run.scaler_r = torch.amp.GradScaler(run.device.type, enabled=run.use_scaler)
 
-    # 4. optimisers
-    opt_g = make_optimizer(gen_params, cfg.optim.lr, cfg)
-    opt_r = make_optimizer(reg_params, cfg.optim.regularizer_lr or cfg.optim.lr, cfg) if reg_params else None
-    use_scaler = ac_dtype == torch.float16
-    scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    scaler_r = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
-    # 5. resume
-    step, position, nonfinite_run = 0, 0, 0
-    if resume_path is not None:
-        state, tensors, rng = load_checkpoint_state(resume_path)
-        _check_world_size(state, world, resume_path, allow_world_size_change)
-        diffs = _check_resume_config(state.get("config", {}), cfg, resume_path)
-        by_name = dict(model.named_parameters())
-        missing = [n for n in trainable_names if n not in tensors]
-        if missing:
-            raise CheckpointError(f"{resume_path}/trainable.safetensors lacks {missing[:3]} (different model?)")
-        with torch.no_grad():
-            for n in trainable_names:
-                by_name[n].copy_(tensors[n].to(by_name[n].dtype))
-        _load_optimizer(opt_g, names, resume_path / "optimizer-generator")
-        if opt_r is not None:
-            _load_optimizer(opt_r, names, resume_path / "optimizer-regularizer")
-        if use_scaler and "scaler" in state:
-            scaler_g.load_state_dict(state["scaler"]["generator"])
-            scaler_r.load_state_dict(state["scaler"]["regularizer"])
-        restore_rng(rng, state["rng"])
-        step, position, nonfinite_run = int(state["step"]), int(state["position"]), int(state.get("nonfinite_run", 0))
-        if is_main:
-            print(f"resumed from {resume_path} at step {step}" + (f" (config differs in: {', '.join(diffs)})" if diffs else ""))
+def _resume(run: _Run, allow_world_size_change: bool) -> None:
+    """3. trainable tensors, optimiser states, grad scalers, RNG, step and data position."""
+    path = run.resume_path
+    state, tensors, rng = load_checkpoint_state(path)
+    _check_world_size(state, run.world, path, allow_world_size_change)
+    diffs = _check_resume_config(state.get("config", {}), run.cfg, path)
+    missing = [n for n in run.trainable_names if n not in tensors]
+    if missing:
+        raise CheckpointError(f"{path}/trainable.safetensors lacks {missing[:3]} (different model?)")
+    by_name = dict(run.model.named_parameters())
+    with torch.no_grad():
+        for n in run.trainable_names:
+            by_name[n].copy_(tensors[n].to(by_name[n].dtype))
+    _load_optimizer(run.opt_g, run.names, path / "optimizer-generator")
+    if run.opt_r is not None:
+        _load_optimizer(run.opt_r, run.names, path / "optimizer-regularizer")
+    if run.use_scaler and "scaler" in state:
+        run.scaler_g.load_state_dict(state["scaler"]["generator"])
+        run.scaler_r.load_state_dict(state["scaler"]["regularizer"])
+    restore_rng(rng, state["rng"])
+    run.step, run.position = int(state["step"]), int(state["position"])
+    run.nonfinite_run = int(state.get("nonfinite_run", 0))
+    if run.is_main:
+        print(f"resumed from {path} at step {run.step}" + (f" (config differs in: {', '.join(diffs)})" if diffs else ""))
 
-    step_module = OSDHumanTrainStep(model, lpips, cfg.loss, cfg.vsd, sample_latent=cfg.model.latent_mode_train == "sample")
-    step_module.set_uncond(_uncond_embedding(model, cfg))
-    step_module = accelerator.prepare(step_module)  # moves LPIPS, wraps in DDP when distributed
 
-    if is_main:
+def _prepare_step(run: _Run) -> None:
+    cfg = run.cfg
+    module = OSDHumanTrainStep(run.model, run.lpips, cfg.loss, cfg.vsd, sample_latent=cfg.model.latent_mode_train == "sample")
+    module.set_uncond(_uncond_embedding(run.model, cfg))
+    run.step_module = run.accelerator.prepare(module)  # moves LPIPS, wraps in DDP when distributed
+
+
+def _open_logs(run: _Run) -> None:
+    """4. config.yaml, metrics.jsonl and TensorBoard continue from the checkpoint's step; the
+    listing's left-out entries are reported once."""
+    out = run.out
+    if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        _truncate_metrics(out / "metrics.jsonl", step)  # a resumed run continues the log, no repeated steps
-    writer = _tensorboard(out, cfg, purge_step=step if resume_path is not None else None) if is_main else None
-    jlog = _JsonlLog(out / "metrics.jsonl", is_main)
+        save_config(run.cfg, out / "config.yaml")
+        truncate_metrics(out / "metrics.jsonl", run.step)  # a resumed run continues the log, no repeated steps
+        # TensorBoard hides the events at steps >= purge_step: the killed run's steps after the
+        # checkpoint's, which this run logs again (the checkpoint's own step is kept)
+        purge = run.step + 1 if run.resume_path is not None else None
+        run.writer = tensorboard(out, run.cfg.logging.tensorboard, purge_step=purge)
+    run.jlog = JsonlLog(out / "metrics.jsonl", run.is_main)
+    run.skipped = SkippedLog(out / "skipped.jsonl", run.rank)
+    if run.is_main:
+        for file, reason in run.data.listing_skipped:
+            run.skipped.add(file, reason)
+        run.skipped.add_batch({"skipped": run.data.val_skipped})
 
-    def write_weights(d: Path) -> None:
-        _unwrap(step_module).model.save_weights(d)
 
-    def checkpoint() -> Path:
-        st: dict[str, Any] = {
-            "position": position,
-            "nonfinite_run": nonfinite_run,
-            "config": to_dict(cfg),
-            "world_size": world,
-        }
-        if use_scaler:
-            st["scaler"] = {"generator": scaler_g.state_dict(), "regularizer": scaler_r.state_dict()}
-        optimizers = {"generator": opt_g, **({"regularizer": opt_r} if opt_r is not None else {})}
-        path = save_checkpoint(
-            ckpt_root, step, write_weights=write_weights,
-            trainable={n: by for n, by in zip(trainable_names, gen_params + reg_params)},
-            optimizers=optimizers, param_names=names, state=st,
+def _close_logs(run: _Run) -> None:
+    if run.jlog is not None:
+        run.jlog.close()
+    if run.writer is not None:
+        run.writer.close()
+
+
+def _write_weights(run: _Run, folder: Path) -> None:
+    _unwrap(run.step_module).model.save_weights(folder)
+
+
+def _checkpoint(run: _Run) -> Path:
+    st: dict[str, Any] = {
+        "position": run.position,
+        "nonfinite_run": run.nonfinite_run,
+        "config": to_dict(run.cfg),
+        "world_size": run.world,
+    }
+    if run.use_scaler:
+        st["scaler"] = {"generator": run.scaler_g.state_dict(), "regularizer": run.scaler_r.state_dict()}
+    optimizers = {"generator": run.opt_g, **({"regularizer": run.opt_r} if run.opt_r is not None else {})}
+    path = save_checkpoint(
+        run.ckpt_root, run.step, write_weights=lambda d: _write_weights(run, d),
+        trainable={n: p for n, p in zip(run.trainable_names, run.gen_params + run.reg_params)},
+        optimizers=optimizers, param_names=run.names, state=st,
+    )
+    rotate_checkpoints(run.ckpt_root, run.cfg.checkpoint.keep)
+    return path
+
+
+@torch.no_grad()
+def _restore_val(run: _Run, lq: torch.Tensor, hq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The validation LQ restored in batches (N, 3, S, S) in [-1, 1], and LPIPS per batch."""
+    m, lp_mod, bs = _unwrap(run.step_module).model, _unwrap(run.step_module).lpips, run.cfg.batch_size
+    restored, lps = [], []
+    with autocast(run.device, run.ac_dtype):
+        for i in range(0, lq.shape[0], bs):
+            img = m(lq[i:i + bs], hq=hq[i:i + bs]).image.float()
+            restored.append(img)
+            if lp_mod is not None:
+                lps.append(lp_mod(img, hq[i:i + bs].float()).float())
+    return torch.cat(restored), lps
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """PSNR-Y / SSIM-Y / MSE (/ LPIPS) on the fixed validation pairs and an LQ|restored|HQ grid."""
+    if run.data.val is None or not run.is_main:
+        return {}
+    cfg, m = run.cfg, _unwrap(run.step_module).model
+    was_training = m.training
+    m.eval()
+    lq, hq = run.data.val
+    img, lps = _restore_val(run, lq, hq)
+    rec = {
+        "val/psnr_y": psnr_y(img, hq).mean().item(),
+        "val/ssim_y": ssim_y(img, hq).mean().item(),
+        "val/mse": torch.nn.functional.mse_loss(img, hq.float()).item(),
+    }
+    if lps:
+        rec["val/lpips"] = torch.cat(lps).mean().item()
+        rec["val/mse_lpips"] = cfg.loss.lambda_mse * rec["val/mse"] + cfg.loss.lambda_lpips * rec["val/lpips"]
+    grid = image_grid(lq, img, hq)
+    save_grid_png(grid, run.out / "val" / f"step-{run.step:08d}.png")
+    if run.writer is not None:
+        for k, v in rec.items():
+            run.writer.add_scalar(k, v, run.step)
+        run.writer.add_image("val/lq_restored_hq", grid, run.step)
+    run.jlog.write({"step": run.step, **rec})
+    m.train(was_training)
+    return rec
+
+
+def _next_micro_batches(run: _Run, loader_iter) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``accum`` (lq, hq) pairs on the device; files the loader had to skip are reported."""
+    micro = []
+    for _ in range(run.accum):
+        batch = next(loader_iter)
+        run.skipped.add_batch(batch)
+        micro.append(run.data.make_pair(batch))
+    run.position += run.images_per_step
+    return micro
+
+
+def _log(run: _Run, interval: IntervalMean, clock: dict) -> None:
+    logged = interval.reduce(run.accelerator, run.device)  # mean over the interval and over ranks
+    now = time.perf_counter()
+    logged["images_per_s"] = clock["images"] / max(now - clock["t"], 1e-9)
+    clock.update(t=now, images=0)
+    if run.is_main:
+        run.jlog.write({"step": run.step, **logged})
+        if run.writer is not None:
+            for k, v in logged.items():
+                run.writer.add_scalar(k, v, run.step)
+
+
+def _after_iteration(run: _Run, metrics: dict, finite: bool) -> None:
+    """Count a non-finite run; stop with a clear error after ``max_nonfinite`` in a row."""
+    cfg = run.cfg
+    run.nonfinite_run = 0 if finite else run.nonfinite_run + 1
+    if not finite and run.is_main:
+        print(f"step {run.step}: non-finite loss or gradient, step skipped ({run.nonfinite_run} in a row)")
+        run.jlog.write({"step": run.step, **{k: v for k, v in metrics.items() if math.isfinite(v)}, "nonfinite": True})
+    if run.nonfinite_run >= cfg.max_nonfinite:
+        raise TrainingError(
+            f"stopped at step {run.step}: {run.nonfinite_run} non-finite losses in a row "
+            f"(max_nonfinite={cfg.max_nonfinite}). Lower optim.lr, use mixed_precision=bf16 "
+            f"instead of fp16, or resume from an earlier checkpoint in {run.ckpt_root}"
         )
-        rotate_checkpoints(ckpt_root, cfg.checkpoint.keep)
-        return path
 
-    def validate() -> dict[str, float]:
-        if data.val is None or not is_main:
-            return {}
-        m = _unwrap(step_module).model
-        was_training = m.training
-        m.eval()
-        lq, hq = data.val
-        restored, lps = [], []
-        lp_mod = _unwrap(step_module).lpips
-        with torch.no_grad(), autocast(device, ac_dtype):
-            for i in range(0, lq.shape[0], cfg.batch_size):
-                img = m(lq[i:i + cfg.batch_size], hq=hq[i:i + cfg.batch_size]).image.float()
-                restored.append(img)
-                if lp_mod is not None:
-                    lps.append(lp_mod(img, hq[i:i + cfg.batch_size].float()).float())
-        img = torch.cat(restored)  # (N, 3, S, S) in [-1, 1]
-        rec = {
-            "val/psnr_y": psnr_y(img, hq).mean().item(),
-            "val/ssim_y": ssim_y(img, hq).mean().item(),
-            "val/mse": torch.nn.functional.mse_loss(img, hq.float()).item(),
-        }
-        if lps:
-            rec["val/lpips"] = torch.cat(lps).mean().item()
-            rec["val/mse_lpips"] = cfg.loss.lambda_mse * rec["val/mse"] + cfg.loss.lambda_lpips * rec["val/lpips"]
-        grid = image_grid(lq, img, hq)
-        save_grid_png(grid, out / "val" / f"step-{step:08d}.png")
-        if writer is not None:
-            for k, v in rec.items():
-                writer.add_scalar(k, v, step)
-            writer.add_image("val/lq_restored_hq", grid, step)
-        jlog.write({"step": step, **rec})
-        m.train(was_training)
-        return rec
 
-    # 6. loop
-    loader_iter = data.iterator(position)
+def _progress_bar(run: _Run):
+    if not (run.is_main and run.cfg.logging.progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.cfg.max_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _loop(run: _Run, on_step_end) -> tuple[dict[str, float], Path | None, bool]:
+    """5. iterations up to max_steps: (last metrics, last checkpoint, stopped early)."""
+    cfg = run.cfg
+    loader_iter = run.data.iterator(run.position)
     metrics: dict[str, float] = {}
-    last_ckpt: Optional[Path] = None
-    stopped_early = False
-    step_module.train()
-    if cfg.logging.val_at_start and step == 0:
-        metrics.update(validate())
-    bar = None
-    if is_main and cfg.logging.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    t_last, imgs_since = time.perf_counter(), 0
-    interval = _IntervalMean()
-    updater = Updater(step_module, opt_g, opt_r, gen_params, reg_params, cfg, device, ac_dtype,
-                      accelerator=accelerator, scaler_g=scaler_g, scaler_r=scaler_r)
+    last_ckpt: Path | None = None
+    run.step_module.train()
+    if cfg.logging.val_at_start and run.step == 0:
+        metrics.update(_validate(run))
+    bar = _progress_bar(run)
+    clock = {"t": time.perf_counter(), "images": 0}
+    interval = IntervalMean()
+    updater = Updater(run.step_module, run.opt_g, run.opt_r, run.gen_params, run.reg_params, cfg, run.device,
+                      run.ac_dtype, accelerator=run.accelerator, scaler_g=run.scaler_g, scaler_r=run.scaler_r)
     try:
-        while step < cfg.max_steps:
-            torch.manual_seed(step_seed(cfg.seed, step, rank))
-            micro = [data.make_pair(next(loader_iter)) for _ in range(accum)]  # [(lq, hq)] on device
-            position += cfg.batch_size * accum * world
-
-            metrics, finite = updater.iteration(micro)
-
-            step += 1
-            nonfinite_run = 0 if finite else nonfinite_run + 1
-            imgs_since += cfg.batch_size * accum * world
-            if not finite and is_main:
-                print(f"step {step}: non-finite loss or gradient, step skipped ({nonfinite_run} in a row)")
-                jlog.write({"step": step, **{k: v for k, v in metrics.items() if math.isfinite(v)}, "nonfinite": True})
+        while run.step < cfg.max_steps:
+            torch.manual_seed(step_seed(cfg.seed, run.step, run.rank))
+            metrics, finite = updater.iteration(_next_micro_batches(run, loader_iter))
+            run.step += 1
+            clock["images"] += run.images_per_step
             interval.add(metrics)
-            if step % max(cfg.logging.every, 1) == 0 or step == 1:
-                logged = interval.reduce(accelerator, device)  # mean over the interval and over ranks
-                now = time.perf_counter()
-                logged["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
-                t_last, imgs_since = now, 0
-                if is_main:
-                    jlog.write({"step": step, **logged})
-                    if writer is not None:
-                        for k, v in logged.items():
-                            writer.add_scalar(k, v, step)
+            if run.step % max(cfg.logging.every, 1) == 0 or run.step == 1:
+                _log(run, interval, clock)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss/loss']:.4f}", refresh=False)
-            if nonfinite_run >= cfg.max_nonfinite:
-                stopped_early = True
-                raise TrainingError(
-                    f"stopped at step {step}: {nonfinite_run} non-finite losses in a row "
-                    f"(max_nonfinite={cfg.max_nonfinite}). Lower optim.lr, use mixed_precision=bf16 "
-                    f"instead of fp16, or resume from an earlier checkpoint in {ckpt_root}"
-                )
-            if cfg.logging.val_every > 0 and step % cfg.logging.val_every == 0:
-                metrics.update(validate())
-            if cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0 and step < cfg.max_steps:
-                if is_main:
-                    last_ckpt = checkpoint()
-                accelerator.wait_for_everyone()
-            if on_step_end is not None and is_main:
-                on_step_end(step, metrics)
-        # 7. end of run: checkpoint + final weights
-        final_dir = None
-        if is_main:
-            if not (cfg.logging.val_every > 0 and step % cfg.logging.val_every == 0):
-                metrics.update(validate())
-            last_ckpt = checkpoint()
-            final_dir = out / "final"
-            _atomic_dir(final_dir, write_weights)
+            _after_iteration(run, metrics, finite)
+            if cfg.logging.val_every > 0 and run.step % cfg.logging.val_every == 0:
+                metrics.update(_validate(run))
+            if cfg.checkpoint.every > 0 and run.step % cfg.checkpoint.every == 0 and run.step < cfg.max_steps:
+                if run.is_main:
+                    last_ckpt = _checkpoint(run)
+                run.accelerator.wait_for_everyone()
+            if on_step_end is not None and run.is_main:
+                on_step_end(run.step, metrics)
     finally:
         if bar is not None:
             bar.close()
-        jlog.close()
-        if writer is not None:
-            writer.close()
+    return metrics, last_ckpt, False
 
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(out, step, final_dir, last_ckpt, metrics, stopped_early)
+
+def _finish(run: _Run, metrics: dict) -> tuple[dict, Path, Path]:
+    """6. (process 0) a last validation unless this step had one, a checkpoint, ``final/``."""
+    cfg = run.cfg
+    if not (cfg.logging.val_every > 0 and run.step % cfg.logging.val_every == 0):
+        metrics.update(_validate(run))
+    last_ckpt = _checkpoint(run)
+    final_dir = run.out / "final"
+    atomic_dir(final_dir, lambda d: _write_weights(run, d))
+    return metrics, last_ckpt, final_dir
 
 
 def _grad_accum(cfg: TrainConfig, world: int) -> int:
@@ -401,74 +515,7 @@ def _load_optimizer(opt, names, stem: Path) -> None:
                               f"{' '.join(str(exc).split())[:200]})") from None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the records after ``step`` (written by a run killed after its last checkpoint)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by the kill
-        if int(rec.get("step", 0)) <= step:
-            keep.append(line + "\n")
-    atomic_write_text(path, "".join(keep))
-
-
-class _IntervalMean:
-    """Running sums of the finite metrics since the last log record."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: dict[str, float]) -> None:
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and math.isfinite(v) and not k.startswith("val/"):
-                self.sums[k] = self.sums.get(k, 0.0) + float(v)
-                self.counts[k] = self.counts.get(k, 0) + 1
-
-    def reduce(self, accelerator, device) -> dict[str, float]:
-        """Interval means, averaged over processes (every rank calls this at the same step)."""
-        keys = sorted(self.sums)
-        local = torch.tensor([[self.sums[k], self.counts[k]] for k in keys], dtype=torch.float64, device=device)
-        if accelerator.num_processes > 1 and keys:
-            local = accelerator.reduce(local.float(), reduction="sum").double()
-        self.sums, self.counts = {}, {}
-        return {k: float(s / max(c, 1)) for k, (s, c) in zip(keys, local.tolist())}
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
-    import os
-    import shutil
-
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    write(tmp)
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
-def _tensorboard(out: Path, cfg: TrainConfig, purge_step: Optional[int] = None):
-    """SummaryWriter on out/tb; after a resume ``purge_step`` makes TensorBoard drop the killed
-    run's events after the checkpoint, so the curves continue without repeated steps."""
-    if not cfg.logging.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: metrics.jsonl still records everything
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
-
-
-def _uncond_embedding(model: nn.Module, cfg: TrainConfig) -> Optional[torch.Tensor]:
+def _uncond_embedding(model: nn.Module, cfg: TrainConfig) -> torch.Tensor | None:
     """CFG's unconditional branch (FACTS 3): the null-prompt embedding, or zeros."""
     if cfg.loss.lambda_vsd == 0 or cfg.vsd.guidance_scale == 1.0:
         return None

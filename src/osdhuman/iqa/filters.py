@@ -145,7 +145,27 @@ def imresize_matlab(x: torch.Tensor, scale: float) -> torch.Tensor:
     oh, ow = int(math.ceil(h * scale)), int(math.ceil(w * scale))
     mh = _resize_matrix(h, oh, scale, x.dtype, x.device)  # (oh, h)
     mw = _resize_matrix(w, ow, scale, x.dtype, x.device)  # (ow, w)
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
+        # the matrices are banded (<= 10 taps a row): apply only their non-zero taps
+        xb = np.ascontiguousarray(x.reshape(-1, h, w).numpy())
+        out = np.empty((xb.shape[0], oh, ow))
+        _banded_resize(xb, *_taps(mh), *_taps(mw), out)
+        return torch.from_numpy(out).reshape(*x.shape[:-2], oh, ow)
     return mh @ x @ mw.T  # (N, C, oh, ow)
+
+
+def _taps(m: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(n_out, n_in) banded matrix -> column indices and weights of each row's non-zero
+    entries, (n_out, K) each, in increasing column order (zero weights pad short rows)."""
+    a = m.to("cpu", torch.float64).numpy()
+    nz = a != 0
+    k = int(nz.sum(1).max())
+    idx = np.zeros((a.shape[0], k), np.int64)
+    wts = np.zeros((a.shape[0], k))
+    for r in range(a.shape[0]):
+        cols = np.flatnonzero(nz[r])
+        idx[r, :len(cols)], wts[r, :len(cols)] = cols, a[r, cols]
+    return idx, wts
 
 
 _GAMMA_GRID: dict = {}
@@ -247,6 +267,29 @@ if _numba is not None:
                     kt = k[t]
                     for j in range(w):
                         dst[j] = dst[j] + kt * row[j + t]
+    @_numba.njit(cache=True, nogil=True)
+    def _banded_resize(x, ih, wh, iw, ww, out):  # x (B, H, W) -> out (B, oh, ow): (mh @ x) @ mw.T
+        nb, oh, ow = out.shape
+        w = x.shape[2]
+        tmp = np.empty((oh, w))
+        for b in range(nb):
+            for o in range(oh):  # vertical pass: rows of mh @ x
+                t = tmp[o]
+                t[:] = 0.0
+                for k in range(ih.shape[1]):
+                    wt = wh[o, k]
+                    if wt != 0.0:
+                        src = x[b, ih[o, k]]
+                        for j in range(w):
+                            t[j] += wt * src[j]
+            for o in range(oh):  # horizontal pass: (.) @ mw.T
+                t = tmp[o]
+                for p in range(ow):
+                    acc = 0.0
+                    for k in range(iw.shape[1]):
+                        acc += ww[p, k] * t[iw[p, k]]
+                    out[b, o, p] = acc
 else:  # pragma: no cover
     _mscn_numba = None
     _sep_numba = None
+    _banded_resize = None

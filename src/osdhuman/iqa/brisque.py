@@ -24,10 +24,10 @@ import torch
 
 from osdhuman.iqa.color import rgb_to_gray_skimage
 from osdhuman.iqa.filters import filter2d_separable, gaussian_window
-from osdhuman.iqa.moments import image_pair_sums
+from osdhuman.iqa.moments import image_pair_sums, use_kernels
 from osdhuman.iqa.weights import MetricUnavailable
 
-__all__ = ["SVRModel", "brisque_features", "brisque_fn", "load_brisque_package_model"]
+__all__ = ["SVRModel", "brisque_features", "brisque_features_from_gray", "brisque_fn", "load_brisque_package_model"]
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -124,12 +124,18 @@ def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """18 features of one scale. gray: (N, 1, H, W) float64 in [0, 1], window: the (7,) factor
     of the separable Gaussian -> (N, 18)."""
     mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
-    sd = (mu * mu - filter2d_separable(gray * gray, window, "zeros")).abs().sqrt()
-    d = gray - mu
-    # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
-    # would depend on the summation order; it is exactly 0 there
-    d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
-    m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
+    s2 = filter2d_separable(gray * gray, window, "zeros")
+    if _normalise is not None and use_kernels() and gray.device.type == "cpu":
+        m = np.empty(gray.shape[:1] + gray.shape[2:])
+        _normalise(gray[:, 0].numpy(), mu[:, 0].numpy(), s2[:, 0].numpy(), m)  # the same ops, one pass
+        m = torch.from_numpy(m)
+    else:
+        sd = (mu * mu - s2).abs().sqrt()
+        d = gray - mu
+        # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
+        # would depend on the summation order; it is exactly 0 there
+        d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
+        m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
     # sums of the coefficients and of their horizontal, vertical, main- and secondary-diagonal
     # neighbour products, in one pass (no product image is materialised)
     sums = image_pair_sums(m).to(m.device)  # (N, 5, 6)
@@ -140,7 +146,20 @@ def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 def brisque_features(images: torch.Tensor) -> torch.Tensor:
     """36 BRISQUE features of (N, 3, H, W) RGB [0, 1] -> (N, 36) float64."""
-    gray = rgb_to_gray_skimage(images.to(torch.float64))  # (N, 1, H, W)
+    if images.device.type == "cpu":
+        from osdhuman.iqa.planes import planes_from_tensor
+
+        return brisque_features_from_gray(planes_from_tensor(images).gray)
+    return _features(rgb_to_gray_skimage(images.to(torch.float64)))
+
+
+def brisque_features_from_gray(gray: np.ndarray) -> torch.Tensor:
+    """36 features of (N, H, W) float64 scikit-image gray planes in [0, 1] (:mod:`osdhuman.iqa.planes`)."""
+    return _features(torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float64))[:, None])
+
+
+def _features(gray: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) float64 gray in [0, 1] -> (N, 36): both scales."""
     g = gaussian_window(7, 7.0 / 6.0)
     window = torch.from_numpy(g.sum(axis=1) / g.sum()).to(gray)  # 1-D factor of the Gaussian
     f1 = _scale_features(gray, window)
@@ -162,4 +181,28 @@ def brisque_fn(model: str = "brisque-package"):
     def fn(images: torch.Tensor) -> torch.Tensor:
         return svr(brisque_features(images))
 
+    fn.from_gray = lambda gray: svr(brisque_features_from_gray(gray))  # the shared-planes entry (nr_offline)
     return fn
+
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
+    _numba = None
+
+if _numba is not None:
+    @_numba.njit(cache=True, nogil=True)
+    def _normalise(gray, mu, s2, out):  # (N, H, W) float64 each: the torch path's ops, per pixel
+        n, h, w = out.shape
+        c = 1.0 / 255.0
+        for b in range(n):
+            for i in range(h):
+                for j in range(w):
+                    m = mu[b, i, j]
+                    sd = np.sqrt(abs(m * m - s2[b, i, j]))
+                    d = gray[b, i, j] - m
+                    if abs(d) < 1e-10:
+                        d = 0.0
+                    out[b, i, j] = d / (sd + c)
+else:  # pragma: no cover
+    _normalise = None

@@ -181,7 +181,7 @@ def brisque_fn(model: str = "brisque-package"):
     def fn(images: torch.Tensor) -> torch.Tensor:
         return svr(brisque_features(images))
 
-    fn.from_gray = lambda gray: svr(brisque_features_from_gray(gray))  # the shared-planes entry (nr_offline)
+    fn.from_planes = lambda p: svr(brisque_features_from_gray(p.gray))  # reads the shared gray plane
     return fn
 
 

@@ -15,6 +15,7 @@ pyiqa's (LIVE-trained) BRISQUE scale used by the paper's Table 1.
 from __future__ import annotations
 
 import importlib.util
+import math
 import pickle
 from pathlib import Path
 
@@ -108,13 +109,18 @@ def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
     g = ls.sqrt() / rs.sqrt()
     rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
     target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    lo = torch.full_like(target, np.log(0.02))
-    hi = torch.full_like(target, np.log(60.0))
-    for _ in range(70):  # phi is increasing in alpha
-        mid = (lo + hi) / 2
-        up = _phi(mid.exp()) < target
-        lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
-    alpha = ((lo + hi) / 2).exp()
+    if _bisect is not None and use_kernels() and target.device.type == "cpu":
+        alpha = np.empty(target.numel())
+        _bisect(np.ascontiguousarray(target.reshape(-1).numpy()), alpha)  # the same steps, scalar loops
+        alpha = torch.from_numpy(alpha).reshape(target.shape)
+    else:
+        lo = torch.full_like(target, np.log(0.02))
+        hi = torch.full_like(target, np.log(60.0))
+        for _ in range(70):  # phi is increasing in alpha
+            mid = (lo + hi) / 2
+            up = _phi(mid.exp()) < target
+            lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
+        alpha = ((lo + hi) / 2).exp()
     k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
     mean = (rs.sqrt() - ls.sqrt()) * k * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
     return torch.stack([alpha, mean, ls, rs], dim=-1)  # (B, 4)
@@ -204,5 +210,19 @@ if _numba is not None:
                     if abs(d) < 1e-10:
                         d = 0.0
                     out[b, i, j] = d / (sd + c)
+    @_numba.njit(cache=True, nogil=True)
+    def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
+        for t in range(target.shape[0]):
+            lo, hi = np.log(0.02), np.log(60.0)
+            for _ in range(70):
+                mid = (lo + hi) / 2
+                a = np.exp(mid)
+                phi = np.exp(2 * math.lgamma(2 / a) - math.lgamma(1 / a) - math.lgamma(3 / a))
+                if phi < target[t]:
+                    lo = mid
+                else:
+                    hi = mid
+            alpha[t] = np.exp((lo + hi) / 2)
 else:  # pragma: no cover
     _normalise = None
+    _bisect = None

@@ -85,6 +85,10 @@ def _stretched_padded(yiq: np.ndarray, block_size: int) -> np.ndarray:
     peak = yiq.reshape(n, -1).max(1).reshape(n, 1, 1)
     peak = np.where(peak > 0, peak, np.float32(1.0)).astype(np.float32)
     z = np.rint(np.float32(255.0) * (yiq / peak)).astype(np.float32)
+    if h % block_size == 0 and w % block_size == 0:  # whole blocks (512 crops): replicate only
+        from osdhuman.iqa.filters import _pad_np
+
+        return _pad_np(z, 3, 3, "replicate")
     rows = _mirror_index(h, h % block_size)
     cols = _mirror_index(w, w % block_size)
     rows = rows[np.clip(np.arange(-3, len(rows) + 3), 0, len(rows) - 1)]
@@ -209,54 +213,72 @@ if _numba is not None:
                     out[b, i, j] = (zp[b, i + 3, j + 3] - m) / (sd + one)
 
     @_numba.njit(cache=True, nogil=True)
-    def _var(vals, k):  # unbiased variance of vals[:k] (float64, two passes)
+    def _col_stats(blk, skip_a, skip_b, keep):
+        """Unbiased std of the block's columns: ``keep`` True -> only columns skip_a, skip_b;
+        False -> every column except them (float64, two passes)."""
+        h, w = blk.shape
         s = 0.0
-        for t in range(k):
-            s += vals[t]
+        k = 0
+        for i in range(h):
+            for j in range(w):
+                if (j == skip_a or j == skip_b) == keep:
+                    s += np.float64(blk[i, j])
+                    k += 1
         mean = s / k
         q = 0.0
-        for t in range(k):
-            d = vals[t] - mean
-            q += d * d
-        return q / (k - 1)
+        for i in range(h):
+            for j in range(w):
+                if (j == skip_a or j == skip_b) == keep:
+                    d = np.float64(blk[i, j]) - mean
+                    q += d * d
+        return np.sqrt(q / (k - 1))
 
     @_numba.njit(cache=True, nogil=True)
-    def _std(vals, k):
-        return np.sqrt(_var(vals, k))
+    def _flat_segment(edge, seg, imp_t):  # any window of ``seg`` values with unbiased std < imp_t
+        for s0 in range(edge.shape[0] - seg + 1):
+            s = 0.0
+            for t in range(seg):
+                s += edge[s0 + t]
+            mean = s / seg
+            q = 0.0
+            for t in range(seg):
+                d = edge[s0 + t] - mean
+                q += d * d
+            if np.sqrt(q / (seg - 1)) < imp_t:
+                return True
+        return False
 
     @_numba.njit(cache=True, nogil=True)
     def _block_stats(m, bs, seg, act_t, imp_t, var, flags):
         """Per block of the MSCN image m (N, H, W): variance, then flags (active, impaired, noisy)."""
         n, bh, bw = var.shape
         c = bs // 2
-        allv = np.empty(bs * bs)
-        cen = np.empty(2 * bs)
-        sur = np.empty(bs * bs)
         edge = np.empty(bs)
+        big = np.finfo(np.float64).max
         for b in range(n):
             for bi in range(bh):
                 for bj in range(bw):
-                    y0, x0 = bi * bs, bj * bs
-                    nc = 0
-                    ns = 0
+                    blk = m[b, bi * bs:(bi + 1) * bs, bj * bs:(bj + 1) * bs]
+                    s = 0.0
                     for i in range(bs):
                         for j in range(bs):
-                            v = np.float64(m[b, y0 + i, x0 + j])
-                            allv[i * bs + j] = v
-                            if j == c - 1 or j == c:
-                                cen[nc] = v
-                                nc += 1
-                            if j != c - 1 and j != c + 1:
-                                sur[ns] = v
-                                ns += 1
-                    vr = _var(allv, bs * bs)
+                            s += np.float64(blk[i, j])
+                    mean = s / (bs * bs)
+                    q = 0.0
+                    for i in range(bs):
+                        for j in range(bs):
+                            d = np.float64(blk[i, j]) - mean
+                            q += d * d
+                    vr = q / (bs * bs - 1)
                     var[b, bi, bj] = vr
                     flags[b, bi, bj, 0] = vr > act_t
-                    s_c, s_s = _std(cen, nc), _std(sur, ns)
+                    # centre: columns c-1, c; surround: all but c-1 and c+1 (see the torch path)
+                    s_c = _col_stats(blk, c - 1, c, True)
+                    s_s = _col_stats(blk, c - 1, c + 1, False)
                     if s_s > 0:
                         cs = s_c / s_s
                     elif s_c > 0:
-                        cs = np.finfo(np.float64).max  # inf -> nan_to_num's largest finite
+                        cs = big  # inf -> nan_to_num's largest finite
                     else:
                         cs = 0.0  # 0 / 0 -> nan_to_num's 0
                     sigma = np.sqrt(vr)
@@ -267,16 +289,16 @@ if _numba is not None:
                     for e in range(4):  # top, right, bottom, left edge
                         for t in range(bs):
                             if e == 0:
-                                edge[t] = m[b, y0, x0 + t]
+                                edge[t] = blk[0, t]
                             elif e == 1:
-                                edge[t] = m[b, y0 + t, x0 + bs - 1]
+                                edge[t] = blk[t, bs - 1]
                             elif e == 2:
-                                edge[t] = m[b, y0 + bs - 1, x0 + t]
+                                edge[t] = blk[bs - 1, t]
                             else:
-                                edge[t] = m[b, y0 + t, x0]
-                        for s0 in range(bs - seg + 1):
-                            if _std(edge[s0:], seg) < imp_t:
-                                imp = True
+                                edge[t] = blk[t, 0]
+                        if _flat_segment(edge, seg, imp_t):
+                            imp = True
+                            break
                     flags[b, bi, bj, 1] = imp
 else:  # pragma: no cover
     _gauss_sums = None

@@ -129,13 +129,14 @@ def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
 def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """18 features of one scale. gray: (N, 1, H, W) float64 in [0, 1], window: the (7,) factor
     of the separable Gaussian -> (N, 18)."""
-    mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
-    s2 = filter2d_separable(gray * gray, window, "zeros")
-    if _normalise is not None and use_kernels() and gray.device.type == "cpu":
-        m = np.empty(gray.shape[:1] + gray.shape[2:])
-        _normalise(gray[:, 0].numpy(), mu[:, 0].numpy(), s2[:, 0].numpy(), m)  # the same ops, one pass
+    if _mscn is not None and use_kernels() and gray.device.type == "cpu":
+        g = np.ascontiguousarray(gray[:, 0].numpy())
+        m = np.empty_like(g)
+        _mscn(g, np.ascontiguousarray(window.to(torch.float64).numpy()), m)  # the torch path's ops, one pass
         m = torch.from_numpy(m)
     else:
+        mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
+        s2 = filter2d_separable(gray * gray, window, "zeros")
         sd = (mu * mu - s2).abs().sqrt()
         d = gray - mu
         # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
@@ -198,18 +199,55 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch path 
 
 if _numba is not None:
     @_numba.njit(cache=True, nogil=True)
-    def _normalise(gray, mu, s2, out):  # (N, H, W) float64 each: the torch path's ops, per pixel
-        n, h, w = out.shape
+    def _mscn(g, k, out):
+        """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded window sums of g and g^2
+        (vertical taps in order, then horizontal, as ``filter2d_separable``; a padded zero row
+        or column adds exactly 0, so it is skipped), then the normalisation, one row at a time."""
+        n, h, w = g.shape
+        kn = k.shape[0]
+        lo = (kn - 1) // 2
+        rm = np.zeros(w + kn - 1)
+        rq = np.zeros(w + kn - 1)
+        hm = np.empty(w)
+        hq = np.empty(w)
         c = 1.0 / 255.0
         for b in range(n):
             for i in range(h):
+                rm[:] = 0.0
+                rq[:] = 0.0
+                for t in range(kn):
+                    r = i + t - lo
+                    if r < 0 or r >= h:
+                        continue
+                    kt = k[t]
+                    src = g[b, r]
+                    for j in range(w):
+                        v = src[j]
+                        rm[lo + j] = rm[lo + j] + kt * v
+                        rq[lo + j] = rq[lo + j] + kt * (v * v)
+                if kn == 7:  # the horizontal taps in registers (vectorises over j), same order
+                    k0, k1, k2, k3, k4, k5, k6 = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+                    for j in range(w):
+                        hm[j] = (((((k0 * rm[j] + k1 * rm[j + 1]) + k2 * rm[j + 2]) + k3 * rm[j + 3])
+                                  + k4 * rm[j + 4]) + k5 * rm[j + 5]) + k6 * rm[j + 6]
+                        hq[j] = (((((k0 * rq[j] + k1 * rq[j + 1]) + k2 * rq[j + 2]) + k3 * rq[j + 3])
+                                  + k4 * rq[j + 4]) + k5 * rq[j + 5]) + k6 * rq[j + 6]
+                else:
+                    for j in range(w):
+                        mu = 0.0
+                        s2 = 0.0
+                        for t in range(kn):
+                            mu = mu + k[t] * rm[j + t]
+                            s2 = s2 + k[t] * rq[j + t]
+                        hm[j], hq[j] = mu, s2
+                dst, src = out[b, i], g[b, i]
                 for j in range(w):
-                    m = mu[b, i, j]
-                    sd = np.sqrt(abs(m * m - s2[b, i, j]))
-                    d = gray[b, i, j] - m
-                    if abs(d) < 1e-10:
-                        d = 0.0
-                    out[b, i, j] = d / (sd + c)
+                    mu = hm[j]
+                    sd = np.sqrt(abs(mu * mu - hq[j]))
+                    d = src[j] - mu
+                    d = 0.0 if abs(d) < 1e-10 else d
+                    dst[j] = d / (sd + c)
+
     @_numba.njit(cache=True, nogil=True)
     def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
         for t in range(target.shape[0]):
@@ -224,5 +262,5 @@ if _numba is not None:
                     hi = mid
             alpha[t] = np.exp((lo + hi) / 2)
 else:  # pragma: no cover
-    _normalise = None
+    _mscn = None
     _bisect = None

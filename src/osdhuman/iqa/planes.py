@@ -50,10 +50,23 @@ def planes_from_uint8(crops: np.ndarray) -> Planes:
     n, h, w, _ = crops.shape
     yiq, gray = np.empty((n, h, w), np.float32), np.empty((n, h, w), np.float64)
     if _available():
-        _planes_u8(crops, _YIQ, _SKIMAGE, yiq, gray)
+        _planes_u8(crops, *_tables(), yiq, gray)
         return Planes(yiq, gray)
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
     return planes_from_tensor(x)
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per 8-bit level: the products of ``float32(u) / 255`` with each channel's weight, as
+    float32 (luma) and float64 (gray) - the exact values the per-pixel arithmetic gives."""
+    global _LUT
+    if _LUT is None:
+        x = np.arange(256, dtype=np.float32) / np.float32(255.0)  # (256,) float32, as u8 / 255
+        _LUT = (np.stack([x * w for w in _YIQ]), np.stack([w * x.astype(np.float64) for w in _SKIMAGE]))
+    return _LUT
+
+
+_LUT: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def planes_from_tensor(images: torch.Tensor) -> Planes:
@@ -74,17 +87,14 @@ def planes_from_tensor(images: torch.Tensor) -> Planes:
 
 if numba is not None:
     @numba.njit(cache=True, nogil=True)
-    def _planes_u8(u, wy, wg, yiq, gray):  # u (N, H, W, 3) uint8 -> yiq (N, H, W) f32, gray f64
-        n, h, w, _ = u.shape
-        k = np.float32(255.0)
+    def _planes_u8(u, ty, tg, yiq, gray):  # u (N, H, W, 3) uint8 -> yiq (N, H, W) f32, gray f64
+        n, h, w, _ = u.shape  # ty (3, 256) f32, tg (3, 256) f64: weight * (u / 255) per level
         for b in range(n):
             for i in range(h):
                 for j in range(w):
-                    r = np.float32(u[b, i, j, 0]) / k
-                    g = np.float32(u[b, i, j, 1]) / k
-                    bl = np.float32(u[b, i, j, 2]) / k
-                    yiq[b, i, j] = r * wy[0] + g * wy[1] + bl * wy[2]
-                    gray[b, i, j] = wg[0] * np.float64(r) + wg[1] * np.float64(g) + wg[2] * np.float64(bl)
+                    r, g, bl = u[b, i, j, 0], u[b, i, j, 1], u[b, i, j, 2]
+                    yiq[b, i, j] = ty[0, r] + ty[1, g] + ty[2, bl]
+                    gray[b, i, j] = tg[0, r] + tg[1, g] + tg[2, bl]
 
     @numba.njit(cache=True, nogil=True)
     def _planes_f32(x, wy, wg, yiq, gray):  # x (N, 3, H, W) float32

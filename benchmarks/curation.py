@@ -261,8 +261,7 @@ def _coco_inputs(root: Path, n: int):
 def _timed_build(cfg, out: Path) -> dict:
     """One build_dataset: total seconds, seconds in write_report (a fixed cost: histograms and
     a capped number of thumbnails), crops scored."""
-    import osdhuman.curation.report as report
-    from osdhuman.curation import build_dataset
+    from osdhuman.curation import build_dataset, report
 
     real, spent = report.write_report, []
 

@@ -126,8 +126,8 @@ def piqe(
     segment: int = 6,
 ) -> torch.Tensor:
     """PIQE of (N, 3, H, W) RGB [0, 1] -> (N,) float64 in [0, 100]."""
-    settings = dict(block_size=block_size, activity_threshold=activity_threshold,
-                    impaired_threshold=impaired_threshold, segment=segment)
+    settings = {"block_size": block_size, "activity_threshold": activity_threshold,
+                "impaired_threshold": impaired_threshold, "segment": segment}
     from osdhuman.iqa.moments import use_kernels
 
     if use_kernels() and _gauss_sums is not None and images.device.type == "cpu":

@@ -108,8 +108,8 @@ def _piqe(block_size: int = 16, activity_threshold: float = 0.1, impaired_thresh
 
     from osdhuman.iqa.piqe import piqe, piqe_from_luma
 
-    settings = dict(block_size=block_size, activity_threshold=activity_threshold,
-                    impaired_threshold=impaired_threshold, segment=segment)
+    settings = {"block_size": block_size, "activity_threshold": activity_threshold,
+                "impaired_threshold": impaired_threshold, "segment": segment}
 
     def fn(images):
         return piqe(images, **settings)

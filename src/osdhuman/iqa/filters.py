@@ -114,7 +114,7 @@ def mscn(x: torch.Tensor, window: torch.Tensor, c: float = 1.0, padding: str = "
 
     float64 on CPU with numba: one fused pass (:func:`_mscn_numba`) with the same per-pixel
     summation order as the torch path, so both give the same numbers."""
-    # float32 stays on conv2d: PIQE matches pyiqa's float32 conv2d only with its summation order
+    # float32 input stays on conv2d (PIQE has its own float32 kernels, in piqe.py)
     if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu" and padding == "replicate":
         kh, kw = window.shape[-2:]
         if kh != kw:

@@ -92,13 +92,18 @@ def _pad_np(x: np.ndarray, lo: int, hi: int, padding: str) -> np.ndarray:
     if padding == "valid":
         return np.ascontiguousarray(x)
     b, h, w = x.shape
-    out = np.zeros((b, h + lo + hi, w + lo + hi), dtype=x.dtype)
+    out = np.empty((b, h + lo + hi, w + lo + hi), dtype=x.dtype)  # every cell is written below
     out[:, lo:lo + h, lo:lo + w] = x
     if padding == "replicate":
         out[:, lo:lo + h, :lo] = x[:, :, :1]
         out[:, lo:lo + h, lo + w:] = x[:, :, -1:]
         out[:, :lo] = out[:, lo:lo + 1]
         out[:, lo + h:] = out[:, lo + h - 1:lo + h]
+    else:
+        out[:, lo:lo + h, :lo] = 0
+        out[:, lo:lo + h, lo + w:] = 0
+        out[:, :lo] = 0
+        out[:, lo + h:] = 0
     return out
 
 

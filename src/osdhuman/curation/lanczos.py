@@ -67,7 +67,7 @@ if numba is not None:
         c = np.empty(8, np.float32)
         for dx in range(n_out):
             fx = np.float32((dx + 0.5) * scale - 0.5)
-            sx = int(math.floor(fx))
+            sx = int(np.floor(fx))
             fx = np.float32(fx - np.float32(sx))
             if fx < eps:
                 c[:] = 0

@@ -48,3 +48,21 @@ def test_niqe_and_brisque_scores_equal_the_torch_path(photos, tools, torch_path)
         slow = torch_path(lambda m=m: m(x))
         assert torch.allclose(fast, slow, rtol=0, atol=1e-9), (name, fast, slow)
         assert np.isfinite(fast.numpy()).all()
+
+
+def test_numpy_padding_and_banded_resize_equal_torch(torch_path):
+    import torch.nn.functional as F
+
+    from osdhuman.iqa.filters import _pad_np, imresize_matlab
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 9, 7, generator=g, dtype=torch.float64)
+    for mode, tmode in (("replicate", "replicate"), ("zeros", "constant")):
+        for lo, hi in ((3, 3), (1, 2)):
+            want = F.pad(x[:, None], (lo, hi, lo, hi), mode=tmode)[:, 0].numpy()
+            assert np.array_equal(_pad_np(x.numpy(), lo, hi, mode), want), (mode, lo, hi)
+    img = torch.rand(2, 1, 37, 50, generator=g, dtype=torch.float64) * 255  # odd sizes: mirrored border taps
+    fast = imresize_matlab(img, 0.5)
+    slow = torch_path(lambda: imresize_matlab(img, 0.5))  # the dense matrix product
+    assert fast.shape == slow.shape == (2, 1, 19, 25)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-10)

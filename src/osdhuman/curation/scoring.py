@@ -42,28 +42,39 @@ class _LaplacianFallback:
         return np.array([laplacian_variance(gray(c)) for c in crops], dtype=np.float64)
 
 
+class _SharedScorer:
+    """Scores one batch of crops with every configured metric at once (``osdhuman.iqa.crops``:
+    the grayscale planes and the float tensor made once per crop), for the members below."""
+
+    def __init__(self, metrics: list, batch_size: int):
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self._crops = None  # the batch last scored (kept, so its identity stays unique)
+        self._columns: list[np.ndarray] = []
+
+    def column(self, k: int, crops: np.ndarray) -> np.ndarray:
+        if crops is not self._crops:
+            from osdhuman.iqa.crops import score_crops
+
+            self._columns = score_crops(self.metrics, crops, self.batch_size)
+            self._crops = crops
+        return self._columns[k]
+
+
 class _IQAMetric:
-    def __init__(self, metric, batch_size: int):
+    """One metric's column: ``crops (N, H, W, 3) uint8 -> (N,)``. The members of one
+    :func:`load_metrics` call share a scorer: the first one called with a batch scores it for
+    all, the others read their column of the same batch (same array object)."""
+
+    def __init__(self, metric, batch_size: int = 8, shared: _SharedScorer | None = None, index: int = 0):
         r = metric.record
         self.metric = metric
-        self.batch_size = batch_size
+        self._shared = shared if shared is not None else _SharedScorer([metric], batch_size)
+        self._index = index
         self.info = MetricInfo(r.name, bool(r.lower_better), str(r.backend), dict(getattr(r, "settings", {}) or {}))
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        import torch
-
-        out = []
-        for i in range(0, len(crops), self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(crops[i:i + self.batch_size]))  # (B, H, W, 3) uint8
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-            with torch.inference_mode():
-                try:
-                    s = self.metric(x)  # (B,)
-                    out.append(np.asarray(s.detach().float().cpu().numpy(), dtype=np.float64).reshape(-1))
-                except Exception as exc:  # one bad batch must not stop the run: NaN, recorded
-                    warnings.warn(f"{self.info.name} failed on a batch: {exc!r}")
-                    out.append(np.full(len(x), np.nan))
-        return np.concatenate(out) if out else np.zeros(0)
+        return self._shared.column(self._index, crops)
 
 
 def iqa_available() -> bool:
@@ -81,16 +92,16 @@ def load_metrics(cfg: IQAConfig) -> list:
     except ImportError as exc:
         warnings.warn(f"osdhuman.iqa is not importable ({exc}); scoring with laplacian_var only")
         return [_LaplacianFallback()]
-    metrics = []
+    resolved = []
     for name in cfg.metrics:
         try:
-            m = get_metric(name, backend=cfg.backend, device=cfg.device)
+            resolved.append(get_metric(name, backend=cfg.backend, device=cfg.device))
         except MetricUnavailable as exc:
             raise ScoringUnavailable(f"IQA metric {name!r}: {exc}") from None
         except (KeyError, ValueError, ImportError) as exc:
             raise ScoringUnavailable(f"IQA metric {name!r}: {exc}") from None
-        metrics.append(_IQAMetric(m, cfg.batch_size))
-    return metrics
+    shared = _SharedScorer(resolved, cfg.batch_size)
+    return [_IQAMetric(m, cfg.batch_size, shared, k) for k, m in enumerate(resolved)]
 
 
 def metric_infos(metrics: list) -> list[dict]:

@@ -15,6 +15,7 @@ pyiqa's (LIVE-trained) BRISQUE scale used by the paper's Table 1.
 from __future__ import annotations
 
 import importlib.util
+import math
 import pickle
 from pathlib import Path
 
@@ -24,10 +25,10 @@ import torch
 
 from osdhuman.iqa.color import rgb_to_gray_skimage
 from osdhuman.iqa.filters import filter2d_separable, gaussian_window
-from osdhuman.iqa.moments import image_pair_sums
+from osdhuman.iqa.moments import image_pair_sums, use_kernels
 from osdhuman.iqa.weights import MetricUnavailable
 
-__all__ = ["SVRModel", "brisque_features", "brisque_fn", "load_brisque_package_model"]
+__all__ = ["SVRModel", "brisque_features", "brisque_features_from_gray", "brisque_fn", "load_brisque_package_model"]
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -108,13 +109,18 @@ def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
     g = ls.sqrt() / rs.sqrt()
     rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
     target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    lo = torch.full_like(target, np.log(0.02))
-    hi = torch.full_like(target, np.log(60.0))
-    for _ in range(70):  # phi is increasing in alpha
-        mid = (lo + hi) / 2
-        up = _phi(mid.exp()) < target
-        lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
-    alpha = ((lo + hi) / 2).exp()
+    if _bisect is not None and use_kernels() and target.device.type == "cpu":
+        alpha = np.empty(target.numel())
+        _bisect(np.ascontiguousarray(target.reshape(-1).numpy()), alpha)  # the same steps, scalar loops
+        alpha = torch.from_numpy(alpha).reshape(target.shape)
+    else:
+        lo = torch.full_like(target, np.log(0.02))
+        hi = torch.full_like(target, np.log(60.0))
+        for _ in range(70):  # phi is increasing in alpha
+            mid = (lo + hi) / 2
+            up = _phi(mid.exp()) < target
+            lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
+        alpha = ((lo + hi) / 2).exp()
     k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
     mean = (rs.sqrt() - ls.sqrt()) * k * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
     return torch.stack([alpha, mean, ls, rs], dim=-1)  # (B, 4)
@@ -123,13 +129,20 @@ def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
 def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """18 features of one scale. gray: (N, 1, H, W) float64 in [0, 1], window: the (7,) factor
     of the separable Gaussian -> (N, 18)."""
-    mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
-    sd = (mu * mu - filter2d_separable(gray * gray, window, "zeros")).abs().sqrt()
-    d = gray - mu
-    # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
-    # would depend on the summation order; it is exactly 0 there
-    d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
-    m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
+    if _mscn is not None and use_kernels() and gray.device.type == "cpu":
+        g = np.ascontiguousarray(gray[:, 0].numpy())
+        m = np.empty_like(g)
+        _mscn(g, np.ascontiguousarray(window.to(torch.float64).numpy()), m)  # the torch path's ops, one pass
+        m = torch.from_numpy(m)
+    else:
+        mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
+        s2 = filter2d_separable(gray * gray, window, "zeros")
+        sd = (mu * mu - s2).abs().sqrt()
+        d = gray - mu
+        # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
+        # would depend on the summation order; it is exactly 0 there
+        d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
+        m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
     # sums of the coefficients and of their horizontal, vertical, main- and secondary-diagonal
     # neighbour products, in one pass (no product image is materialised)
     sums = image_pair_sums(m).to(m.device)  # (N, 5, 6)
@@ -140,7 +153,20 @@ def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 def brisque_features(images: torch.Tensor) -> torch.Tensor:
     """36 BRISQUE features of (N, 3, H, W) RGB [0, 1] -> (N, 36) float64."""
-    gray = rgb_to_gray_skimage(images.to(torch.float64))  # (N, 1, H, W)
+    if images.device.type == "cpu":
+        from osdhuman.iqa.planes import planes_from_tensor
+
+        return brisque_features_from_gray(planes_from_tensor(images).gray)
+    return _features(rgb_to_gray_skimage(images.to(torch.float64)))
+
+
+def brisque_features_from_gray(gray: np.ndarray) -> torch.Tensor:
+    """36 features of (N, H, W) float64 scikit-image gray planes in [0, 1] (:mod:`osdhuman.iqa.planes`)."""
+    return _features(torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float64))[:, None])
+
+
+def _features(gray: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) float64 gray in [0, 1] -> (N, 36): both scales."""
     g = gaussian_window(7, 7.0 / 6.0)
     window = torch.from_numpy(g.sum(axis=1) / g.sum()).to(gray)  # 1-D factor of the Gaussian
     f1 = _scale_features(gray, window)
@@ -162,4 +188,79 @@ def brisque_fn(model: str = "brisque-package"):
     def fn(images: torch.Tensor) -> torch.Tensor:
         return svr(brisque_features(images))
 
+    fn.from_planes = lambda p: svr(brisque_features_from_gray(p.gray))  # reads the shared gray plane
     return fn
+
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
+    _numba = None
+
+if _numba is not None:
+    @_numba.njit(cache=True, nogil=True)
+    def _mscn(g, k, out):
+        """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded window sums of g and g^2
+        (vertical taps in order, then horizontal, as ``filter2d_separable``; a padded zero row
+        or column adds exactly 0, so it is skipped), then the normalisation, one row at a time."""
+        n, h, w = g.shape
+        kn = k.shape[0]
+        lo = (kn - 1) // 2
+        rm = np.zeros(w + kn - 1)
+        rq = np.zeros(w + kn - 1)
+        hm = np.empty(w)
+        hq = np.empty(w)
+        c = 1.0 / 255.0
+        for b in range(n):
+            for i in range(h):
+                rm[:] = 0.0
+                rq[:] = 0.0
+                for t in range(kn):
+                    r = i + t - lo
+                    if r < 0 or r >= h:
+                        continue
+                    kt = k[t]
+                    src = g[b, r]
+                    for j in range(w):
+                        v = src[j]
+                        rm[lo + j] = rm[lo + j] + kt * v
+                        rq[lo + j] = rq[lo + j] + kt * (v * v)
+                if kn == 7:  # the horizontal taps in registers (vectorises over j), same order
+                    k0, k1, k2, k3, k4, k5, k6 = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+                    for j in range(w):
+                        hm[j] = (((((k0 * rm[j] + k1 * rm[j + 1]) + k2 * rm[j + 2]) + k3 * rm[j + 3])
+                                  + k4 * rm[j + 4]) + k5 * rm[j + 5]) + k6 * rm[j + 6]
+                        hq[j] = (((((k0 * rq[j] + k1 * rq[j + 1]) + k2 * rq[j + 2]) + k3 * rq[j + 3])
+                                  + k4 * rq[j + 4]) + k5 * rq[j + 5]) + k6 * rq[j + 6]
+                else:
+                    for j in range(w):
+                        mu = 0.0
+                        s2 = 0.0
+                        for t in range(kn):
+                            mu = mu + k[t] * rm[j + t]
+                            s2 = s2 + k[t] * rq[j + t]
+                        hm[j], hq[j] = mu, s2
+                dst, src = out[b, i], g[b, i]
+                for j in range(w):
+                    mu = hm[j]
+                    sd = np.sqrt(abs(mu * mu - hq[j]))
+                    d = src[j] - mu
+                    d = 0.0 if abs(d) < 1e-10 else d
+                    dst[j] = d / (sd + c)
+
+    @_numba.njit(cache=True, nogil=True)
+    def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
+        for t in range(target.shape[0]):
+            lo, hi = np.log(0.02), np.log(60.0)
+            for _ in range(70):
+                mid = (lo + hi) / 2
+                a = np.exp(mid)
+                phi = np.exp(2 * math.lgamma(2 / a) - math.lgamma(1 / a) - math.lgamma(3 / a))
+                if phi < target[t]:
+                    lo = mid
+                else:
+                    hi = mid
+            alpha[t] = np.exp((lo + hi) / 2)
+else:  # pragma: no cover
+    _mscn = None
+    _bisect = None

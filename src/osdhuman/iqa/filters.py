@@ -5,6 +5,7 @@ All functions take batched single-channel tensors (N, 1, H, W) and keep their dt
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -62,17 +63,17 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
     same passes, in the same order, compiled (numba)."""
     n = k.numel()
     lo, hi = (n - 1) // 2, n // 2
+    if padding not in ("replicate", "zeros", "valid"):
+        raise ValueError(f"unknown padding {padding!r}")
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
+        xp = _pad_np(x.reshape(-1, *x.shape[-2:]).numpy(), lo, hi, padding)
+        out = np.empty((xp.shape[0], xp.shape[1] - n + 1, xp.shape[2] - n + 1))
+        _sep_numba(xp, np.ascontiguousarray(k.detach().to("cpu", torch.float64).numpy()), out)
+        return torch.from_numpy(out).reshape(*x.shape[:-2], *out.shape[-2:])
     if padding == "replicate":
         x = F.pad(x, (lo, hi, lo, hi), mode="replicate")
     elif padding == "zeros":
         x = F.pad(x, (lo, hi, lo, hi))
-    elif padding != "valid":
-        raise ValueError(f"unknown padding {padding!r}")
-    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
-        xp = np.ascontiguousarray(x.reshape(-1, *x.shape[-2:]).numpy())
-        out = np.empty((xp.shape[0], xp.shape[1] - n + 1, xp.shape[2] - n + 1))
-        _sep_numba(xp, np.ascontiguousarray(k.detach().to("cpu", torch.float64).numpy()), out)
-        return torch.from_numpy(out).reshape(*x.shape[:-2], *out.shape[-2:])
     w = k.detach().to("cpu", torch.float64).tolist()
     h = x.shape[-2] - n + 1
     rows = torch.zeros(*x.shape[:-2], h, x.shape[-1], dtype=x.dtype, device=x.device)
@@ -82,6 +83,27 @@ def filter2d_separable(x: torch.Tensor, k: torch.Tensor, padding: str = "replica
     out = torch.zeros(*x.shape[:-2], h, wd, dtype=x.dtype, device=x.device)
     for j in range(n):
         out.add_(rows[..., j:j + wd], alpha=w[j])
+    return out
+
+
+def _pad_np(x: np.ndarray, lo: int, hi: int, padding: str) -> np.ndarray:
+    """(B, H, W) -> (B, H + lo + hi, W + lo + hi) C-contiguous, padded as :func:`filter2d`
+    (numpy: several times faster than ``F.pad`` on float64 CPU tensors)."""
+    if padding == "valid":
+        return np.ascontiguousarray(x)
+    b, h, w = x.shape
+    out = np.empty((b, h + lo + hi, w + lo + hi), dtype=x.dtype)  # every cell is written below
+    out[:, lo:lo + h, lo:lo + w] = x
+    if padding == "replicate":
+        out[:, lo:lo + h, :lo] = x[:, :, :1]
+        out[:, lo:lo + h, lo + w:] = x[:, :, -1:]
+        out[:, :lo] = out[:, lo:lo + 1]
+        out[:, lo + h:] = out[:, lo + h - 1:lo + h]
+    else:
+        out[:, lo:lo + h, :lo] = 0
+        out[:, lo:lo + h, lo + w:] = 0
+        out[:, :lo] = 0
+        out[:, lo + h:] = 0
     return out
 
 
@@ -97,11 +119,12 @@ def mscn(x: torch.Tensor, window: torch.Tensor, c: float = 1.0, padding: str = "
 
     float64 on CPU with numba: one fused pass (:func:`_mscn_numba`) with the same per-pixel
     summation order as the torch path, so both give the same numbers."""
-    # float32 stays on conv2d: PIQE matches pyiqa's float32 conv2d only with its summation order
+    # float32 input stays on conv2d (PIQE has its own float32 kernels, in piqe.py)
     if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu" and padding == "replicate":
         kh, kw = window.shape[-2:]
-        xp = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
-        xp = np.ascontiguousarray(xp.reshape(-1, *xp.shape[-2:]).numpy())
+        if kh != kw:
+            raise ValueError(f"mscn kernels take square windows, got {kh}x{kw}")
+        xp = _pad_np(x.reshape(-1, *x.shape[-2:]).numpy(), (kh - 1) // 2, kh // 2, "replicate")
         out = np.empty((xp.shape[0], x.shape[-2], x.shape[-1]), dtype=xp.dtype)
         win = np.ascontiguousarray(window.detach().to("cpu", x.dtype).numpy())
         _mscn_numba(xp, win, np.array([c], dtype=xp.dtype), out)
@@ -145,7 +168,28 @@ def imresize_matlab(x: torch.Tensor, scale: float) -> torch.Tensor:
     oh, ow = int(math.ceil(h * scale)), int(math.ceil(w * scale))
     mh = _resize_matrix(h, oh, scale, x.dtype, x.device)  # (oh, h)
     mw = _resize_matrix(w, ow, scale, x.dtype, x.device)  # (ow, w)
+    if _kernels() and x.dtype == torch.float64 and x.device.type == "cpu":
+        # the matrices are banded (<= 10 taps a row): apply only their non-zero taps
+        xb = np.ascontiguousarray(x.reshape(-1, h, w).numpy())
+        out = np.empty((xb.shape[0], oh, ow))
+        _banded_resize(xb, *_taps(h, oh, scale), *_taps(w, ow, scale), out)
+        return torch.from_numpy(out).reshape(*x.shape[:-2], oh, ow)
     return mh @ x @ mw.T  # (N, C, oh, ow)
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(n_in: int, n_out: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The banded :func:`_resize_matrix` as column indices and weights of each row's
+    non-zero entries, (n_out, K) each, in increasing column order (zeros pad short rows)."""
+    a = _resize_matrix(n_in, n_out, scale, torch.float64, "cpu").numpy()
+    nz = a != 0
+    k = int(nz.sum(1).max())
+    idx = np.zeros((a.shape[0], k), np.int64)
+    wts = np.zeros((a.shape[0], k))
+    for r in range(a.shape[0]):
+        cols = np.flatnonzero(nz[r])
+        idx[r, :len(cols)], wts[r, :len(cols)] = cols, a[r, cols]
+    return idx, wts
 
 
 _GAMMA_GRID: dict = {}
@@ -216,6 +260,27 @@ if _numba is not None:
                 sq[:] = 0
                 for di in range(kh):  # taps in the torch path's order: row, then column
                     row = xp[b, i + di]
+                    if kw == 7:  # the 7 taps of a row per pixel in registers, same order (vectorises over j)
+                        w0, w1, w2, w3 = win[di, 0], win[di, 1], win[di, 2], win[di, 3]
+                        w4, w5, w6 = win[di, 4], win[di, 5], win[di, 6]
+                        for j in range(w):
+                            v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
+                            v4, v5, v6 = row[j + 4], row[j + 5], row[j + 6]
+                            a = mu[j] + w0 * v0
+                            a = a + w1 * v1
+                            a = a + w2 * v2
+                            a = a + w3 * v3
+                            a = a + w4 * v4
+                            a = a + w5 * v5
+                            mu[j] = a + w6 * v6
+                            q = sq[j] + w0 * (v0 * v0)
+                            q = q + w1 * (v1 * v1)
+                            q = q + w2 * (v2 * v2)
+                            q = q + w3 * (v3 * v3)
+                            q = q + w4 * (v4 * v4)
+                            q = q + w5 * (v5 * v5)
+                            sq[j] = q + w6 * (v6 * v6)
+                        continue
                     for dj in range(kw):
                         wt = win[di, dj]
                         if wt != 0.0:
@@ -247,6 +312,29 @@ if _numba is not None:
                     kt = k[t]
                     for j in range(w):
                         dst[j] = dst[j] + kt * row[j + t]
+    @_numba.njit(cache=True, nogil=True)
+    def _banded_resize(x, ih, wh, iw, ww, out):  # x (B, H, W) -> out (B, oh, ow): (mh @ x) @ mw.T
+        nb, oh, ow = out.shape
+        w = x.shape[2]
+        tmp = np.empty((oh, w))
+        for b in range(nb):
+            for o in range(oh):  # vertical pass: rows of mh @ x
+                t = tmp[o]
+                t[:] = 0.0
+                for k in range(ih.shape[1]):
+                    wt = wh[o, k]
+                    if wt != 0.0:
+                        src = x[b, ih[o, k]]
+                        for j in range(w):
+                            t[j] += wt * src[j]
+            for o in range(oh):  # horizontal pass: (.) @ mw.T
+                t = tmp[o]
+                for p in range(ow):
+                    acc = 0.0
+                    for k in range(iw.shape[1]):
+                        acc += ww[p, k] * t[iw[p, k]]
+                    out[b, o, p] = acc
 else:  # pragma: no cover
     _mscn_numba = None
     _sep_numba = None
+    _banded_resize = None

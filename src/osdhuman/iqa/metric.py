@@ -59,6 +59,18 @@ class Metric:
         return out.detach().reshape(-1).to("cpu", torch.float64)
 
 
+    @property
+    def reads_planes(self) -> bool:
+        """True when this metric can score the shared grayscale planes (:mod:`osdhuman.iqa.planes`)
+        instead of the RGB tensor: an offline implementation that exposes ``from_planes``, on CPU."""
+        return self.device.type == "cpu" and callable(getattr(self._fn, "from_planes", None))
+
+    @torch.inference_mode()
+    def score_planes(self, planes) -> torch.Tensor:
+        """(N,) CPU float64 scores of the crops behind ``planes`` (see :attr:`reads_planes`)."""
+        return self._fn.from_planes(planes).detach().reshape(-1).to("cpu", torch.float64)
+
+
 class SetMetric:
     """A metric of two image sets (FID): ``features(images) -> (N, D)`` per batch, then
     ``distance(feats_a, feats_b) -> float``."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["AVAILABLE", "ENABLED", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch", "use_kernels"]
+__all__ = ["AVAILABLE", "ENABLED", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch", "tiled_pair_sums",
+           "use_kernels"]
 
 try:
     import numba
@@ -76,26 +77,42 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _block_pair_sums(blocks, out):  # blocks (B, h, w) -> out (B, 5, 6); circular neighbours
-        nb, h, w = blocks.shape
+        for b in range(blocks.shape[0]):
+            _one_block(blocks[b], out[b])
+
+    @numba.njit(cache=True, nogil=True)
+    def _tiled_pair_sums(m, size, out):  # m (N, H, W), whole size x size tiles -> out (N * nb, 5, 6)
+        n, h, w = m.shape
+        nh, nw = h // size, w // size
+        tile = np.empty((size, size))  # a contiguous copy: strided views do not vectorise
+        k = 0
+        for b in range(n):
+            for bi in range(nh):
+                for bj in range(nw):
+                    tile[:, :] = m[b, bi * size:(bi + 1) * size, bj * size:(bj + 1) * size]
+                    _one_block(tile, out[k])
+                    k += 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _one_block(blk, o):  # blk (h, w) -> o (5, 6)
+        h, w = blk.shape
         one = np.ones(w)
         left = np.empty(w)
         right = np.empty(w)
-        for b in range(nb):
-            o = out[b]
-            for i in range(h):
-                row = blocks[b, i]
-                up = blocks[b, (i - 1) % h]
-                left[0] = row[w - 1]
-                left[1:] = row[:w - 1]
-                _line(o, 0, row, one, w)
-                _line(o, 1, row, left, w)  # torch.roll shifts (0, 1): x[i, j - 1]
-                _line(o, 2, row, up, w)  # (1, 0): x[i - 1, j]
-                left[0] = up[w - 1]
-                left[1:] = up[:w - 1]
-                _line(o, 3, row, left, w)  # (1, 1): x[i - 1, j - 1]
-                right[w - 1] = up[0]
-                right[:w - 1] = up[1:]
-                _line(o, 4, row, right, w)  # (1, -1): x[i - 1, j + 1]
+        for i in range(h):
+            row = blk[i]
+            up = blk[(i - 1) % h]
+            left[0] = row[w - 1]
+            left[1:] = row[:w - 1]
+            _line(o, 0, row, one, w)
+            _line(o, 1, row, left, w)  # torch.roll shifts (0, 1): x[i, j - 1]
+            _line(o, 2, row, up, w)  # (1, 0): x[i - 1, j]
+            left[0] = up[w - 1]
+            left[1:] = up[:w - 1]
+            _line(o, 3, row, left, w)  # (1, 1): x[i - 1, j - 1]
+            right[w - 1] = up[0]
+            right[:w - 1] = up[1:]
+            _line(o, 4, row, right, w)  # (1, -1): x[i - 1, j + 1]
 
     @numba.njit(cache=True, nogil=True)
     def _image_pair_sums(m, out):  # m (N, H, W) -> out (N, 5, 6); neighbours inside the image
@@ -135,6 +152,18 @@ def block_pair_sums(blocks: torch.Tensor) -> torch.Tensor:
         return torch.stack([sums_torch(p.flatten(1)) for p in prods], dim=1)
     out = np.zeros((blocks.shape[0], 5, 6))
     _block_pair_sums(_np(blocks), out)
+    return torch.from_numpy(out)
+
+
+def tiled_pair_sums(m: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) MSCN image -> (N * nb, 5, 6): :func:`block_pair_sums` of its whole
+    ``size`` x ``size`` tiles in row-major order, read in place (no block copies)."""
+    n, h, w = m.shape
+    if not use_kernels() or m.device.type != "cpu":
+        b = m[:, : h // size * size, : w // size * size].unfold(1, size, size).unfold(2, size, size)
+        return block_pair_sums(b.reshape(-1, size, size))
+    out = np.zeros((n * (h // size) * (w // size), 5, 6))
+    _tiled_pair_sums(_np(m), size, out)
     return torch.from_numpy(out)
 
 

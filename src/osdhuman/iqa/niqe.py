@@ -19,9 +19,9 @@ import torch
 
 from osdhuman.iqa.color import rgb_to_luma_yiq, rgb_to_y_bt601
 from osdhuman.iqa.filters import aggd_from_sums, gaussian_window, imresize_matlab, mscn
-from osdhuman.iqa.moments import block_pair_sums
+from osdhuman.iqa.moments import block_pair_sums, tiled_pair_sums
 
-__all__ = ["load_pristine_params", "niqe", "niqe_block_features", "niqe_window"]
+__all__ = ["load_pristine_params", "niqe", "niqe_block_features", "niqe_from_luma", "niqe_window"]
 
 PRISTINE_FILE = "niqe_pris_params.npz"
 
@@ -64,7 +64,11 @@ def niqe_block_features(blocks: torch.Tensor) -> torch.Tensor:
     the block, as the reference code's circshift). blocks: (B, h, w) -> (B, 18).
 
     The moment sums come from one pass over each block (:func:`moments.block_pair_sums`)."""
-    sums = block_pair_sums(blocks).to(blocks.device)  # (B, 5, 6)
+    return _features_from_sums(block_pair_sums(blocks).to(blocks.device))
+
+
+def _features_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """(B, 5, 6) moment sums of the coefficients and their 4 neighbour products -> (B, 18)."""
     alpha, sl, sr = aggd_from_sums(sums)  # (B, 5) each: all five distributions at once
     k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))  # beta = sigma * k
     feats = [alpha[:, 0], (sl[:, 0] + sr[:, 0]) * k[:, 0] / 2]
@@ -72,13 +76,6 @@ def niqe_block_features(blocks: torch.Tensor) -> torch.Tensor:
     mean = (br - bl) * torch.exp(torch.lgamma(2 / alpha[:, 1:]) - torch.lgamma(1 / alpha[:, 1:]))
     pairs = torch.stack([alpha[:, 1:], mean, bl, br], dim=-1).flatten(1)  # (B, 16): per product a, mean, bl, br
     return torch.cat([torch.stack(feats, dim=-1), pairs], dim=-1)  # (B, 18)
-
-
-def _blocks(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 1, H, W) with H, W multiples of size -> (N, nb, size, size)."""
-    n = x.shape[0]
-    b = x.unfold(2, size, size).unfold(3, size, size)  # (N, 1, H/s, W/s, s, s)
-    return b.reshape(n, -1, size, size)
 
 
 def niqe(
@@ -97,9 +94,25 @@ def niqe(
     """
     # luma rounded to 8-bit levels in the input's float32, as the reference evaluation code
     # (pyiqa) does: about 1 pixel in 2000 sits on a .5 tie that float64 would round otherwise.
+    if luma == "yiq" and images.device.type == "cpu":
+        from osdhuman.iqa.planes import planes_from_tensor
+
+        return niqe_from_luma(planes_from_tensor(images).yiq, mu, cov, window, block_size)
     x = images.to(torch.float32)
     y = rgb_to_luma_yiq(x) if luma == "yiq" else rgb_to_y_bt601(x)  # (N, 1, H, W)
-    y = torch.round(y).to(torch.float64)
+    return _niqe_levels(torch.round(y).to(torch.float64), mu, cov, window, block_size)
+
+
+def niqe_from_luma(yiq: np.ndarray, mu: torch.Tensor, cov: torch.Tensor, window: torch.Tensor,
+                   block_size: int = 96) -> torch.Tensor:
+    """NIQE of (N, H, W) float32 Y-of-YIQ planes in [0, 1] (:mod:`osdhuman.iqa.planes`) -> (N,)."""
+    y = torch.from_numpy(np.rint(yiq * np.float32(255.0)).astype(np.float64))[:, None]  # (N, 1, H, W)
+    return _niqe_levels(y, mu, cov, window, block_size)
+
+
+def _niqe_levels(y: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor, window: torch.Tensor,
+                 block_size: int) -> torch.Tensor:
+    """NIQE of (N, 1, H, W) float64 luma on integer 0-255 levels."""
     n, _, h, w = y.shape
     nh, nw = h // block_size, w // block_size
     if nh == 0 or nw == 0:
@@ -108,15 +121,18 @@ def niqe(
     win = window.to(y)
     feats = []
     for scale in (1, 2):
-        coeffs = mscn(y, win, c=1.0, padding="replicate")
-        blocks = _blocks(coeffs, block_size // scale)  # (N, nb, s, s)
-        f = niqe_block_features(blocks.flatten(0, 1))  # (N*nb, 18)
+        coeffs = mscn(y, win, c=1.0, padding="replicate")[:, 0]  # (N, H, W)
+        f = _features_from_sums(tiled_pair_sums(coeffs, block_size // scale))  # (N*nb, 18), tiles in place
         feats.append(f.reshape(n, -1, 18))
         if scale == 1:
             y = imresize_matlab(y / 255.0, 0.5) * 255.0
-    f = torch.cat(feats, dim=-1)  # (N, nb, 36)
+    return _mvg_distance(torch.cat(feats, dim=-1), mu, cov)  # (N, nb, 36) -> (N,)
 
-    # MVG fit to the blocks: elementwise NaN-mean; covariance over rows without NaN.
+
+def _mvg_distance(f: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 10 between the MVG fitted to the blocks' features (N, nb, 36) and the
+    pristine model: elementwise NaN-mean; covariance over rows without NaN."""
+    n = f.shape[0]
     valid = ~torch.isnan(f)
     mu_d = torch.where(valid, f, 0).sum(1) / valid.sum(1)  # (N, 36)
     row_ok = valid.all(-1, keepdim=True).to(f.dtype)  # (N, nb, 1)

@@ -90,6 +90,10 @@ def _niqe(params_file: str = "bundled", window: str = "pyiqa", block_size: int =
     def fn(images):
         return niqe(images, mu.to(images.device), cov.to(images.device), win.to(images.device), block_size, luma)
 
+    if luma == "yiq":  # reads the shared Y-of-YIQ plane (osdhuman.iqa.crops)
+        from osdhuman.iqa.niqe import niqe_from_luma
+
+        fn.from_planes = lambda p: niqe_from_luma(p.yiq, mu, cov, win, block_size)
     return fn
 
 
@@ -100,12 +104,18 @@ def _brisque(model: str = "brisque-package"):
 
 
 def _piqe(block_size: int = 16, activity_threshold: float = 0.1, impaired_threshold: float = 0.1, segment: int = 6):
-    from functools import partial
+    import torch
 
-    from osdhuman.iqa.piqe import piqe
+    from osdhuman.iqa.piqe import piqe, piqe_from_luma
 
-    return partial(piqe, block_size=block_size, activity_threshold=activity_threshold,
-                   impaired_threshold=impaired_threshold, segment=segment)
+    settings = {"block_size": block_size, "activity_threshold": activity_threshold,
+                "impaired_threshold": impaired_threshold, "segment": segment}
+
+    def fn(images):
+        return piqe(images, **settings)
+
+    fn.from_planes = lambda p: torch.from_numpy(piqe_from_luma(p.yiq, **settings))
+    return fn
 
 
 _PQ = "pyiqa"

@@ -119,8 +119,12 @@ def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
     return gone
 
 
-def encode_png(arr: np.ndarray, compression: int = 3) -> bytes:
-    """uint8 (H, W, 3) RGB -> PNG bytes (OpenCV's libpng; lossless, any level decodes the same)."""
+def encode_png(arr: np.ndarray, compression: int = 1) -> bytes:
+    """uint8 (H, W, 3) RGB -> PNG bytes (OpenCV's libpng; lossless, any level decodes the same).
+
+    Level 1: on 512x512 degraded crops 14 ms and 142 KiB a file, against 21 ms / 133 KiB at
+    level 3 and 57 ms / 121 KiB at 6 (measured 2026-12-02); OpenCV's unset default is faster
+    (11 ms) but writes 241 KiB."""
     import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])

@@ -210,6 +210,8 @@ def dape_lora_pieces(state: dict[str, torch.Tensor], tagger: RamTagger, path: st
             raise WeightsError(f"{path}: {key} has lora_{''.join(ab)} but not its pair. " + _dape_help(path))
         target = _target(key)
         mod = modules.get(target)
+        if mod is None and key.startswith("tag_encoder."):
+            continue  # tag_encoder layers above the tagging head's: not tied to it, unused for tags
         if not isinstance(mod, nn.Linear):
             raise WeightsError(f"{path}: {key}: the RAM Swin / tagging head has no such layer ({target}). " + _dape_help(path))
         A, B = ab["A"].float(), ab["B"].float()

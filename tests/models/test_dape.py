@@ -183,7 +183,7 @@ def test_dape_prompts_are_77_by_cross_dim_from_the_right_image(files):
 
 # ------------------------------------------------------------------ OSEDiff end to end
 def _osediff_pkl(path: Path) -> None:
-    """OSEDiff's osediff.pkl for the tiny UNet / VAE: three UNet adapters, full conv_in, VAE 'default'."""
+    """OSEDiff's osediff.pkl for the tiny UNet / VAE: three UNet adapters, full conv_in, VAE 'default_encoder'."""
     from peft import LoraConfig
 
     unet, vae, _, _ = build_sd_components("tiny", seed=0)
@@ -200,7 +200,8 @@ def _osediff_pkl(path: Path) -> None:
             unet.add_adapter(LoraConfig(r=4, target_modules=lists[key], init_lora_weights="gaussian"), adapter_name=adapter)
         vae_targets = [n.replace(".weight", "") for n, _ in vae.named_parameters()
                        if n.startswith("encoder.") and n.endswith(".weight") and "norm" not in n]
-        vae.add_adapter(LoraConfig(r=4, target_modules=vae_targets, init_lora_weights="gaussian"), adapter_name="default")
+        vae.add_adapter(LoraConfig(r=4, target_modules=vae_targets, init_lora_weights="gaussian"),
+                        adapter_name="default_encoder")  # as OSEDiff's osediff.py names it
         with torch.no_grad():
             for n, p in list(unet.named_parameters()) + list(vae.named_parameters()):
                 if "lora_B" in n:

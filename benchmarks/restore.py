@@ -278,7 +278,10 @@ def _dape_prompt(model, args):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from osdhuman.models import OSDHumanConfig, build_tiny_tokenizer
-    from osdhuman.models.config import SD21_BASE_TEXT_ENCODER_CONFIG, TINY_TEXT_ENCODER_CONFIG
+    from osdhuman.models.config import (
+        SD21_BASE_TEXT_ENCODER_CONFIG,
+        TINY_TEXT_ENCODER_CONFIG,
+    )
     from osdhuman.models.dape import DAPEPrompt, _build_tagger
     from osdhuman.models.ram_tagging import find_tag_files, read_tag_files
 

@@ -3,7 +3,6 @@ from earlier evaluate outputs (a Val and a Test evaluation per run), best per co
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 

@@ -63,7 +63,7 @@ def _reference_logits(head: RamTaggingHead, tokens: torch.Tensor, heads: int) ->
         p = f"tagging_head.encoder.layer.{i}."
         q, k, v = lin(x, p + "crossattention.self.query"), lin(img, p + "crossattention.self.key"), lin(img, p + "crossattention.self.value")
         d = q.shape[-1] // heads
-        split = lambda t: t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
+        split = lambda t, d=d: t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
         att = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(d), -1) @ split(v)
         a = ln(lin(att.transpose(1, 2).flatten(2), p + "crossattention.output.dense") + x, p + "crossattention.output.LayerNorm")
         h = F.gelu(lin(a, p + "intermediate.dense"))

@@ -33,8 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osdhuman.models.config import (
+    RAM_TAGGING,
+    SWIN_L_RAM,
+    TINY_RAM_TAGGING,
+    TINY_SWIN,
+    OSDHumanConfig,
+)
 from osdhuman.models.errors import WeightsError
-from osdhuman.models.config import RAM_TAGGING, SWIN_L_RAM, TINY_RAM_TAGGING, TINY_SWIN, OSDHumanConfig
 from osdhuman.models.hfie import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -164,21 +164,22 @@ def test_dape_files_that_do_not_match_the_swin_are_refused(files, tmp_path, case
 
 # ------------------------------------------------------------------ the prompt
 def test_dape_prompts_are_77_by_cross_dim_from_the_right_image(files):
-    m_lq = build_osdhuman(OSDHumanConfig(base_model="tiny", prompt_source="dape_lq", hfie_encoder_path=str(files["ram"]),
-                                         dape_path=str(files["dape"])))
-    m_hq = build_osdhuman(OSDHumanConfig(base_model="tiny", prompt_source="dape_hq", hfie_encoder_path=str(files["ram"]),
-                                         dape_path=str(files["dape"]), dape_prompt_suffix="clean"))
+    m = build_osdhuman(OSDHumanConfig(base_model="tiny", prompt_source="dape_hq", hfie_encoder_path=str(files["ram"]),
+                                      dape_path=str(files["dape"]), dape_prompt_suffix="clean"))
+    pe = m.prompt_extractor
+    assert pe.source == "hq"
     lq, hq = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    p = m_lq.prompt_extractor(lq, hq=hq)
-    assert p.shape == (2, 77, m_lq.cross_attention_dim)
-    assert torch.equal(p, m_lq.prompt_extractor(lq))  # dape_lq tags the LQ even when HQ is given
-    pe = m_hq.prompt_extractor
-    assert torch.equal(pe(lq, hq=hq), pe(hq)) and pe.last_prompts == pe.texts(hq)  # dape_hq tags the HQ
+    p = pe(lq, hq=hq)
+    assert p.shape == (2, 77, m.cross_attention_dim)
+    assert torch.equal(p, pe(hq)) and pe.last_prompts == pe.texts(hq)  # dape_hq tags the HQ
+    assert torch.equal(pe(lq), pe.encode(pe.texts(lq)))  # ... and the LQ when no HQ is given (validation)
     assert all(t.endswith(", clean,") for t in pe.last_prompts)
+    pe.source = "lq"  # what dape_lq builds
+    assert torch.equal(pe(lq, hq=hq), pe(lq))  # dape_lq tags the LQ even when HQ is given
     assert not torch.equal(pe.encode(["tag1, ,"]), pe.encode(["tag2, ,"]))  # the text decides the prompt
-    assert "DAPE DAPE.pth: LoRA on" in m_lq.prompt_summary
-    assert not any(k.startswith("prompt_extractor.") for k in m_lq.trainable_state_dict())  # nothing of DAPE is saved
-    assert not any(p.requires_grad for p in m_lq.prompt_extractor.parameters())
+    assert "DAPE DAPE.pth: LoRA on" in m.prompt_summary
+    assert not any(k.startswith("prompt_extractor.") for k in m.trainable_state_dict())  # nothing of DAPE is saved
+    assert not any(q.requires_grad for q in pe.parameters())
 
 
 # ------------------------------------------------------------------ OSEDiff end to end
@@ -312,11 +313,11 @@ def test_tiny_training_with_dape_hq_prompts(files, tmp_path, monkeypatch):
     cfg = load_config(TrainConfig, configs / "tiny.yaml", [
         f"data.source={photos}", "data.size=32", "device=cpu", "mixed_precision=no", "frozen_dtype=float32",
         "lpips.random_backbone=true", "logging.progress=false", "data.num_workers=0", "data.val_source=null",
-        "data.num_val=1", "batch_size=1", "max_steps=2", "grad_accum_steps=1", "logging.val_at_start=false",
+        "data.num_val=1", "batch_size=1", "max_steps=1", "grad_accum_steps=1", "logging.val_at_start=false",
         "logging.val_every=0", "checkpoint.every=0", 'model.prompt_source="dape_hq"',
         f"model.hfie_encoder_path={files['ram']}", f"model.dape_path={files['dape']}"])
     res = train(cfg, tmp_path / "run")
-    assert res.step == 2
+    assert res.step == 1
     assert seen and all(seen)  # every generator step tagged the HQ crop
     saved = json.loads((tmp_path / "run" / "final" / "osdhuman_config.json").read_text())
     assert saved["config"]["prompt_source"] == "dape_hq" and saved["config"]["dape_path"] == str(files["dape"])
@@ -324,3 +325,10 @@ def test_tiny_training_with_dape_hq_prompts(files, tmp_path, monkeypatch):
 
     with safe_open(str(tmp_path / "run" / "final" / "osdhuman_weights.safetensors"), "pt") as f:
         assert not any(k.startswith("prompt_extractor.") for k in f.keys())  # noqa: SIM118 (safe_open has no __iter__)
+    # the trained run restores with LQ tags (the paper's DAPE row: HQ in training, LQ at test)
+    from osdhuman.models.pretrained import load_pretrained
+
+    model, summary = load_pretrained(tmp_path / "run" / "final", prompt_source="dape_lq")
+    assert model.prompt_extractor.source == "lq" and "prompt dape_lq" in summary and "DAPE DAPE.pth" in summary
+    out = model.eval()(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert out.image.shape == (1, 3, 32, 32) and torch.isfinite(out.image).all()

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
                    "local cache (env OSDHUMAN_WEIGHTS)")
     p.add_argument("--base-model", metavar="PATH_OR_ID",
                    help="SD-2.1-base diffusers folder or hub id, or 'tiny' (env OSDHUMAN_BASE_MODEL)")
-    p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth (env OSDHUMAN_HFIE_ENCODER)")
+    p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth: HFIE's image encoder, and DAPE's RAM "
+                   "(env OSDHUMAN_HFIE_ENCODER)")
     p.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart from the base weights (default: fused at load)")
     p.add_argument("--timestep", type=int, metavar="T", help="override the one-step timestep the weights record (HAODiff: 199)")
     p.add_argument("--prompt-source", choices=["hfie_lq", "hfie_hq", "text", "null", "dape_lq", "dape_hq"],

@@ -14,6 +14,11 @@ t=999 from a given prompt tensor, no osdhuman code in its loop), interleaved, at
 fused into the base weights (what ``restore`` does by default), in one run: min of
 ``--repeats``, and the ratio unfused / fused.
 
+``--prompt-source dape_lq``: the cost of OSEDiff's DAPE prompt (RAM Swin-L + the 2-layer tagging
+decoder + SD-2.1's 23-layer CLIP text encoder, per image) beside HFIE's (the same Swin-L + one
+attention layer), interleaved in one run on the same model: each prompt alone, and the whole
+restore with each. Random weights; a stand-in list of 4,585 tag names unless --ram-tag-list.
+
 ``sd21-random`` builds SD-2.1-base-sized modules (UNet 866 M, VAE 84 M, Swin-L HFIE) with
 random weights: the cost of the real model without downloading it. The reference column
 is one H100, eager diffusers bf16 (61 ms / image at batch 1, 25 ms / image at batch 8) and
@@ -68,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--large", type=int, default=2048, help="side of the tiled photo (0: skip)")
     ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--prompt-source", choices=["hfie_lq", "dape_lq"], default="hfie_lq",
+                    help="dape_lq: time DAPE's prompt beside HFIE's, same run")
+    ap.add_argument("--ram-tag-list", default=None, help="RAM's ram_tag_list.txt for --prompt-source dape_lq")
     ap.add_argument("--people", action="store_true",
                     help="person-aware restore of a 1080p photo with 4 people, time per stage (benchmarks/restore_people.py)")
     args = ap.parse_args(argv)
@@ -82,6 +90,8 @@ def main(argv=None) -> int:
         return fuse_compare(model, args)
     if args.vs_diffusers:
         return vs_diffusers(model, args)
+    if args.prompt_source == "dape_lq":
+        return dape_compare(model, args)
     # compiled modules: per-tile GroupNorm (patching norms between tiles would force recompiles)
     pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
                                                      tile_size=args.tile, color_fix="adain",
@@ -257,6 +267,73 @@ def vs_diffusers(model, args) -> int:
         o, r = min(ours) / b, min(theirs) / b
         print(f"  batch {b} x {args.size}: ours {1000 * o:.1f} ms/image (HFIE + colour fix included), "
               f"plain diffusers + peft unfused {1000 * r:.1f} ms/image, ours/ref {o / r:.3f}", flush=True)
+    return 0
+
+
+def _dape_prompt(model, args):
+    """An SD-2.1-sized DAPE prompt: RAM Swin-L + tagging head (random), full CLIP text encoder."""
+    import tempfile
+    from pathlib import Path
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from osdhuman.models import OSDHumanConfig, build_tiny_tokenizer
+    from osdhuman.models.config import (
+        SD21_BASE_TEXT_ENCODER_CONFIG,
+        TINY_TEXT_ENCODER_CONFIG,
+    )
+    from osdhuman.models.dape import DAPEPrompt, _build_tagger
+    from osdhuman.models.ram_tagging import find_tag_files, read_tag_files
+
+    tag_list = args.ram_tag_list
+    if tag_list is None:  # benchmark stand-in: RAM's count of tags, names irrelevant to the cost
+        d = Path(tempfile.mkdtemp(prefix="osdhuman-bench-"))
+        (d / "ram_tag_list.txt").write_text("\n".join(f"tag{i}" for i in range(4585)))
+        (d / "ram_tag_list_threshold.txt").write_text("\n".join(["0.68"] * 4585))
+        tag_list = str(d / "ram_tag_list.txt")
+    cfg = OSDHumanConfig(base_model="sd21-random" if model.config.base_model != "tiny" else "tiny", prompt_source="dape_lq")
+    tagger = _build_tagger(cfg, read_tag_files(*find_tag_files(tag_list, None, None)))
+    tiny = cfg.base_model == "tiny"
+    tcfg = dict(TINY_TEXT_ENCODER_CONFIG if tiny else SD21_BASE_TEXT_ENCODER_CONFIG,
+                bos_token_id=512, eos_token_id=513, pad_token_id=513)
+    te = CLIPTextModel(CLIPTextConfig(**tcfg)).eval()  # 23 layers at SD size (the random preset keeps 1)
+    return DAPEPrompt(tagger, te, build_tiny_tokenizer(), source="lq")
+
+
+def dape_compare(model, args) -> int:
+    """HFIE's prompt vs DAPE's (tags + CLIP text), alone and inside the whole restore, interleaved."""
+    from osdhuman.pipelines import PipelineConfig, RestorationPipeline
+
+    pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
+                                                     tile_size=max(args.tile, args.size)))
+    dev, dtype = pipe.device, pipe.dtype
+    hfie = model.prompt_extractor
+    dape = _dape_prompt(model, args).to(dev, dtype)
+    x = (torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
+    t: dict[str, list[float]] = {k: [] for k in ("hfie", "dape", "dape_tags", "restore_hfie", "restore_dape")}
+
+    def clock(key, fn):
+        s = time.perf_counter(); fn(); _sync(dev); t[key].append(time.perf_counter() - s)
+
+    with torch.no_grad():
+        hfie(x.to(dtype)), dape(x.to(dtype))  # warm-up
+        for _ in range(args.repeats):
+            clock("hfie", lambda: hfie(x.to(dtype)))
+            clock("dape", lambda: dape(x.to(dtype)))
+            clock("dape_tags", lambda: dape.tagger(x.to(dtype)))
+            model.prompt_extractor = hfie
+            clock("restore_hfie", lambda: pipe.restore_tensor(x))
+            model.prompt_extractor = dape
+            clock("restore_dape", lambda: pipe.restore_tensor(x))
+    model.prompt_extractor = hfie
+    m = {k: min(v) for k, v in t.items()}
+    print(f"{args.base_model} {args.size}x{args.size} batch 1 on {dev}, {args.precision}, {args.repeats} interleaved "
+          f"repeats (min), threads {torch.get_num_threads()}")
+    print(f"  HFIE prompt (Swin-L + attention head):               {m['hfie']:.3f} s")
+    print(f"  DAPE prompt (Swin-L + tagging decoder + CLIP text):  {m['dape']:.3f} s "
+          f"(tags {m['dape_tags']:.3f} s, text encoder {m['dape'] - m['dape_tags']:.3f} s); DAPE / HFIE {m['dape'] / m['hfie']:.2f}")
+    print(f"  whole restore with HFIE: {m['restore_hfie']:.3f} s; with DAPE: {m['restore_dape']:.3f} s; "
+          f"ratio {m['restore_dape'] / m['restore_hfie']:.3f}")
     return 0
 
 

@@ -147,11 +147,17 @@ def test_kill_and_resume_equals_an_uninterrupted_run(photo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("config", ["osdhuman.yaml", "prompt-null.yaml", "prompt-hfie-hq.yaml",
-                                    "data-random-crops.yaml", "osediff.yaml"])
+                                    "data-random-crops.yaml", "osediff.yaml", "prompt-dape.yaml"])
 def test_paper_configs_build_and_run_two_steps(config, photo_dir, tmp_path):
+    dape = []
+    if load_config(TrainConfig, CONFIGS / config).model.prompt_source.startswith("dape"):
+        # DAPE's tag files (random tiny tagger on the tiny preset; no RAM checkpoint needed)
+        (tmp_path / "ram_tag_list.txt").write_text("person\nshirt\ntree")
+        (tmp_path / "ram_tag_list_threshold.txt").write_text("0.5\n0.5\n0.5")
+        dape = [f"model.ram_tag_list={tmp_path / 'ram_tag_list.txt'}"]
     cfg = tiny_cfg(photo_dir, "model.base_model=tiny", "model.hfie_encoder_path=null", "data.val_source=null",
                    "data.num_val=1", "batch_size=1", "max_steps=2", "grad_accum_steps=1",
-                   "logging.val_at_start=false", "logging.val_every=0", "checkpoint.every=0", config=config)
+                   "logging.val_at_start=false", "logging.val_every=0", "checkpoint.every=0", *dape, config=config)
     paper = load_config(TrainConfig, CONFIGS / config)
     assert cfg.model.prompt_source == paper.model.prompt_source
     res = train(cfg, tmp_path / "run")

@@ -24,6 +24,10 @@ A metric whose weights are not on disk is reported n/a with the file it needs; t
 example:
   osdhuman evaluate --method OSDHuman=out/osdhuman --method OSEDiff=out/osediff \\
       --reference persona/val/hq --metrics paper-val -o eval/val
+ablation table (paper Table 4; each run evaluated on Val and Test first):
+  osdhuman evaluate --ablation Null=eval/null-val,eval/null-test --ablation DAPE=eval/dape-val,eval/dape-test \\
+      --ablation "HFIE (HQ)=eval/hq-val,eval/hq-test" --ablation "HFIE (LQ)=eval/lq-val,eval/lq-test" \\
+      --row-header "Prompt extractor" -o eval/table4
 """
 
 DQ_EPILOG = """example:
@@ -38,8 +42,13 @@ def register(subparsers) -> None:
                     "per_image.csv, summary.json, table.md (paper Table 2 layout), plots/<metric>.png, "
                     "issues.csv and the resolved settings to OUTDIR.", epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--method", action="append", default=[], metavar="NAME=DIR", required=True,
+    p.add_argument("--method", action="append", default=[], metavar="NAME=DIR",
                    help="a method's restored images (repeatable; rows of the table, in this order)")
+    p.add_argument("--ablation", action="append", default=[], metavar="RUN=EVAL_DIR[,EVAL_DIR...]",
+                   help="instead of scoring: lay out an ablation table (paper Tables 3 and 4), one row per run from "
+                        "earlier evaluate output folders (e.g. the run's PERSONA-Val and PERSONA-Test evaluations; "
+                        "EVAL_DIR@METHOD picks a method of a folder holding several); writes OUTDIR/table_ablation.md")
+    p.add_argument("--row-header", metavar="TEXT", help="first column's header of the ablation table (default: Run)")
     p.add_argument("--reference", metavar="HQ_DIR", help="HQ images, paired with results by file stem")
     _common(p)
     p.add_argument("--title", help="table title (default: the reference folder's name)")
@@ -127,12 +136,40 @@ def _report(result, what: str) -> None:
     print(f"{what} written to {result.out_dir}/ (table.md, summary.json, per_image.csv, plots/)")
 
 
+def run_ablation(args) -> int:
+    """``--ablation``: one table from earlier evaluate outputs (rows = runs); nothing is scored."""
+    from pathlib import Path
+
+    from osdhuman.cli import UsageError
+    from osdhuman.evaluation.tables import ablation_table
+    from osdhuman.outputs import atomic_write_text
+
+    if args.method or args.reference:
+        raise UsageError("--ablation lays out earlier evaluate outputs: give it without --method / --reference")
+    runs = {name: [d.strip() for d in dirs.split(",") if d.strip()] for name, dirs in _pairs(args.ablation, "--ablation").items()}
+    try:
+        table = ablation_table(runs, row_header=args.row_header or "Run", digits=args.digits or "paper")
+    except ValueError as exc:
+        raise UsageError(f"--ablation: {exc}") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table_ablation.md", table)
+    atomic_write_text(out / "ablation.json", json.dumps({"row_header": args.row_header or "Run", "runs": runs}, indent=2))
+    print(table)
+    print(f"ablation table written to {out}/table_ablation.md")
+    return 0
+
+
 def run_evaluate(args) -> int:
     from pathlib import Path
 
     from osdhuman.cli import UsageError
     from osdhuman.evaluation import EvaluateConfig, evaluate_methods, merged_table
 
+    if args.ablation:
+        return run_ablation(args)
+    if not args.method:
+        raise UsageError("evaluate: give --method NAME=DIR (repeatable), or --ablation RUN=EVAL_DIR,... for an ablation table")
     methods = _pairs(args.method, "--method")
     cfg = resolve_config(EvaluateConfig, args, _overrides(args))
     folders = {f"--method {n}": d for n, d in methods.items()}

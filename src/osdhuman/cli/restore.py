@@ -21,11 +21,21 @@ def register(subparsers) -> None:
                    "local cache (env OSDHUMAN_WEIGHTS)")
     p.add_argument("--base-model", metavar="PATH_OR_ID",
                    help="SD-2.1-base diffusers folder or hub id, or 'tiny' (env OSDHUMAN_BASE_MODEL)")
-    p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth (env OSDHUMAN_HFIE_ENCODER)")
+    p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth: HFIE's image encoder, and DAPE's RAM "
+                   "(env OSDHUMAN_HFIE_ENCODER)")
     p.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart from the base weights (default: fused at load)")
     p.add_argument("--timestep", type=int, metavar="T", help="override the one-step timestep the weights record (HAODiff: 199)")
-    p.add_argument("--prompt-source", choices=["hfie_lq", "hfie_hq", "text", "null"],
-                   help="override the prompt source the weights record (e.g. null for OSEDiff weights)")
+    p.add_argument("--prompt-source", choices=["hfie_lq", "hfie_hq", "text", "null", "dape_lq", "dape_hq"],
+                   help="override the prompt source the weights record (OSEDiff weights: dape_lq with --dape, "
+                        "or null)")
+    p.add_argument("--dape", metavar="FILE", help="OSEDiff's DAPE.pth (LoRA over the RAM checkpoint of --hfie-encoder); "
+                   "implies --prompt-source dape_lq")
+    p.add_argument("--ram-tag-list", metavar="FILE", help="RAM's ram_tag_list.txt (default: beside the RAM checkpoint); "
+                   "ram_tag_list_threshold.txt is read from beside it")
+    p.add_argument("--ram-tag-thresholds", metavar="FILE", help="RAM's per-class thresholds (ram_tag_list_threshold.txt)")
+    p.add_argument("--dape-prompt", metavar="TEXT", help="user text appended to the DAPE tags (OSEDiff's --prompt)")
+    p.add_argument("--latent", choices=["mode", "sample"],
+                   help="LQ latent: posterior mode or a seeded sample (default: recorded; OSEDiff samples)")
     p.add_argument("--tile", type=int, metavar="N", help="tile size in pixels (default 512)")
     p.add_argument("--tile-overlap", type=int, metavar="N", help="tile overlap in pixels (default 64)")
     p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile)")
@@ -60,6 +70,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "batch_size": args.batch_size, "ext": args.ext, "suffix": args.suffix,
         "recursive": True if args.recursive else None, "fuse": False if args.no_fuse else None,
         "timestep": args.timestep, "prompt_source": args.prompt_source,
+        "dape": args.dape, "ram_tag_list": args.ram_tag_list, "ram_tag_thresholds": args.ram_tag_thresholds,
+        "dape_prompt": args.dape_prompt, "latent_mode": args.latent,
         "overwrite": True if getattr(args, "overwrite", False) else None,
     }
     from osdhuman.cli.restore_people import people_overrides

@@ -1,4 +1,4 @@
-"""Markdown tables in the paper's layouts: methods (or datasets) as rows, metrics as columns,
+"""Markdown tables in the paper's layouts: methods, datasets or runs (ablations) as rows, metrics as columns,
 the best value of each column in **bold** and the second best <u>underlined</u>, each by that
 metric's direction (Table 2 marks them in red and cyan; Table 1 bolds the best)."""
 
@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from osdhuman.iqa import METRICS
 
-__all__ = ["ColumnGroup", "format_value", "markdown_table", "rank_marks"]
+__all__ = ["ColumnGroup", "EvaluationFolder", "ablation_table", "format_value", "markdown_table", "rank_marks",
+           "read_evaluation"]
 
 
 @dataclass
@@ -119,3 +121,70 @@ def markdown_table(groups: list[ColumnGroup], rows: list[str], digits: str = "pa
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ ablation tables (rows = runs)
+@dataclass
+class EvaluationFolder:
+    """What an ``osdhuman evaluate`` output folder holds: one column group's worth."""
+
+    path: str
+    title: str
+    metrics: list[str]
+    summary: dict[str, dict[str, float]]  # method -> metric -> mean
+    unavailable: dict[str, str]
+    records: dict[str, dict] | None
+
+
+def read_evaluation(folder: str | Path) -> EvaluationFolder:
+    """summary.json + settings.json of an evaluate output folder (ValueError naming it if not one)."""
+    import json
+
+    from osdhuman.evaluation.scoring import expand_metric_names
+
+    d = Path(folder)
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+        settings = json.loads((d / "settings.json").read_text())
+        names = list(expand_metric_names(settings["config"]["metrics"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{d}: not an `osdhuman evaluate` output folder ({exc})") from None
+    title = settings["config"].get("title") or (Path(settings["reference"]).name if settings.get("reference") else d.name)
+    values = {m: {k: (math.nan if v is None else v) for k, v in per.items()} for m, per in summary.items()}
+    return EvaluationFolder(str(d), title, names, values, settings.get("unavailable") or {}, settings.get("metrics"))
+
+
+def _run_values(spec: str) -> tuple[EvaluationFolder, dict[str, float]]:
+    """``DIR`` (a folder with one method) or ``DIR@METHOD`` -> (folder, that method's values)."""
+    path, _, method = spec.rpartition("@") if "@" in spec and not Path(spec).exists() else (spec, "", "")
+    ev = read_evaluation(path)
+    if not method:
+        if len(ev.summary) != 1:
+            raise ValueError(f"{path}: holds {len(ev.summary)} methods ({', '.join(ev.summary)}); "
+                             f"name one as {path}@METHOD")
+        method = next(iter(ev.summary))
+    if method not in ev.summary:
+        raise ValueError(f"{path}: no method {method!r} (has {', '.join(ev.summary)})")
+    return ev, ev.summary[method]
+
+
+def ablation_table(runs: dict[str, list[str]], row_header: str = "Run", digits: str = "paper") -> str:
+    """The paper's ablation layout (Tables 3 and 4): one row per run, a column group per
+    evaluation title (e.g. PERSONA-Val, PERSONA-Test) in order of first appearance.
+
+    ``runs``: run name -> evaluate output folders (``DIR`` or ``DIR@METHOD``); a run without an
+    evaluation of some group shows n/a there."""
+    groups: dict[str, ColumnGroup] = {}
+    for run, specs in runs.items():
+        seen = set()
+        for spec in specs:
+            ev, values = _run_values(spec)
+            if ev.title in seen:
+                raise ValueError(f"run {run!r}: two evaluations titled {ev.title!r}; give each group once")
+            seen.add(ev.title)
+            g = groups.setdefault(ev.title, ColumnGroup(ev.title, [], {}, {}, {}))
+            g.metrics += [m for m in ev.metrics if m not in g.metrics]
+            g.values[run] = values
+            g.unavailable.update(ev.unavailable)
+            g.records.update(ev.records or {})
+    return markdown_table(list(groups.values()), list(runs), digits=digits, row_header=row_header)

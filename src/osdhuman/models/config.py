@@ -27,6 +27,9 @@ __all__ = [
     "TINY_UNET_CONFIG",
     "TINY_VAE_CONFIG",
     "OSDHumanConfig",
+    "RAM_TAGGING",
+    "TINY_RAM_TAGGING",
+    "DAPE_SOURCES",
 ]
 
 RANDOM_BASE_MODELS = ("tiny", "sd21-random")
@@ -85,6 +88,13 @@ TINY_TEXT_ENCODER_CONFIG: dict = {
     "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513,
 }
 
+# RAM's tagging head (FACTS 9; recognize-anything q2l_config.json): BERT-style decoder whose
+# layers keep only cross-attention to the image_proj tokens and the feed-forward.
+RAM_TAGGING: dict = {"hidden": 768, "layers": 2, "heads": 4, "intermediate": 3072, "width": 512, "eps": 1e-12}
+TINY_RAM_TAGGING: dict = {"hidden": 32, "layers": 2, "heads": 4, "intermediate": 64, "width": 16, "eps": 1e-12}
+
+DAPE_SOURCES = ("dape_hq", "dape_lq")
+
 TINY_SWIN: dict = {
     "img_size": 64, "patch_size": 4, "embed_dim": 16, "depths": (1, 1, 2, 1),
     "num_heads": (1, 2, 2, 4), "window_size": 2, "mlp_ratio": 2.0, "qkv_bias": True, "out_dim": 16,
@@ -121,8 +131,16 @@ class OSDHumanConfig:
     latent_mode_train: Literal["sample", "mode"] = "sample"
     latent_mode_infer: Literal["sample", "mode"] = "mode"
     # prompt (paper Table 4): HFIE from LQ (default) / from HQ / a fixed text / the null prompt " "
-    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null"] = "hfie_lq"
+    # / DAPE (OSEDiff: RAM tags of the HQ image in training, of the LQ at test -> CLIP text)
+    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null", "dape_hq", "dape_lq"] = "hfie_lq"
     text_prompt: str = ""
+    # DAPE (models/dape.py): RAM's tagging head on hfie_encoder_path (the full RAM checkpoint),
+    # plus OSEDiff's LoRA file DAPE.pth (None: RAM's own tags, no LoRA)
+    dape_path: str | None = None
+    ram_tag_list: str | None = None  # ram_tag_list.txt; None -> beside hfie_encoder_path
+    ram_tag_thresholds: str | None = None  # None -> <tag list stem>_threshold.txt beside the tag list
+    ram_delete_tags: list[int] = field(default_factory=list)  # RAM's delete_tag_index (OSEDiff: none)
+    dape_prompt_suffix: str = ""  # OSEDiff's --prompt: the text is f"{tags}, {suffix},"
     # RAM checkpoint (ram_swin_large_14m.pth) for HFIE's image encoder; None is allowed only
     # for the random presets (tiny, sd21-random) or when loading saved weights that hold it
     hfie_encoder_path: str | None = None
@@ -144,6 +162,11 @@ class OSDHumanConfig:
             raise ValueError("lora_alpha and vae_lora_alpha must be > 0")
         if not (0 <= self.timestep < self.num_train_timesteps):
             raise ValueError(f"timestep must be in [0, {self.num_train_timesteps}), got {self.timestep}")
+
+    @property
+    def is_dape(self) -> bool:
+        """True for the DAPE prompt sources (RAM tags -> CLIP text encoder)."""
+        return self.prompt_source in DAPE_SOURCES
 
     @property
     def is_random(self) -> bool:

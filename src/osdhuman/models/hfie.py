@@ -22,7 +22,7 @@ from torch import nn
 
 from osdhuman.models.errors import WeightsError
 
-__all__ = ["HFIE", "RAM_URL", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder",
+__all__ = ["HFIE", "RAM_URL", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder", "read_ram_checkpoint",
            "remap_ram_swin_keys"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -165,7 +165,7 @@ def remap_ram_swin_keys(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, 
     return out, ignored
 
 
-def _read_checkpoint(path: str) -> dict:
+def read_ram_checkpoint(path: str) -> dict:
     """A RAM checkpoint (torch pickle, weights_only, memory-mapped when it can) or our
     reduced encoder file (safetensors, same key names)."""
     import pickle
@@ -197,7 +197,7 @@ def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int
     path = str(ram_path)
     if not Path(path).is_file():
         raise WeightsError(f"RAM checkpoint not found: {path}. " + _layout_help(path))
-    raw = _read_checkpoint(path)
+    raw = read_ram_checkpoint(path)
     sd = raw.get("model", raw) if isinstance(raw, dict) else None
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: expected a dict. " + _layout_help(path))
@@ -213,18 +213,20 @@ def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int
     return out, len(keep)
 
 
-def load_ram_encoder(encoder: SwinEncoder, path: str | Path) -> RamLoadReport:
+def load_ram_encoder(encoder: SwinEncoder, path: str | Path, raw: dict | None = None) -> RamLoadReport:
     """Load RAM's image encoder + image_proj into ``encoder`` (torch.load(weights_only=True)).
 
     Every encoder tensor must be present with a usable shape; otherwise WeightsError naming the
     file, the expected layout and where to download it. Unused checkpoint keys are reported.
+    ``raw``: the checkpoint's contents when the caller has read them already.
     """
     from timm.layers import resize_rel_pos_bias_table
 
     path = str(path)
-    if not Path(path).is_file():
-        raise WeightsError(f"HFIE encoder checkpoint not found: {path}. " + _layout_help(path))
-    raw = _read_checkpoint(path)
+    if raw is None:
+        if not Path(path).is_file():
+            raise WeightsError(f"HFIE encoder checkpoint not found: {path}. " + _layout_help(path))
+        raw = read_ram_checkpoint(path)  # ``raw``: the same file, already read (DAPE reads its tagging head too)
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a dict, got {type(raw).__name__}. " + _layout_help(path))
     mapped, ignored = remap_ram_swin_keys(raw)

@@ -24,6 +24,7 @@ from osdhuman.models.config import (
     TINY_SWIN,
     OSDHumanConfig,
 )
+from osdhuman.models.dape import DAPEPrompt, build_dape_prompt, check_dape_inputs
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.hfie import HFIE, RAM_URL, SwinEncoder, load_ram_encoder
 from osdhuman.models.lora import (
@@ -92,6 +93,9 @@ class OSDHuman(nn.Module):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if hasattr(prompt_extractor, "encoder"):
             prompt_extractor.encoder.requires_grad_(False)
+        if isinstance(prompt_extractor, DAPEPrompt):
+            prompt_extractor.requires_grad_(False)
+        self.prompt_summary = ""  # what the prompt extractor was built from (DAPE: files, LoRA)
 
         if config.train_conv_in:  # generator trains conv_in; teacher / regularizer keep SD's
             self.unet.conv_in = DualWeightConv2d.from_conv(self.unet.conv_in).requires_grad_(True)
@@ -292,7 +296,8 @@ class OSDHuman(nn.Module):
         ids = {id(p) for p in self.generator_parameters() + self.regularizer_parameters()}
         keep = {}
         for k, v in self.state_dict(keep_vars=True).items():
-            head = k.startswith("prompt_extractor.") and not k.startswith("prompt_extractor.encoder.")
+            head = (k.startswith("prompt_extractor.") and not k.startswith("prompt_extractor.encoder.")
+                    and not isinstance(self.prompt_extractor, DAPEPrompt))  # DAPE: frozen RAM + CLIP only
             if id(v) in ids or head:
                 keep[k] = v.detach()
         if self.null_prompt_embeds is not None:
@@ -388,17 +393,21 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()
     meta = device is not None and torch.device(device).type == "meta"
     check_base_model(cfg.base_model)
-    if not _needs_text(cfg) and not cfg.is_random and not cfg.hfie_encoder_path and not meta:
+    if cfg.is_dape and meta:
+        raise ValueError("DAPE prompts (RAM tagging + CLIP text encoder) cannot be built on the meta device")
+    vocab = check_dape_inputs(cfg) if cfg.is_dape else None  # before any weights are read
+    if not _needs_text(cfg) and not cfg.is_dape and not cfg.is_random and not cfg.hfie_encoder_path and not meta:
         raise WeightsError(
             f"HFIE needs RAM's image encoder for base model {cfg.base_model!r}: set "
             f"hfie_encoder_path / --hfie-encoder / OSDHUMAN_HFIE_ENCODER to "
             f"ram_swin_large_14m.pth (download: {RAM_URL}; it is required: the prompt comes from its "
             f"image encoder), or to the reduced file `osdhuman export-encoder RAM.pth -o encoder.safetensors` writes.")
     with ctx:
-        want_text = text_encoder and not meta and (_needs_text(cfg) or cfg.compute_null_prompt)
+        # DAPE encodes every image's tags: it always needs (and keeps) the text encoder
+        want_text = not meta and ((text_encoder and (_needs_text(cfg) or cfg.compute_null_prompt)) or cfg.is_dape)
         unet, vae, te, tok = build_sd_components(
             cfg.base_model, seed=cfg.seed, revision=cfg.revision, with_text=want_text,
-            require_text=want_text and _needs_text(cfg))
+            require_text=want_text and (_needs_text(cfg) or cfg.is_dape))
         cross = int(unet.config.cross_attention_dim)
         null = None
         fixed = None
@@ -409,12 +418,14 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
             null = encode_text(te, tok, " ")  # (1,77,D)
             if _needs_text(cfg):
                 fixed = null if cfg.prompt_source == "null" else encode_text(te, tok, cfg.text_prompt)
-            del te
         elif not text_encoder or meta:
             null = torch.zeros(1, cfg.hfie_query_len, cross) if cfg.compute_null_prompt or _needs_text(cfg) else None
             fixed = torch.zeros(1, cfg.hfie_query_len, cross)
+        note = ""
         if _needs_text(cfg):
             prompt = FixedPrompt(fixed, text=" " if cfg.prompt_source == "null" else cfg.text_prompt)
+        elif cfg.is_dape:
+            prompt, note = build_dape_prompt(cfg, vocab, te, tok)
         else:
             swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
             if cfg.base_model != "tiny":
@@ -430,6 +441,7 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
                 prompt = HFIE(encoder, cross_dim=cross, query_len=cfg.hfie_query_len, heads=cfg.hfie_heads,
                               source="hq" if cfg.prompt_source == "hfie_hq" else "lq", generator=gen)
         model = OSDHuman(cfg, vae, unet, prompt, null_prompt_embeds=null)
+    model.prompt_summary = note
     return model
 
 

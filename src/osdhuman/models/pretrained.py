@@ -79,6 +79,8 @@ def config_for(fw: ForeignWeights, **overrides) -> OSDHumanConfig:
         "train_conv_in": bool(fw.conv_in),
         "prompt_source": "hfie_lq" if fw.head else ("null" if fw.kind == "osediff" else "hfie_lq"),
         "compute_null_prompt": False,
+        # OSEDiff's test_osediff.py samples the LQ latent (latent_dist.sample()); --latent mode overrides
+        **({"latent_mode_infer": "sample"} if fw.kind == "osediff" else {}),
         **recorded, **overrides,
     }
     known = {f.name for f in fields(OSDHumanConfig)}
@@ -133,7 +135,7 @@ def summarize(fw: ForeignWeights, cfg: OSDHumanConfig) -> str:
         bits.append(f"vae-encoder {len(fw.vae)} LoRA (rank {cfg.effective_vae_lora_rank}, "
                     f"alpha {cfg.effective_vae_lora_alpha:g})")
     bits.append("conv_in trained" if fw.conv_in else "conv_in from SD")
-    bits.append(f"HFIE head {len(fw.head)} tensors" if fw.head else f"prompt {cfg.prompt_source}")
+    bits.append(f"HFIE head {len(fw.head)} tensors" if fw.head and not cfg.is_dape else f"prompt {cfg.prompt_source}")
     return f"weights: {fw.kind} from {fw.path}: " + ", ".join(bits) + f"; timestep {cfg.timestep}"
 
 
@@ -152,7 +154,7 @@ def load_pretrained(
         model = load_osdhuman(p, base_model=base_model, hfie_encoder_path=hfie_encoder_path, **overrides)
         c = model.config
         return model, (f"weights: osdhuman from {p}: rank {c.lora_rank}, alpha {c.lora_alpha:g}, "
-                       f"prompt {c.prompt_source}, timestep {c.timestep}")
+                       f"prompt {c.prompt_source}, timestep {c.timestep}" + _prompt_note(model))
     fw = read_weights(p)
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"),
                      hfie_encoder_path=hfie_encoder_path, **overrides)
@@ -171,4 +173,9 @@ def load_pretrained(
                            f"does not have: {', '.join(exc.names[:5])}") from None
     _check_and_load(model, fw, _model_tensors(model, fw))
     model.weights_source = str(p)
-    return model, summarize(fw, cfg)
+    return model, summarize(fw, cfg) + _prompt_note(model)
+
+
+def _prompt_note(model: OSDHuman) -> str:
+    """What a DAPE prompt extractor was built from (empty for the other prompt sources)."""
+    return f"; {model.prompt_summary}" if getattr(model, "prompt_summary", "") else ""

@@ -150,29 +150,33 @@ class RestorationPipeline:
         cls, weights: str | Path | None = None, *, base_model: str | None = None,
         hfie_encoder: str | None = None, model_config: OSDHumanConfig | None = None,
         fuse: bool = True, timestep: int | None = None, prompt_source: str | None = None,
-        **pipeline_kwargs,
+        model_overrides: dict | None = None, **pipeline_kwargs,
     ) -> RestorationPipeline:
         """``weights``: our folder (``save_pretrained`` / training), our diffusers export, a
         diffusers / peft LoRA file or folder, the authors' group layout, OSEDiff's
         ``osediff.pkl``, or a hub id in the local cache (``osdhuman.models.pretrained``).
         Without it, a model with untrained (zero) LoRA is built from ``base_model`` (or
         ``model_config``) and flagged ``untrained``. ``timestep`` / ``prompt_source``
-        override what the files record; ``pipeline_kwargs`` override PipelineConfig fields."""
+        override what the files record, and so do ``model_overrides`` (OSDHumanConfig fields,
+        e.g. ``dape_path`` / ``ram_tag_list`` / ``latent_mode_infer``; None values ignored);
+        ``pipeline_kwargs`` override PipelineConfig fields."""
         saved: dict = {}
         summary = ""
+        extra = {k: v for k, v in (model_overrides or {}).items() if v is not None}
         if weights is not None:
             model, summary = load_pretrained(weights, base_model=base_model, hfie_encoder_path=hfie_encoder,
-                                             timestep=timestep, prompt_source=prompt_source)
+                                             timestep=timestep, prompt_source=prompt_source, **extra)
             pf = Path(weights) / PIPELINE_FILE
             if pf.is_file():
                 saved = json.loads(pf.read_text())
         else:
             cfg = model_config or OSDHumanConfig()
             over = {"base_model": base_model, "hfie_encoder_path": hfie_encoder, "timestep": timestep,
-                    "prompt_source": prompt_source}
+                    "prompt_source": prompt_source, **extra}
             cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
             # inference needs no null-prompt embedding: CLIP's text encoder only for text prompts
             model = build_osdhuman(cfg, text_encoder=cfg.prompt_source in ("text", "null"))
+            summary = model.prompt_summary
         known = set(PipelineConfig.__dataclass_fields__)
         merged = {k: v for k, v in {**saved, **pipeline_kwargs}.items() if k in known and v is not None}
         pipe = cls(model, PipelineConfig(**merged), fuse=fuse)

@@ -72,7 +72,14 @@ class RestoreConfig:
     hfie_encoder: str | None = None  # RAM checkpoint path (None -> saved path)
     fuse: bool = True  # fold the LoRA into the base weights at load (faster); False keeps it apart
     timestep: int | None = None  # None -> recorded with the weights (999 for OSDHuman; HAODiff uses 199)
-    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null"] | None = None  # None -> recorded
+    # None -> recorded with the weights; dape_lq when ``dape`` is set
+    prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null", "dape_lq", "dape_hq"] | None = None
+    # DAPE prompts (OSEDiff): its DAPE.pth over the RAM checkpoint ``hfie_encoder``, RAM's tag files
+    dape: str | None = None
+    ram_tag_list: str | None = None  # None -> beside the RAM checkpoint
+    ram_tag_thresholds: str | None = None  # None -> <tag list stem>_threshold.txt beside the tag list
+    dape_prompt: str | None = None  # OSEDiff's --prompt, appended: "tags, TEXT,"
+    latent_mode: Literal["mode", "sample"] | None = None  # None -> recorded (OSEDiff: sample, ours: mode)
     tile_size: int = 512
     tile_overlap: int = 64
     vae_tile_size: int | None = None
@@ -246,7 +253,8 @@ def _restore_paths(
             hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
             vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
             device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
-            prompt_source=cfg.prompt_source)
+            prompt_source=cfg.prompt_source or ("dape_lq" if cfg.dape else None),
+            model_overrides=_model_overrides(cfg))
     if getattr(pipeline, "weights_summary", ""):
         log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
@@ -329,6 +337,12 @@ def _open_records(out_dir: Path, cfg: RestoreConfig) -> ResumeLog:
     hold_output_lock(out_dir)  # released by restore_paths
     sweep_temp_files(out_dir)
     return ResumeLog(out_dir, RECORDS_NAME, overwrite=cfg.overwrite).load()
+
+
+def _model_overrides(cfg: RestoreConfig) -> dict:
+    """RestoreConfig fields that override the model's configuration (None: as recorded)."""
+    return {"dape_path": cfg.dape, "ram_tag_list": cfg.ram_tag_list, "ram_tag_thresholds": cfg.ram_tag_thresholds,
+            "dape_prompt_suffix": cfg.dape_prompt, "latent_mode_infer": cfg.latent_mode}
 
 
 def _settings_key(cfg: RestoreConfig) -> str:

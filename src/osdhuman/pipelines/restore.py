@@ -355,7 +355,7 @@ def _settings_key(cfg: RestoreConfig) -> str:
     return params_key(d)
 
 
-_PATH_FIELDS = ("weights", "base_model", "hfie_encoder")
+_PATH_FIELDS = ("weights", "base_model", "hfie_encoder", "dape", "ram_tag_list", "ram_tag_thresholds")
 
 
 def _skip_done(files, outs, records: ResumeLog, key: str, report: RestoreReport, log):

@@ -526,9 +526,10 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         for row in cand.loc[cand["selected"]].to_dict("records"):
             groups.setdefault(row["source_path"], []).append((row, str(out / row["image_path"])))
         cfg_d = to_dict(cfg)
-        payloads = [(cfg_d, jobs_, cfg.exec.png_compression) for jobs_ in groups.values()]
-        wbar = tqdm(total=int(cand["selected"].sum()), unit="crop", desc="write", disable=not progress,
-                    dynamic_ncols=True, file=sys.stderr)
+        payloads = [(cfg_d, todo, cfg.exec.png_compression) for todo in
+                    ([(r, d) for r, d in jobs_ if not os.path.exists(d)] for jobs_ in groups.values()) if todo]
+        wbar = tqdm(total=int(cand["selected"].sum()), initial=int(cand["selected"].sum()) - sum(len(p[1]) for p in payloads),
+                    unit="crop", desc="write", disable=not progress, dynamic_ncols=True, file=sys.stderr)
         failed: dict[str, str] = {}
         for n, bad, why in executor.map_unordered(_write_group, payloads):
             wbar.update(n)

@@ -183,7 +183,7 @@ class ExecConfig:
     ray_num_gpus: float = 0.0  # GPUs per Ray scoring actor (0 with iqa.device=cuda: 1; 0.25 shares one GPU by 4)
     # Ray: score in separate actors fed batches of crops from many shards ("auto": when
     # iqa.device is cuda, so the GPU sees big batches while CPU actors decode and crop)
-    ray_score_actors: Literal["auto", "on", "off"] = "auto"
+    ray_score_actors: Literal["auto", "always", "never"] = "auto"
     ray_score_concurrency: int = 0  # scoring actors (0: one per GPU share, or 1 without GPUs)
     ray_score_shards: int = 8  # shards whose crops go to a scoring actor in one batch
     # a rerun checks size and mtime of every input file of the finished shards (one stat per

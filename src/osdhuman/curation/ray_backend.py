@@ -123,7 +123,7 @@ def _loads(b) -> object:
 
 def two_stage(cfg: CurationConfig) -> bool:
     mode = cfg.exec.ray_score_actors
-    return mode == "on" or (mode == "auto" and str(cfg.iqa.device).startswith("cuda"))
+    return mode == "always" or (mode == "auto" and str(cfg.iqa.device).startswith("cuda"))
 
 
 def _gpus_per_scorer(cfg: CurationConfig) -> float:

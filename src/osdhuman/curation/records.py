@@ -157,7 +157,7 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     tmp = root_p / f".tmp-{spec.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    writer = RecordWriter(tmp, shard_size)
+    writer = RecordWriter(tmp, shard_size, PART_IMAGES, GROUP_IMAGES)
     parsed = parse_source(spec, from_dict(LabelConfig, labels_dict), sink=writer)
     writer.close()
     rej = shard_frames([], parsed.rejects, [])[1] if parsed.rejects else shard_frames([], [], [])[1]

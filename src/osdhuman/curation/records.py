@@ -146,7 +146,10 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     """Parse one source into ``root/<name>@<key>/`` (or find it there from an earlier run)."""
     from osdhuman.config import from_dict
     from osdhuman.curation.config import LabelConfig
-    from osdhuman.curation.runner import _parquet_bytes, shard_frames  # runner imports us: late
+    from osdhuman.curation.runner import (  # runner imports us: late
+        _parquet_bytes,
+        shard_frames,
+    )
 
     root_p = Path(root)
     key = input_key(spec, labels_dict, shard_size)

@@ -34,14 +34,28 @@ import pandas as pd
 
 from osdhuman.config import from_dict, save_config, to_dict
 from osdhuman.curation import dedup
+from osdhuman.curation import records as rec_io
 from osdhuman.curation import select as sel
 from osdhuman.curation.config import CurationConfig
-from osdhuman.curation.scoring import load_metrics, metric_infos
-from osdhuman.curation import records as rec_io
 from osdhuman.curation.records import SourceRecords
-from osdhuman.curation.shard import CANDIDATE_COLUMNS, REJECT_COLUMNS, ShardWorker, disambiguate, metric_column, render_crop
+from osdhuman.curation.scoring import load_metrics, metric_infos
+from osdhuman.curation.shard import (
+    CANDIDATE_COLUMNS,
+    REJECT_COLUMNS,
+    ShardWorker,
+    disambiguate,
+    metric_column,
+    render_crop,
+)
 from osdhuman.curation.sources import SourceError, SourceImage, parse_specs
-from osdhuman.curation.store import ShardStore, atomic_bytes, file_identity, inputs_digest, parquet_bytes, sha
+from osdhuman.curation.store import (
+    ShardStore,
+    atomic_bytes,
+    file_identity,
+    inputs_digest,
+    parquet_bytes,
+    sha,
+)
 
 PIPELINE_VERSION = "hqacf-3"  # 2: hashes and box flags in the shard rows; 3: shards of parquet records
 MARKER = ".osdhuman-build.json"
@@ -350,12 +364,12 @@ def changed_inputs(store: ShardStore, jobs: list[Shard], threads: int = 16) -> l
     for j in done:
         by_part.setdefault(j.part, []).append(j)
     changed = []
+    import pyarrow.parquet as pq
+
     with ThreadPoolExecutor(threads) as pool:
         for part, shards in by_part.items():
-            import pyarrow.parquet as pq
-
             paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
-            now = pool.map(lambda j: inputs_digest(paths[j.start:j.stop]), shards, chunksize=64)
+            now = pool.map(inputs_digest, [paths[j.start:j.stop] for j in shards])
             changed += [j.key for j, d in zip(shards, now) if d != store.inputs(j.key)]
     return changed
 

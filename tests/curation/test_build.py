@@ -125,6 +125,7 @@ def test_bad_source_and_unreadable_annotations_fail_before_work(crafted, tmp_pat
     assert main(["build-dataset", "--source", f"coco:{bad}:{crafted['images']}", "--out", str(out)]) == 2
     assert "bad.json" in capsys.readouterr().err
     assert not out.exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".parse-" in p.name]  # no scratch records left behind
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("user data")

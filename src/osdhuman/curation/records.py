@@ -146,10 +146,8 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     """Parse one source into ``root/<name>@<key>/`` (or find it there from an earlier run)."""
     from osdhuman.config import from_dict
     from osdhuman.curation.config import LabelConfig
-    from osdhuman.curation.runner import (  # runner imports us: late
-        _parquet_bytes,
-        shard_frames,
-    )
+    from osdhuman.curation.runner import shard_frames  # runner imports us: late
+    from osdhuman.curation.store import parquet_bytes
 
     root_p = Path(root)
     key = input_key(spec, labels_dict, shard_size)
@@ -164,7 +162,7 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     parsed = parse_source(spec, from_dict(LabelConfig, labels_dict), sink=writer)
     writer.close()
     rej = shard_frames([], parsed.rejects, [])[1] if parsed.rejects else shard_frames([], [], [])[1]
-    (tmp / "rejects.parquet").write_bytes(_parquet_bytes(rej))
+    (tmp / "rejects.parquet").write_bytes(parquet_bytes(rej))
     if key is None:  # listed fresh every run: the folder is named by its content
         key = hashlib.sha256(json.dumps([spec.spec, writer.digests, len(rej)]).encode()).hexdigest()[:20]
     rec = SourceRecords(spec.name, spec.kind, spec.spec, "", shard_size, writer.parts, writer.digests,

@@ -51,7 +51,6 @@ from osdhuman.curation.sources import SourceError, SourceImage, parse_specs
 from osdhuman.curation.store import (
     ShardStore,
     atomic_bytes,
-    file_identity,
     inputs_digest,
     parquet_bytes,
     sha,
@@ -89,12 +88,6 @@ class BuildResult:
 
 
 # ---- helpers -------------------------------------------------------------------------
-_sha = sha
-_atomic_bytes = atomic_bytes
-_parquet_bytes = parquet_bytes
-_file_identity = file_identity
-
-
 def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     """Hash of everything that changes a shard's result (not workers, backend, report size)."""
     d = to_dict(cfg)
@@ -106,7 +99,7 @@ def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     d.pop("split", None)
     d.pop("dedup", None)  # hashes are always computed; grouping is redone every run
     d["iqa"].pop("thresholds", None)
-    return _sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
+    return sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
 
 
 def _typed(df: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
@@ -432,7 +425,7 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         recs = [dataclasses.replace(r, dir=str(records_root / Path(r.dir).name)) for r in recs]
     marker = json.loads((out / MARKER).read_text()) if (out / MARKER).exists() else {}
     marker["tool"] = "osdhuman build-dataset"
-    _atomic_bytes(out / MARKER, json.dumps(marker).encode())
+    atomic_bytes(out / MARKER, json.dumps(marker).encode())
     save_config(cfg, out / "config.yaml")
 
     # 2. shards keyed by config + the digest of their images
@@ -520,14 +513,14 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
         # hashed in `content_key`; with the same key, existing files are kept and only files no
         # longer selected (or left half-written by a kill) are removed.
-        content_key = _sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
+        content_key = sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
                            *sorted(f"{k}:{store.inputs(k)}" for k in keys))  # a changed input file rewrites the PNGs
         images_dir = out / "images"
         if marker.get("images_key") != content_key:
             if images_dir.exists():
                 shutil.rmtree(images_dir)
             marker["images_key"] = content_key
-            _atomic_bytes(out / MARKER, json.dumps(marker).encode())
+            atomic_bytes(out / MARKER, json.dumps(marker).encode())
         elif images_dir.exists():
             wanted = {str(out / p) for p in cand.loc[cand["selected"], "image_path"]}
             for f in list(images_dir.rglob("*")):
@@ -565,8 +558,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     meta = {"osdhuman": {"pipeline": PIPELINE_VERSION, "metrics": infos, "thresholds": thresholds,
                          "keep_fraction": cfg.selection.keep_fraction,
                          "config": {k: v for k, v in to_dict(cfg).items() if k != "exec"}}}
-    _atomic_bytes(out / "manifest.parquet", _parquet_bytes(cand, meta))
-    _atomic_bytes(out / "rejects.parquet", _parquet_bytes(rejects))
+    atomic_bytes(out / "manifest.parquet", parquet_bytes(cand, meta))
+    atomic_bytes(out / "rejects.parquet", parquet_bytes(rejects))
     from osdhuman.curation.report import write_report
 
     inputs = source_counts(recs, cfg.exec.max_images_per_source)

@@ -70,7 +70,9 @@ class ShardStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.index_path = root / "packs.json"
-        self.packs: dict[str, dict[str, str]] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        loaded = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        # {pack: [keys]} is the index of an earlier pipeline version, whose keys never match ours
+        self.packs: dict[str, dict[str, str]] = {n: ks for n, ks in loaded.items() if isinstance(ks, dict)}
         self.packed = {k: name for name, keys in self.packs.items() for k in keys}
 
     def _loose(self, key: str, kind: str) -> Path:

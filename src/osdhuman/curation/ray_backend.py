@@ -85,8 +85,6 @@ class _ScoreUDF:
         self.size = int(cfg_dict["crop"]["size"])
 
     def __call__(self, batch: dict) -> dict:
-        from osdhuman.curation.store import parquet_bytes
-
         runner, worker = self.runner, self.runner._WORKER
         counts = [int(n) for n in batch["n_crops"]]
         crops = [np.frombuffer(b, np.uint8).reshape(n, self.size, self.size, 3) for b, n in zip(batch["crops"], counts)
@@ -100,12 +98,12 @@ class _ScoreUDF:
             rows, rejects = _loads(prepared)
             worker.attach_scores(rows, {m: v[at:at + n] for m, v in scores.items()})
             at += n
-            cand, rej = runner.shard_frames(rows, rejects, names)
+            cand_b, rej_b, kept, nrej = runner.shard_bytes(rows, rejects, names, str(inputs))
             out["key"].append(key)
-            out["cand"].append(parquet_bytes(cand, {"inputs": str(inputs)}))
-            out["rej"].append(parquet_bytes(rej))
-            out["kept"].append(int(cand["reject_reason"].isna().sum()))
-            out["nrej"].append(len(rej))
+            out["cand"].append(cand_b)
+            out["rej"].append(rej_b)
+            out["kept"].append(kept)
+            out["nrej"].append(nrej)
         return {k: np.array(v, dtype=object if k in ("key", "cand", "rej") else np.int64) for k, v in out.items()}
 
 

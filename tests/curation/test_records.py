@@ -109,3 +109,22 @@ def test_sources_are_parsed_in_parallel_in_source_order(tmp_path):
     assert [r.digests for r in par] == [r.digests for r in seq]
     for a, b in zip(par, seq):
         assert pd.read_parquet(a.part_path(0)).equals(pd.read_parquet(b.part_path(0)))
+
+
+def test_shard_files_written_with_arrow_read_back_as_the_pandas_frames(crafted):
+    import io
+
+    from osdhuman.config import apply_overrides
+    from osdhuman.curation.config import CurationConfig
+    from osdhuman.curation.scoring import _LaplacianFallback
+    from osdhuman.curation.shard import ShardWorker
+
+    cfg = apply_overrides(CurationConfig(), FAST)
+    items = parse_source(parse_specs([crafted["source"]])[0], cfg.labels).images[:9]
+    rows, rejects = ShardWorker(cfg, [_LaplacianFallback()])(items)
+    assert rows and rejects and any(r["box_flags"] is None for r in rows)
+    cand_b, rej_b, kept, nrej = runner.shard_bytes(rows, rejects, ["laplacian_var"], "digest")
+    cand, rej = runner.shard_frames(rows, rejects, ["laplacian_var"])
+    pd.testing.assert_frame_equal(runner._typed(pd.read_parquet(io.BytesIO(cand_b)), ["laplacian_var"]), cand)
+    pd.testing.assert_frame_equal(runner._typed_rejects(pd.read_parquet(io.BytesIO(rej_b))), rej)
+    assert kept == int(cand["reject_reason"].isna().sum()) > 0 and nrej == len(rej)

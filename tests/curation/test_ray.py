@@ -113,3 +113,13 @@ def test_two_stage_is_chosen_for_cuda_scoring():
     assert _gpus_per_scorer(shared) == 0.25
     assert not two_stage(apply_overrides(cuda, ["exec.ray_score_actors=never"]))
     assert two_stage(apply_overrides(cpu, ["exec.ray_score_actors=always"]))  # the CPU test path of the same code
+
+
+def test_cuda_scoring_on_a_cluster_without_gpus_stops_with_a_clear_line(crafted, tmp_path, local_ray, capsys):
+    argv = ["build-dataset", "--source", crafted["source"], "--out", str(tmp_path / "o"), "--no-progress",
+            "--workers", "1", "--backend", "ray", "--set", "iqa.device=cuda"]
+    for s in FAST:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "need 1 GPU(s) each, the Ray cluster has 0" in err and "Traceback" not in err

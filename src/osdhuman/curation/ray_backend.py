@@ -3,9 +3,10 @@
 The dataset the driver builds holds only shard descriptors (key, records part file, row
 range): each actor opens the parquet records itself (``records.read_items``), so the driver
 never materialises the source images and Ray never copies them through its object store. We
-do not use ``ray.data.read_parquet``: its read tasks need CPU slots that the actor pool
-already holds on a small cluster (one CPU: the read task waits forever for the actor's slot),
-and one shard is a row range of one file, not a file.
+do not use ``ray.data.read_parquet``: on a one-CPU cluster, read_parquet feeding an actor pool
+of one actor (num_cpus=1) never finishes (reproduced with ray 2.60 on a 100-row file; the read
+tasks wait for the CPU slot the actor holds: the hang of the earlier attempt), and one shard
+is a row range of one file, not a file.
 
 Two shapes:
   * one stage (default on CPU): ``_ShardUDF`` actors prepare and score whole shards, exactly
@@ -151,6 +152,12 @@ def ray_shards(cfg: CurationConfig, jobs: list):
                             num_gpus=cfg.exec.ray_num_gpus, batch_format="numpy")
     else:
         gpus = _gpus_per_scorer(cfg)
+        have = float(ray.cluster_resources().get("GPU", 0))
+        if gpus and have < gpus:  # the actors could never be scheduled: Ray would wait forever
+            from osdhuman.curation.scoring import ScoringUnavailable
+
+            raise ScoringUnavailable(f"iqa.device={cfg.iqa.device}: Ray scoring actors need {gpus:g} GPU(s) each, the "
+                                     f"Ray cluster has {have:g}; use a GPU cluster (RAY_ADDRESS) or --device cpu")
         scorers = cfg.exec.ray_score_concurrency or (
             max(1, int(ray.cluster_resources().get("GPU", 0) / gpus)) if gpus else 1)
         # the scoring actors hold a CPU each too; on a small CPU cluster they share with preparers

@@ -155,8 +155,9 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
         found = _load(root_p / f"{spec.name}{SEP}{key}")
         if found is not None:
             return found
-    tmp = root_p / f".tmp-{spec.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root_p.glob(f".tmp-{spec.name}{SEP}*"):  # left by a run killed while parsing
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root_p / f".tmp-{spec.name}{SEP}{os.getpid()}"
     tmp.mkdir(parents=True)
     writer = RecordWriter(tmp, shard_size, PART_IMAGES, GROUP_IMAGES)
     parsed = parse_source(spec, from_dict(LabelConfig, labels_dict), sink=writer)

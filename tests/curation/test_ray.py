@@ -75,14 +75,18 @@ def local_ray(pyiqa_home):
 
 
 def test_ray_backend_gives_the_same_manifest_and_images(crafted, tmp_path, local_ray, monkeypatch):
-    local = _build(crafted, tmp_path / "local", "local", FAST)
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # a relative --out: Ray's actors run in folders of their own
+    local = _build(crafted, Path("local"), "local", FAST)
     seen = []
     real = ray.data.from_items
     monkeypatch.setattr(ray.data, "from_items", lambda items, **kw: seen.extend(items) or real(items, **kw))
-    assert _build(crafted, tmp_path / "ray", "ray", FAST) == local and len(local) > 3
+    assert _build(crafted, Path("ray"), "ray", FAST) == local and len(local) > 3
     # the driver hands Ray shard descriptors; the actors read the images from the records
     assert seen and all(set(d) == {"key", "part", "start", "stop", "group"} for d in seen)
-    assert all(d["part"].endswith(".parquet") and "/.work/records/" in d["part"] for d in seen)
+    assert all(Path(d["part"]).is_absolute() and d["part"].endswith(".parquet") and "/.work/records/" in d["part"]
+               for d in seen)
 
 
 def test_two_stage_scoring_actors_equal_the_local_run_with_pyiqa_niqe(crafted, tmp_path, local_ray):

@@ -426,7 +426,7 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     out = Path(out)
     check_output_dir(out)
     # 1. parse sources into parquet records (errors before any work)
-    records_root = out / ".work" / "records"
+    records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
     scratch = None if out.is_dir() else _scratch(out)  # OUT is created only once the inputs are good
     try:
         recs = parse_all(cfg, scratch or records_root)

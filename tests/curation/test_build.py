@@ -125,6 +125,7 @@ def test_bad_source_and_unreadable_annotations_fail_before_work(crafted, tmp_pat
     assert main(["build-dataset", "--source", f"coco:{bad}:{crafted['images']}", "--out", str(out)]) == 2
     assert "bad.json" in capsys.readouterr().err
     assert not out.exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".parse-" in p.name]  # no scratch records left behind
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("user data")
@@ -199,7 +200,9 @@ def test_finished_shards_are_consolidated_and_a_kill_while_packing_resumes_exact
     assert len(list((root / "packs").glob("*.parquet"))) == 2
     # several packs (pack_images=4: ~2 shards each); killed after a pack's files, before its index
     out = tmp_path / "packs"
-    real = runner._atomic_bytes
+    from osdhuman.curation import store
+
+    real = store.atomic_bytes
     seen = {"n": 0}
 
     def dying(path, data):
@@ -209,10 +212,10 @@ def test_finished_shards_are_consolidated_and_a_kill_while_packing_resumes_exact
                 raise KeyboardInterrupt("killed while packing")
         return real(path, data)
 
-    monkeypatch.setattr(runner, "_atomic_bytes", dying)
+    monkeypatch.setattr(store, "atomic_bytes", dying)
     with pytest.raises(KeyboardInterrupt):
         main(_argv(crafted, out, "--set", "exec.pack_images=4"))
-    monkeypatch.setattr(runner, "_atomic_bytes", real)
+    monkeypatch.setattr(store, "atomic_bytes", real)
     assert main(_argv(crafted, out, "--set", "exec.pack_images=4")) == 0
     idx = json.loads((out / ".work" / "shards" / "packs.json").read_text())
     assert len(idx) > 2 and sum(len(v) for v in idx.values()) == _n_shards(built)

@@ -121,13 +121,7 @@ def run(args) -> int:
         # the output must not land in a folder we read (a folder: source would ingest it next run)
         check_output_dir(args.out, [a for s in parse_specs(cfg.sources) for a in s.args])
         if args.dry_run:
-            from osdhuman.curation.runner import parse_all
-
-            for p in parse_all(cfg):
-                n_boxes = sum(len(i.boxes) for i in p.images if i.boxes is not None)
-                boxes = "detector" if p.spec.kind == "folder" else f"{n_boxes} person boxes"
-                print(f"{p.spec.name}: {p.spec.kind} {':'.join(p.spec.args)}: {len(p.images)} images, {boxes}, "
-                      f"{len(p.rejects)} annotation rows rejected")
+            _dry_run(cfg)
             return 0
         cfg, metrics = _metrics_or_fallback(cfg, args.allow_offline_metrics)
         result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
@@ -137,6 +131,21 @@ def run(args) -> int:
     print(result.summary())
     print(f"report: {result.out / 'report.html'}", file=sys.stdout)
     return 0
+
+
+def _dry_run(cfg) -> None:
+    """Parse every source (records into a temporary folder, removed after) and print counts."""
+    import tempfile
+
+    from osdhuman.curation.runner import parse_all, source_counts
+
+    with tempfile.TemporaryDirectory(prefix="osdhuman-dry-run-") as tmp:
+        recs = parse_all(cfg, tmp)
+        counts = source_counts(recs, cfg.exec.max_images_per_source)
+        for r in recs:
+            boxes = "detector" if r.kind == "folder" else f"{counts[r.name][1]} person boxes"
+            print(f"{r.name}: {r.spec.split('=', 1)[1]}: {counts[r.name][0]} images, {boxes}, "
+                  f"{r.n_rejects} annotation rows rejected")
 
 
 SHOWN_UNUSABLE = 50  # files named on stderr; every one is a row of rejects.parquet

@@ -180,7 +180,15 @@ class ExecConfig:
     max_images_per_source: int = 0  # 0: all; else only the first N images of each source (a quick trial)
     png_compression: int = 1  # 0-9, zlib level of the written PNGs (1: 26 ms, 374 KB; 3: 42 ms, 358 KB per crop)
     report_thumbs: int = 48  # crops shown per group in report.html
-    ray_num_gpus: float = 0.0  # GPUs per Ray worker (e.g. 0.25 with iqa.device=cuda shares one GPU by 4)
+    ray_num_gpus: float = 0.0  # GPUs per Ray scoring actor (0 with iqa.device=cuda: 1; 0.25 shares one GPU by 4)
+    # Ray: score in separate actors fed batches of crops from many shards ("auto": when
+    # iqa.device is cuda, so the GPU sees big batches while CPU actors decode and crop)
+    ray_score_actors: Literal["auto", "always", "never"] = "auto"
+    ray_score_concurrency: int = 0  # scoring actors (0: one per GPU share, or 1 without GPUs)
+    ray_score_shards: int = 8  # shards whose crops go to a scoring actor in one batch
+    # a rerun checks size and mtime of every input file of the finished shards (one stat per
+    # file, threaded) and redoes shards whose files changed; false trusts the finished shards
+    verify_inputs: bool = True
 
 
 @dataclass

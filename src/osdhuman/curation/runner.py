@@ -1,23 +1,25 @@
 """The HQ-ACF build as numbered steps (``build_dataset``), resumable and backend-agnostic.
 
-    1. parse sources          annotation files -> SourceImage list (+ rejects of malformed rows)
-    2. shard                  fixed-size shards, each keyed by hash(config, metric backends, items)
-    3. prepare + score        ShardWorker per shard (local processes or Ray Data), one result
-                              file pair per shard under OUT/.work/shards/, written atomically
+    1. parse sources          annotation files -> parquet records under OUT/.work/records/
+                              (records.py: parallel across sources, cached by file identity)
+    2. shard                  fixed-size shards planned from the records' summaries, each keyed
+                              by hash(config, metric backends, digest of its images)
+    3. prepare + score        ShardWorker per shard (local processes or Ray Data); each worker
+                              reads its images from the records; one result file pair per shard
+                              under OUT/.work/shards/ (store.py), packed when the phase is over
     4. select                 Eq. 1 z-scores over the whole pool, top fraction, thresholds
     5. split                  train / val / test, disjoint by source image
     6. write images           OUT/images/<split>/<crop_id>.png, selected crops only
     7. manifest + report      manifest.parquet, rejects.parquet, report.html
 
 A run killed anywhere and restarted with the same arguments finds the shard files of the
-same keys and skips them, and skips PNGs already written for the same selection.
+same keys and skips them (after checking that their input files' size and mtime are unchanged,
+``exec.verify_inputs``), and skips PNGs already written for the same selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -32,13 +34,29 @@ import pandas as pd
 
 from osdhuman.config import from_dict, save_config, to_dict
 from osdhuman.curation import dedup
+from osdhuman.curation import records as rec_io
 from osdhuman.curation import select as sel
 from osdhuman.curation.config import CurationConfig
+from osdhuman.curation.records import SourceRecords
 from osdhuman.curation.scoring import load_metrics, metric_infos
-from osdhuman.curation.shard import CANDIDATE_COLUMNS, REJECT_COLUMNS, ShardWorker, disambiguate, metric_column, render_crop
-from osdhuman.curation.sources import ParsedSource, SourceError, SourceImage, parse_source, parse_specs
+from osdhuman.curation.shard import (
+    CANDIDATE_COLUMNS,
+    REJECT_COLUMNS,
+    ShardWorker,
+    disambiguate,
+    metric_column,
+    render_crop,
+)
+from osdhuman.curation.sources import SourceError, SourceImage, parse_specs
+from osdhuman.curation.store import (
+    ShardStore,
+    atomic_bytes,
+    inputs_digest,
+    parquet_bytes,
+    sha,
+)
 
-PIPELINE_VERSION = "hqacf-2"  # 2: hashes and box flags in the shard rows
+PIPELINE_VERSION = "hqacf-3"  # 2: hashes and box flags in the shard rows; 3: shards of parquet records
 MARKER = ".osdhuman-build.json"
 
 INT_COLUMNS = ["image_w", "image_h", "box_index", "crop_x0", "crop_y0", "crop_size", "people_in_crop", "people_in_image",
@@ -70,23 +88,6 @@ class BuildResult:
 
 
 # ---- helpers -------------------------------------------------------------------------
-def _sha(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _file_identity(path: str) -> list[int] | None:
-    """Size and modification time: a replaced or edited input file is processed again on resume."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # missing files are rejected by the shard itself
-    return [st.st_size, st.st_mtime_ns]
-
-
 def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     """Hash of everything that changes a shard's result (not workers, backend, report size)."""
     d = to_dict(cfg)
@@ -98,27 +99,7 @@ def config_key(cfg: CurationConfig, infos: list[dict]) -> str:
     d.pop("split", None)
     d.pop("dedup", None)  # hashes are always computed; grouping is redone every run
     d["iqa"].pop("thresholds", None)
-    return _sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _parquet_bytes(df: pd.DataFrame, metadata: dict | None = None) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    if metadata:
-        meta = dict(table.schema.metadata or {})
-        meta.update({k.encode(): json.dumps(v).encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(meta)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+    return sha(PIPELINE_VERSION, json.dumps(d, sort_keys=True), json.dumps(infos, sort_keys=True))
 
 
 def _typed(df: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
@@ -146,79 +127,60 @@ def shard_frames(rows: list[dict], rejects: list[dict], metric_names: list[str])
     return cand, rej
 
 
-class ShardStore:
-    """Shard results under OUT/.work/shards/: loose ``<key>.{rej,cand}.parquet`` pairs as shards
-    finish (cand written last = done), consolidated into packs ``packs/<name>.{rej,cand}.parquet``
-    of about ``pack_images`` source images once the shard phase is over.
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: images ``start:stop`` of a records part file (read by the worker)."""
 
-    Kill-safe order: a pack's files are written (atomically), then ``packs.json`` (the index,
-    atomically), then the loose files it replaces are removed; a key found both loose and in a
-    pack is read from the pack. A rerun reads a few packs instead of one file pair per shard.
-    """
+    key: str
+    part: str
+    start: int
+    stop: int
+    group_rows: int
 
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.index_path = root / "packs.json"
-        self.packs: dict[str, list[str]] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
-        self.packed = {k: name for name, keys in self.packs.items() for k in keys}
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
 
-    def done(self, key: str) -> bool:
-        return key in self.packed or (self.root / f"{key}.cand.parquet").exists()
+    def payload(self) -> tuple[str, int, int, int]:
+        return (self.part, self.start, self.stop, self.group_rows)
 
-    def write(self, key: str, cand_bytes: bytes, rej_bytes: bytes) -> None:
-        _atomic_bytes(self.root / f"{key}.rej.parquet", rej_bytes)
-        _atomic_bytes(self.root / f"{key}.cand.parquet", cand_bytes)
 
-    def read(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return (pd.read_parquet(self.root / f"{key}.cand.parquet"), pd.read_parquet(self.root / f"{key}.rej.parquet"))
+def _shard_schemas(metric_names: list[str]):
+    """Arrow schemas of a shard's candidate and reject files (the dtypes ``_typed`` gives)."""
+    import pyarrow as pa
 
-    def consolidate(self, keys: list[str], sizes: dict[str, int], pack_images: int) -> None:
-        """Pack the loose shards among ``keys`` (in order) into files of ~``pack_images`` images."""
-        loose = [k for k in keys if k not in self.packed]
-        chunk: list[str] = []
-        for k in loose:
-            chunk.append(k)
-            if sum(sizes[c] for c in chunk) >= pack_images:
-                self._pack(chunk)
-                chunk = []
-        if chunk:
-            self._pack(chunk)
+    kinds = {**{c: pa.int64() for c in INT_COLUMNS}, **{c: pa.float64() for c in FLOAT_COLUMNS},
+             **{c: pa.string() for c in STR_COLUMNS}}
+    cand = pa.schema([(c, kinds[c]) for c in CANDIDATE_COLUMNS] + [(metric_column(n), pa.float64()) for n in metric_names])
+    rej = pa.schema([(c, pa.float64() if c.startswith("box_") else pa.string()) for c in REJECT_COLUMNS])
+    return cand, rej
 
-    def _pack(self, keys: list[str]) -> None:
-        frames = [self.read(k) for k in keys]
-        name = _sha(*keys)[:24]
-        (self.root / "packs").mkdir(exist_ok=True)
-        for i, kind in ((0, "cand"), (1, "rej")):
-            df = pd.concat([f[i].assign(_shard=k) for f, k in zip(frames, keys)], ignore_index=True)
-            _atomic_bytes(self.root / "packs" / f"{name}.{kind}.parquet", _parquet_bytes(df))
-        self.packs[name] = list(keys)
-        self.packed.update({k: name for k in keys})
-        _atomic_bytes(self.index_path, json.dumps(self.packs).encode())
-        for k in keys:
-            for kind in ("cand", "rej"):
-                (self.root / f"{k}.{kind}.parquet").unlink(missing_ok=True)
 
-    def read_all(self, keys: list[str]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-        """(cand, rej) per key, in the order of ``keys`` (packed shards from their pack)."""
-        by_key: dict[str, list] = {}
-        wanted = set(keys)
-        for name in sorted({self.packed[k] for k in keys if k in self.packed}):
-            members = [k for k in self.packs[name] if k in wanted]
-            for i, kind in ((0, "cand"), (1, "rej")):
-                df = pd.read_parquet(self.root / "packs" / f"{name}.{kind}.parquet")
-                groups = {k: g.drop(columns="_shard").reset_index(drop=True) for k, g in df.groupby("_shard", sort=False)}
-                empty = df.iloc[:0].drop(columns="_shard")  # a shard without rows of this kind
-                for k in members:
-                    by_key.setdefault(k, [None, None])[i] = groups.get(k, empty)
-        return [tuple(by_key[k]) if k in by_key else self.read(k) for k in keys]
+def shard_bytes(rows: list[dict], rejects: list[dict], metric_names: list[str], inputs: str) -> tuple[bytes, bytes, int, int]:
+    """(cand parquet, rej parquet, crops kept, rejects) of one shard, written with pyarrow from
+    the row dicts (pandas costs ~10x more per small shard); ``inputs`` goes into cand's metadata."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = []
+    for data, schema, meta in zip((rows, rejects), _shard_schemas(metric_names), ({"inputs": json.dumps(inputs)}, None)):
+        table = pa.Table.from_pylist(data, schema=schema)
+        if meta:
+            table = table.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        out.append(buf.getvalue())
+    return out[0], out[1], sum(r["reject_reason"] is None for r in rows), len(rejects)
 
 
 def run_shard_to_bytes(worker: ShardWorker, items: list[SourceImage]) -> tuple[bytes, bytes, int, int]:
+    """Prepare + score one shard: (cand parquet, rej parquet, crops kept, rejects); the cand
+    file's metadata records the digest of the input files as they were read."""
+    inputs = inputs_digest([it.path for it in items])
     rows, rejects = worker(items)
-    names = [m.info.name for m in worker.metrics]
-    cand, rej = shard_frames(rows, rejects, names)
-    return _parquet_bytes(cand), _parquet_bytes(rej), int(cand["reject_reason"].isna().sum()), len(rej)
+    return shard_bytes(rows, rejects, [m.info.name for m in worker.metrics], inputs)
 
 
 # ---- local worker processes ------------------------------------------------------------
@@ -240,8 +202,8 @@ def _init_worker(cfg_dict: dict) -> None:
     _WORKER = ShardWorker(from_dict(CurationConfig, cfg_dict))
 
 
-def _run_shard_payload(payload: list[dict]):
-    return run_shard_to_bytes(_WORKER, [SourceImage.from_json(d) for d in payload])
+def _run_shard_payload(payload: tuple[str, int, int, int]):
+    return run_shard_to_bytes(_WORKER, rec_io.read_items(*payload))
 
 
 def _write_group(payload: tuple[dict, list[tuple[dict, str]], int]) -> tuple[int, list[str], str]:
@@ -312,14 +274,13 @@ class LocalExecutor:
                 if nxt is not None:
                     running[pool.submit(fn, nxt[1])] = nxt[0]
 
-    def shards(self, jobs: list[tuple[str, list[SourceImage]]]):
+    def shards(self, jobs: list[Shard]):
         """Yield (key, result) as shards finish."""
         if self._pool() is None:
-            for key, items in jobs:
-                yield key, run_shard_to_bytes(self.worker, items)
+            for job in jobs:
+                yield job.key, run_shard_to_bytes(self.worker, rec_io.read_items(*job.payload()))
             return
-        payloads = ([it.to_json() for it in items] for _, items in jobs)
-        yield from self._windowed(_run_shard_payload, payloads, [k for k, _ in jobs])
+        yield from self._windowed(_run_shard_payload, (j.payload() for j in jobs), [j.key for j in jobs])
 
     def map_unordered(self, fn, payloads: list):
         if self._pool() is None:
@@ -335,45 +296,6 @@ class LocalExecutor:
             self.pool = None
 
 
-class _RayShardUDF:
-    """Ray Data actor: holds one ShardWorker (detector + metrics loaded once)."""
-
-    def __init__(self, cfg_dict: dict):
-        _init_worker(cfg_dict)
-
-    def __call__(self, batch: dict) -> dict:
-        keys, cands, rejs, kept, nrej = [], [], [], [], []
-        for key, payload in zip(batch["key"], batch["items"]):
-            c, r, k, n = _run_shard_payload(json.loads(payload))
-            keys.append(key)
-            cands.append(c)
-            rejs.append(r)
-            kept.append(k)
-            nrej.append(n)
-        return {"key": np.array(keys, dtype=object), "cand": np.array(cands, dtype=object),
-                "rej": np.array(rejs, dtype=object), "kept": np.array(kept), "nrej": np.array(nrej)}
-
-
-def _ray_shards(cfg: CurationConfig, jobs: list[tuple[str, list[SourceImage]]]):
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("--backend ray needs ray: pip install 'osdhuman[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    n = cfg.exec.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    ds = ray.data.from_items([{"key": k, "items": json.dumps([it.to_json() for it in items])} for k, items in jobs])
-    ds = ds.map_batches(_RayShardUDF, fn_constructor_kwargs={"cfg_dict": to_dict(cfg)}, batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=min(n, max(1, len(jobs)))), num_cpus=1,
-                        num_gpus=cfg.exec.ray_num_gpus,
-                        batch_format="numpy")
-    for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-        for key, c, r, k, nrej in zip(batch["key"], batch["cand"], batch["rej"], batch["kept"], batch["nrej"]):
-            yield str(key), (bytes(c), bytes(r), int(k), int(nrej))
-
-
 # ---- the build -------------------------------------------------------------------------
 def check_output_dir(out: Path) -> None:
     if out.exists():
@@ -383,8 +305,8 @@ def check_output_dir(out: Path) -> None:
             raise OutputDirError(f"{out}: exists, is not empty and is not a build-dataset output; choose another --out")
 
 
-def parse_all(cfg: CurationConfig) -> list[ParsedSource]:
-    """Step 1 (raises SourceError before any work)."""
+def parse_all(cfg: CurationConfig, root: str | Path) -> list[SourceRecords]:
+    """Step 1: every source's records under ``root`` (raises SourceError before any work)."""
     specs = parse_specs(cfg.sources)
     names = {s.name for s in specs}
     for name in [*cfg.split.source_splits, *cfg.selection.sources, *cfg.selection.stats_exclude]:
@@ -392,33 +314,110 @@ def parse_all(cfg: CurationConfig) -> list[ParsedSource]:
             hint = f" (preset {cfg.preset!r} names its sources: see its file)" if cfg.preset else ""
             raise SourceError(f"source {name!r} (in split.source_splits, selection.sources or selection.stats_exclude) "
                               f"is not a source name (have {sorted(names)}){hint}")
-    parsed = [parse_source(s, cfg.labels) for s in specs]
-    if cfg.exec.max_images_per_source > 0:
-        for p in parsed:
-            del p.images[cfg.exec.max_images_per_source:]
-    for p in parsed:
-        check_layout(p)
-    return parsed
+    workers = cfg.exec.workers or os.cpu_count() or 1
+    recs = rec_io.spill_all(specs, to_dict(cfg.labels), root, max(1, cfg.exec.shard_size), workers)
+    for spec, r in zip(specs, recs):
+        check_layout(spec, r, n_used(r, cfg.exec.max_images_per_source))
+    return recs
 
 
-def check_layout(p: ParsedSource, sample: int = 64) -> None:
+def n_used(r: SourceRecords, limit: int) -> int:
+    """Images of a source this run uses (``exec.max_images_per_source``: the first N)."""
+    return r.n_images if limit <= 0 else min(limit, r.n_images)
+
+
+def check_layout(spec, r: SourceRecords, n: int, sample: int = 64) -> None:
     """SourceError when none of a sample of the images an annotation file names exists: the
     image folder is laid out differently from the file names (Objects365's ``images/v1/patch8/``
     prefixes, say). Some missing images are reject rows; all missing is a wrong folder."""
-    if p.spec.kind == "folder" or not p.images:
+    if spec.kind == "folder" or n == 0:
         return
-    step = max(1, len(p.images) // sample)
-    picks = p.images[::step][:sample]
-    if any(os.path.exists(it.path) for it in picks):
-        return
-    root = Path(p.spec.args[-1])
+    step = max(1, n // sample)
+    paths: dict[int, list[str]] = {}
+    picks = []
+    for row in list(range(0, n, step))[:sample]:
+        part, i = r.part_of(row)
+        if part not in paths:
+            paths[part] = rec_io.read_paths(r, part)
+        picks.append(paths[part][i])
+        if os.path.exists(picks[-1]):
+            return
+    root = Path(spec.args[-1])
     found = sorted(x.relative_to(root).as_posix() + ("/" if x.is_dir() else "") for x in root.iterdir())[:5] \
         if root.is_dir() else []
-    first = Path(picks[0].path)
+    first = Path(picks[0])
     rel = first.relative_to(root).as_posix() if first.is_relative_to(root) else str(first)
-    raise SourceError(f"source {p.spec.name!r}: none of {len(picks)} sampled images it names exists under {root} "
+    raise SourceError(f"source {spec.name!r}: none of {len(picks)} sampled images it names exists under {root} "
                       f"(expected e.g. {root}/{rel}; the folder holds {found or 'nothing'}); "
                       "point IMAGE_DIR at the folder the annotation file names are relative to")
+
+
+def plan_shards(recs: list[SourceRecords], ckey: str, limit: int) -> list[Shard]:
+    """Step 2: shards of ``shard_size`` images, never across part files, keyed by the config
+    key and the digest of their images (from the records' summary; recomputed only for a
+    shard cut short by ``limit``)."""
+    jobs: list[Shard] = []
+    for r in recs:
+        n = n_used(r, limit)
+        base = 0
+        for part, rows in enumerate(r.part_rows):
+            for start in range(0, min(rows, n - base), r.shard_size):
+                stop = min(start + r.shard_size, rows, n - base)
+                digest = r.digests[(base + start) // r.shard_size]
+                if stop < min(start + r.shard_size, rows):  # cut by the limit
+                    items = rec_io.read_items(r.part_path(part), start, stop, r.group_rows)
+                    digest = rec_io.chunk_digest([it.to_json() for it in items])
+                jobs.append(Shard(sha(ckey, digest)[:32], r.part_path(part), start, stop, r.group_rows))
+            base += rows
+            if base >= n:
+                break
+    return jobs
+
+
+def changed_inputs(store: ShardStore, jobs: list[Shard], threads: int = 16) -> list[str]:
+    """Keys of finished shards whose input files' size or mtime differ from when they ran
+    (one stat per file, in threads; the records give the paths)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = [j for j in jobs if store.done(j.key)]
+    by_part: dict[str, list[Shard]] = {}
+    for j in done:
+        by_part.setdefault(j.part, []).append(j)
+    changed = []
+    import pyarrow.parquet as pq
+
+    with ThreadPoolExecutor(threads) as pool:
+        for part, shards in by_part.items():
+            paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
+            now = pool.map(inputs_digest, [paths[j.start:j.stop] for j in shards])
+            changed += [j.key for j, d in zip(shards, now) if d != store.inputs(j.key)]
+    return changed
+
+
+def source_counts(recs: list[SourceRecords], limit: int) -> dict[str, tuple[int, int]]:
+    """(images, person boxes) per source as used by this run, for the report."""
+    out = {}
+    for r in recs:
+        n = n_used(r, limit)
+        if n == r.n_images:
+            out[r.name] = (n, r.n_boxes)
+            continue
+        boxes, base = 0, 0
+        for part, rows in enumerate(r.part_rows):
+            items = rec_io.read_items(r.part_path(part), 0, min(rows, n - base), r.group_rows) if n > base else []
+            boxes += sum(len(i.boxes) for i in items if i.boxes is not None)
+            base += rows
+        out[r.name] = (n, boxes)
+    return out
+
+
+def _scratch(out: Path) -> Path:
+    """A fresh folder beside OUT (same file system: moved into OUT by a rename)."""
+    import tempfile
+
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.parse-", dir=parent))
 
 
 def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, metrics: list | None = None) -> BuildResult:
@@ -426,13 +425,20 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
 
     out = Path(out)
     check_output_dir(out)
-    # 1. parse sources (errors before any work)
-    parsed = parse_all(cfg)
-    if any(p.spec.kind == "folder" for p in parsed):
-        from osdhuman.curation.detect import check_detector
+    # 1. parse sources into parquet records (errors before any work)
+    records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
+    scratch = None if out.is_dir() else _scratch(out)  # OUT is created only once the inputs are good
+    try:
+        recs = parse_all(cfg, scratch or records_root)
+        if any(r.kind == "folder" for r in recs):
+            from osdhuman.curation.detect import check_detector
 
-        check_detector(cfg.detector)
-    metrics = metrics if metrics is not None else load_metrics(cfg.iqa)
+            check_detector(cfg.detector)
+        metrics = metrics if metrics is not None else load_metrics(cfg.iqa)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     infos = metric_infos(metrics)
     names = [m["name"] for m in infos]
     lower = {m["name"]: m["lower_better"] for m in infos}
@@ -440,33 +446,39 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     for k in set(cfg.iqa.thresholds) - set(thresholds):
         warnings.warn(f"iqa.thresholds.{k}: metric {k!r} is not scored in this run; threshold ignored")
     out.mkdir(parents=True, exist_ok=True)
+    if scratch is not None:  # the records parsed before OUT existed move in
+        records_root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch, records_root)
+        recs = [dataclasses.replace(r, dir=str(records_root / Path(r.dir).name)) for r in recs]
     marker = json.loads((out / MARKER).read_text()) if (out / MARKER).exists() else {}
     marker["tool"] = "osdhuman build-dataset"
-    _atomic_bytes(out / MARKER, json.dumps(marker).encode())
+    atomic_bytes(out / MARKER, json.dumps(marker).encode())
     save_config(cfg, out / "config.yaml")
 
-    # 2. shards keyed by config + items
-    items = [it for p in parsed for it in p.images]
+    # 2. shards keyed by config + the digest of their images
     ckey = config_key(cfg, infos)
-    size = max(1, cfg.exec.shard_size)
-    jobs = []
-    for i in range(0, len(items), size):
-        chunk = items[i:i + size]
-        described = [[it.to_json(), _file_identity(it.path)] for it in chunk]
-        jobs.append((_sha(ckey, json.dumps(described, sort_keys=True))[:32], chunk))
+    jobs = plan_shards(recs, ckey, cfg.exec.max_images_per_source)
+    keys = [j.key for j in jobs]
+    n_images = sum(j.n for j in jobs)
     store = ShardStore(out / ".work" / "shards")
-    pending = [(k, ch) for k, ch in jobs if not store.done(k)]
+    if cfg.exec.verify_inputs:
+        store.forget(changed_inputs(store, jobs))
+    pending = [j for j in jobs if not store.done(j.key)]
 
     # 3. prepare + score
     worker = ShardWorker(cfg, metrics)
     executor = LocalExecutor(cfg, worker)
-    n_done = sum(len(ch) for k, ch in jobs if store.done(k))
-    sizes = {k: len(ch) for k, ch in jobs}
-    bar = tqdm(total=len(items), initial=n_done, unit="img", desc="curate", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    sizes = {j.key: j.n for j in jobs}
+    bar = tqdm(total=n_images, initial=n_images - sum(j.n for j in pending), unit="img", desc="curate",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
     kept = rejected = 0
     try:
-        stream = _ray_shards(cfg, pending) if cfg.exec.backend == "ray" and pending else executor.shards(pending)
+        if cfg.exec.backend == "ray" and pending:
+            from osdhuman.curation.ray_backend import ray_shards
+
+            stream = ray_shards(cfg, pending)
+        else:
+            stream = executor.shards(pending)
         for key, (cand_b, rej_b, k, nrej) in stream:
             store.write(key, cand_b, rej_b)
             kept += k
@@ -476,11 +488,11 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         bar.close()
 
         # 4. select over the whole pool
-        store.consolidate([k for k, _ in jobs], sizes, cfg.exec.pack_images)
-        frames = store.read_all([k for k, _ in jobs])
-        cand = pd.concat([f[0] for f in frames], ignore_index=True) if frames else shard_frames([], [], names)[0]
-        cand = _typed(cand, names) if len(cand) else shard_frames([], [], names)[0]
-        rej_frames = [shard_frames([], p.rejects, names)[1] for p in parsed] + [f[1] for f in frames]
+        store.consolidate(keys, sizes, cfg.exec.pack_images)
+        cand, shard_rej = store.read_all(keys)
+        cand = _typed(cand, names) if cand is not None and len(cand) else shard_frames([], [], names)[0]
+        rej_frames = [rec_io.read_rejects(r) for r in recs] + ([shard_rej] if shard_rej is not None else [])
+        rej_frames = [f for f in rej_frames if len(f)]
         rejects = _typed_rejects(pd.concat(rej_frames, ignore_index=True)) if rej_frames else shard_frames([], [], names)[1]
         if cand["crop_id"].duplicated().any():
             cand["crop_id"] = disambiguate(cand["crop_id"].tolist(), (cand["source"] + "/" + cand["source_image"]).tolist())
@@ -528,14 +540,14 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
         # hashed in `content_key`; with the same key, existing files are kept and only files no
         # longer selected (or left half-written by a kill) are removed.
-        content_key = _sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
-                           *sorted(k for k, _ in jobs))  # a changed input file rewrites the PNGs
+        content_key = sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
+                           *sorted(f"{k}:{store.inputs(k)}" for k in keys))  # a changed input file rewrites the PNGs
         images_dir = out / "images"
         if marker.get("images_key") != content_key:
             if images_dir.exists():
                 shutil.rmtree(images_dir)
             marker["images_key"] = content_key
-            _atomic_bytes(out / MARKER, json.dumps(marker).encode())
+            atomic_bytes(out / MARKER, json.dumps(marker).encode())
         elif images_dir.exists():
             wanted = {str(out / p) for p in cand.loc[cand["selected"], "image_path"]}
             for f in list(images_dir.rglob("*")):
@@ -548,9 +560,10 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         for row in cand.loc[cand["selected"]].to_dict("records"):
             groups.setdefault(row["source_path"], []).append((row, str(out / row["image_path"])))
         cfg_d = to_dict(cfg)
-        payloads = [(cfg_d, jobs_, cfg.exec.png_compression) for jobs_ in groups.values()]
-        wbar = tqdm(total=int(cand["selected"].sum()), unit="crop", desc="write", disable=not progress,
-                    dynamic_ncols=True, file=sys.stderr)
+        payloads = [(cfg_d, todo, cfg.exec.png_compression) for todo in
+                    ([(r, d) for r, d in jobs_ if not os.path.exists(d)] for jobs_ in groups.values()) if todo]
+        wbar = tqdm(total=int(cand["selected"].sum()), initial=int(cand["selected"].sum()) - sum(len(p[1]) for p in payloads),
+                    unit="crop", desc="write", disable=not progress, dynamic_ncols=True, file=sys.stderr)
         failed: dict[str, str] = {}
         for n, bad, why in executor.map_unordered(_write_group, payloads):
             wbar.update(n)
@@ -572,14 +585,12 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     meta = {"osdhuman": {"pipeline": PIPELINE_VERSION, "metrics": infos, "thresholds": thresholds,
                          "keep_fraction": cfg.selection.keep_fraction,
                          "config": {k: v for k, v in to_dict(cfg).items() if k != "exec"}}}
-    _atomic_bytes(out / "manifest.parquet", _parquet_bytes(cand, meta))
-    _atomic_bytes(out / "rejects.parquet", _parquet_bytes(rejects))
+    atomic_bytes(out / "manifest.parquet", parquet_bytes(cand, meta))
+    atomic_bytes(out / "rejects.parquet", parquet_bytes(rejects))
     from osdhuman.curation.report import write_report
 
-    inputs = {}
-    for p in parsed:
-        inputs[p.spec.name] = (len(p.images), sum(len(i.boxes) for i in p.images if i.boxes is not None))
+    inputs = source_counts(recs, cfg.exec.max_images_per_source)
     write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)
     splits_count = dict(Counter(cand.loc[cand["selected"], "split"]))
-    return BuildResult(out, len(items), len(cand), int(pool.sum()), int(cand["selected"].sum()), splits_count,
+    return BuildResult(out, n_images, len(cand), int(pool.sum()), int(cand["selected"].sum()), splits_count,
                        len(rejects), infos)

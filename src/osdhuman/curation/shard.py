@@ -187,6 +187,12 @@ class ShardWorker:
         return self._detector
 
     def __call__(self, items: list[SourceImage]) -> tuple[list[dict], list[dict]]:
+        rows, rejects, crops = self.prepare(items)
+        self.attach_scores(rows, self.score_crops(np.stack(crops) if crops else None))
+        return rows, rejects
+
+    def prepare(self, items: list[SourceImage]) -> tuple[list[dict], list[dict], list[np.ndarray]]:
+        """Stages 1-5 of every image: (candidate rows, reject rows, crops of the rows kept by NMS)."""
         rows: list[dict] = []
         rejects: list[dict] = []
         crops: list[np.ndarray] = []
@@ -201,14 +207,21 @@ class ShardWorker:
             rows.extend(p.rows)
             rejects.extend(p.rejects)
             crops.extend(p.crops)
-        # 6. IQA scores of the crops kept by NMS (rows without a reject reason, in order)
+        return rows, rejects, crops
+
+    def score_crops(self, crops: np.ndarray | None) -> dict[str, np.ndarray]:
+        """6. IQA scores of crops (N, size, size, 3) uint8, per metric (N,)."""
+        if crops is None or not len(crops):
+            return {m.info.name: np.zeros(0) for m in self.metrics}
+        return {m.info.name: np.asarray(m(crops), dtype=np.float64) for m in self.metrics}
+
+    def attach_scores(self, rows: list[dict], scores: dict[str, np.ndarray]) -> None:
+        """Metric columns on every row: the scores of the rows kept by NMS (in order), NaN on others."""
         scored = [r for r in rows if r["reject_reason"] is None]
-        assert len(scored) == len(crops)
-        batch = np.stack(crops) if crops else np.zeros((0, self.cfg.crop.size, self.cfg.crop.size, 3), np.uint8)
         for m in self.metrics:
-            values = m(batch) if len(batch) else np.zeros(0)
+            values = scores[m.info.name]
+            assert len(values) == len(scored)
             for r in rows:
                 r.setdefault(metric_column(m.info.name), float("nan"))
             for r, v in zip(scored, values):
                 r[metric_column(m.info.name)] = float(v)
-        return rows, rejects

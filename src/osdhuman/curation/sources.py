@@ -12,7 +12,8 @@ NAME (default: the kind, numbered when repeated) names the source in the manifes
 ``split.source_splits`` (e.g. ``voc:VOC2012/Annotations:VOC2012/JPEGImages`` then ``--split-source voc=test``).
 
 Parsers read the whole annotation file before any image work starts, streaming it (COCO
-json through ijson, CSV / .odgt line by line): an unreadable or invalid file raises
+json through ijson, CSV / .odgt line by line) and handing the images to a sink in order
+(``curation/records.py`` spills them to parquet): an unreadable or invalid file raises
 :class:`SourceError`; a malformed *row* becomes a reject record and the rest of the file is used. Boxes are ``[x0, y0, x1, y1]`` pixels of the image as displayed
 (EXIF orientation applied); Open Images boxes are stored normalised and scaled at read time.
 For COCO, whose annotations give the image size, boxes annotated on the stored (un-rotated)
@@ -26,6 +27,8 @@ import json
 import math
 import os
 import re
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +83,13 @@ class ParsedSource:
     spec: SourceSpec
     images: list[SourceImage] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)  # malformed / skipped annotation rows
+    sink: Callable[[SourceImage], None] | None = None  # given: images go there (in order), not to .images
+
+    def add(self, item: SourceImage) -> None:
+        if self.sink is None:
+            self.images.append(item)
+        else:
+            self.sink(item)
 
 
 def reject_row(source: str, key: str | None, path: str | None, reason: str, detail: str = "",
@@ -160,9 +170,12 @@ def _json_items(path: str, prefix: str):
         raise SourceError(f"{path}: not a readable COCO json ({exc.strerror or exc})") from None
 
 
-def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+def parse_coco(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
     """COCO / Objects365 json, streamed in three passes (categories, images, annotations):
-    memory holds the person boxes, not the file (Objects365 v2: ~2 M images, ~30 M boxes)."""
+    memory holds compact arrays of the person boxes, not the file (Objects365 v2: ~2 M images,
+    ~30 M boxes). Images are emitted in file-name order."""
+    import numpy as np
+
     ann_path, image_dir = spec.args
     categories = [c for c in _json_items(ann_path, "categories.item") if isinstance(c, dict)]
     if not categories:
@@ -172,19 +185,20 @@ def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
     if not person_ids:
         names = sorted({str(c.get("name")) for c in categories})[:20]
         raise SourceError(f"{ann_path}: no category named {sorted(wanted)} (has {names}); set labels.coco_names")
-    out = ParsedSource(spec)
-    images, bad = _coco_images(_json_items(ann_path, "images.item"), spec.name, out)
+    out = ParsedSource(spec, sink=sink)
+    table, bad = _coco_images(_json_items(ann_path, "images.item"), spec.name, out)
     reject_flags = [f for f in labels.coco_reject_flags if f]
-    boxes: dict = {}
+    owner = array("q")  # image index of every kept box
+    coords = array("d")  # x0, y0, x1, y1 of every kept box
     for i, a in enumerate(_json_items(ann_path, "annotations.item")):
         if not isinstance(a, dict) or a.get("category_id") not in person_ids:
             continue
-        img = images.get(a.get("image_id"))
-        if img is None:
+        idx = table.index.get(a.get("image_id"))
+        if idx is None:
             out.rejects.append(reject_row(spec.name, str(a.get("image_id")), None, "malformed_annotation",
                                           f"annotations[{i}]: unknown image_id {a.get('image_id')!r}"))
             continue
-        key = img[0]
+        key = table.names[idx]
         try:
             x, y, w, h = _box4(a["bbox"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -196,12 +210,29 @@ def parse_coco(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
         if why is not None:
             out.rejects.append(reject_row(spec.name, key, os.path.join(image_dir, key), why[0], f"annotations[{i}]: {why[1]}", box))
             continue
-        boxes.setdefault(a["image_id"], []).append(box)
-    for image_id, bs in boxes.items():
-        name, w, h = images[image_id]
-        out.images.append(SourceImage(spec.name, name, os.path.join(image_dir, name), bs, (w, h)))
-    out.images.sort(key=lambda s: s.key)
+        owner.append(idx)
+        coords.extend(box)
+    own = np.frombuffer(owner, dtype=np.int64) if len(owner) else np.zeros(0, np.int64)
+    xy = (np.frombuffer(coords, dtype=np.float64) if len(coords) else np.zeros(0)).reshape(-1, 4)
+    order = np.argsort(own, kind="stable")  # boxes of one image together, in annotation order
+    counts = np.bincount(own, minlength=len(table.names))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for idx in sorted(np.nonzero(counts)[0].tolist(), key=table.names.__getitem__):
+        name = table.names[idx]
+        bs = xy[order[starts[idx]:starts[idx + 1]]].tolist()
+        out.add(SourceImage(spec.name, name, os.path.join(image_dir, name), bs, (table.ws[idx], table.hs[idx])))
     return out
+
+
+@dataclass
+class _CocoImages:
+    """The ``images`` list, compactly: id -> index, and per index file name, width, height."""
+
+    index: dict = field(default_factory=dict)
+    ids: list = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    ws: array = field(default_factory=lambda: array("q"))
+    hs: array = field(default_factory=lambda: array("q"))
 
 
 def _coco_box_reject(a: dict, bad: dict, skip_crowd: bool, reject_flags: list[str]) -> tuple[str, str] | None:
@@ -228,32 +259,42 @@ def _box4(b) -> tuple[float, float, float, float]:
     return x, y, w, h
 
 
-def _coco_images(entries: list, source: str, out: ParsedSource) -> tuple[dict, dict]:
-    """``images`` list -> ({id: (file_name, w, h)}, {id: why} for ids whose key is not unique).
+def _coco_images(entries, source: str, out: ParsedSource) -> tuple[_CocoImages, dict]:
+    """``images`` list -> (the table, {id: why} for ids whose key is not unique).
 
     An id listed twice, or two ids naming one file, would apply one image's boxes to another
     (and give two manifest rows one PNG): every annotation of such an id becomes a
     ``duplicate_image_id`` reject instead."""
-    images: dict = {}
-    counts: dict = {}
-    by_name: dict[str, list] = {}
+    t = _CocoImages()
+    repeats: dict = {}
     for i, im in enumerate(entries):
         try:
-            entry = (str(im["file_name"]), int(im["width"]), int(im["height"]))
+            name, w, h = str(im["file_name"]), int(im["width"]), int(im["height"])
             image_id = im["id"]
             hash(image_id)
         except (KeyError, TypeError, ValueError) as exc:
             out.rejects.append(reject_row(source, None, None, "malformed_annotation", f"images[{i}]: {exc!r}"))
             continue
-        counts[image_id] = counts.get(image_id, 0) + 1
-        if counts[image_id] == 1:
-            images[image_id] = entry
-            by_name.setdefault(entry[0], []).append(image_id)
-    bad = {k: f"image id {k!r} listed {n} times" for k, n in counts.items() if n > 1}
-    for name, ids in by_name.items():
-        if len(ids) > 1:
-            bad.update({k: f"file_name {name!r} listed under image ids {ids[:5]}" for k in ids})
-    return images, bad
+        if image_id in t.index:
+            repeats[image_id] = repeats.get(image_id, 1) + 1
+            continue
+        t.index[image_id] = len(t.names)
+        t.ids.append(image_id)
+        t.names.append(name)
+        t.ws.append(w)
+        t.hs.append(h)
+    bad = {k: f"image id {k!r} listed {n} times" for k, n in repeats.items()}
+    by_name = sorted(range(len(t.names)), key=t.names.__getitem__)
+    j = 0
+    while j < len(by_name):  # runs of equal file names
+        k = j + 1
+        while k < len(by_name) and t.names[by_name[k]] == t.names[by_name[j]]:
+            k += 1
+        if k - j > 1:
+            ids = [t.ids[x] for x in sorted(by_name[j:k])]
+            bad.update({x: f"file_name {t.names[by_name[j]]!r} listed under image ids {ids[:5]}" for x in ids})
+        j = k
+    return t, bad
 
 
 def _read_class_names(path: str) -> dict[str, str]:
@@ -270,7 +311,7 @@ def _read_class_names(path: str) -> dict[str, str]:
     return mids
 
 
-def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+def parse_openimages(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
     boxes_path, classes_path, image_dir = spec.args
     mids = _read_class_names(classes_path)
     wanted = {n.lower() for n in labels.openimages_names}
@@ -279,7 +320,7 @@ def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
         raise SourceError(f"{classes_path}: none of {sorted(wanted)} is a class; set labels.openimages_names")
     rank = {n.lower(): i for i, n in enumerate(labels.openimages_names)}
     person_rank = {m: rank[mids[m].lower()] for m in person_mids}
-    out = ParsedSource(spec)
+    out = ParsedSource(spec, sink=sink)
     per_image: dict[str, list[tuple]] = {}  # key -> [(box, label rank, line, recorded flags)]
     reject_flags = [f for f in labels.openimages_reject_flags if f]
     try:
@@ -325,7 +366,7 @@ def parse_openimages(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
             if lineno in merged:
                 out.rejects.append(reject_row(spec.name, key, path, "merged_label", f"line {lineno}: {merged[lineno]}", b))
         entries = [e for e in per_image[key] if e[2] not in merged]
-        out.images.append(SourceImage(spec.name, key, path, [e[0] for e in entries], None, True, [e[3] for e in entries]))
+        out.add(SourceImage(spec.name, key, path, [e[0] for e in entries], None, True, [e[3] for e in entries]))
     return out
 
 
@@ -358,9 +399,9 @@ def merge_label_boxes(entries: list[tuple], merge_iou: float) -> dict[int, str]:
     return merged
 
 
-def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
     ann_path, image_dir = spec.args
-    out = ParsedSource(spec)
+    out = ParsedSource(spec, sink=sink)
     box_key = labels.crowdhuman_box
     n_ok = 0
     seen: dict[str, list[int]] = {}  # ID -> lines (an ID listed twice is a key collision)
@@ -390,15 +431,16 @@ def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
         raise SourceError(f"{ann_path}: cannot read ({exc.strerror or exc})") from None
     if n_ok == 0 and out.rejects:
         raise SourceError(f"{ann_path}: no valid CrowdHuman .odgt line ({out.rejects[0]['detail']})")
+    rejects = []
     for lineno, key, boxes in records:
-        path = str(Path(image_dir) / f"{key}.jpg")
         if len(seen[key]) > 1:
-            for b in boxes:
-                out.rejects.append(reject_row(spec.name, key, path, "duplicate_image_id",
-                                              f"line {lineno}: ID {key!r} on lines {seen[key][:5]}", b))
-        elif boxes:
-            out.images.append(SourceImage(spec.name, key, path, boxes))
-    out.images.sort(key=lambda s: s.key)
+            path = str(Path(image_dir) / f"{key}.jpg")
+            rejects += [reject_row(spec.name, key, path, "duplicate_image_id",
+                                   f"line {lineno}: ID {key!r} on lines {seen[key][:5]}", b) for b in boxes]
+    out.rejects.extend(rejects)
+    for lineno, key, boxes in sorted(records, key=lambda r: r[1]):  # emitted in ID order
+        if len(seen[key]) == 1 and boxes:
+            out.add(SourceImage(spec.name, key, str(Path(image_dir) / f"{key}.jpg"), boxes))
     return out
 
 
@@ -433,7 +475,7 @@ def _crowdhuman_boxes(source: str, key: str, path: str, gts: list, lineno: int, 
     return boxes
 
 
-def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+def parse_voc(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
     """Pascal VOC: one XML per image; <object><name>person</name><bndbox> 1-based pixel indices."""
     import xml.etree.ElementTree as ET
 
@@ -442,7 +484,7 @@ def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
     if not files:
         raise SourceError(f"{ann_dir}: no Pascal VOC .xml annotation files")
     wanted = {n.lower() for n in labels.coco_names}
-    out = ParsedSource(spec)
+    out = ParsedSource(spec, sink=sink)
     found: list[tuple[str, str, list, tuple | None]] = []  # (xml name, image file name, boxes, size)
     for f in files:
         try:
@@ -484,28 +526,30 @@ def parse_voc(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
                 out.rejects.append(reject_row(spec.name, name, path, "duplicate_image_id",
                                               f"{xml}: {name} is also named by {[o for o in owners[name] if o != xml][:5]}", b))
         elif boxes:
-            out.images.append(SourceImage(spec.name, name, path, boxes, wh))
+            out.add(SourceImage(spec.name, name, path, boxes, wh))
     return out
 
 
-def parse_folder(spec: SourceSpec) -> ParsedSource:
+def parse_folder(spec: SourceSpec, sink=None) -> ParsedSource:
     (root,) = spec.args
-    out = ParsedSource(spec)
+    out = ParsedSource(spec, sink=sink)
     files, skipped = scan_images(root)
     for p in files:
-        out.images.append(SourceImage(spec.name, p.relative_to(root).as_posix(), str(p), None))
+        out.add(SourceImage(spec.name, p.relative_to(root).as_posix(), str(p), None))
     for entry, reason in skipped:  # not an image extension, dangling link, link loop, directory: a row each
         out.rejects.append(reject_row(spec.name, os.path.relpath(entry, root), entry, reason, stage="list"))
     return out
 
 
-def parse_source(spec: SourceSpec, labels: LabelConfig) -> ParsedSource:
+def parse_source(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
+    """Parse one source; with ``sink`` the images are handed to it one by one (in order)
+    instead of collected in ``.images`` (records.RecordWriter spills them to parquet)."""
     if spec.kind == "coco":
-        return parse_coco(spec, labels)
+        return parse_coco(spec, labels, sink)
     if spec.kind == "openimages":
-        return parse_openimages(spec, labels)
+        return parse_openimages(spec, labels, sink)
     if spec.kind == "crowdhuman":
-        return parse_crowdhuman(spec, labels)
+        return parse_crowdhuman(spec, labels, sink)
     if spec.kind == "voc":
-        return parse_voc(spec, labels)
-    return parse_folder(spec)
+        return parse_voc(spec, labels, sink)
+    return parse_folder(spec, sink)

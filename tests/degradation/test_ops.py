@@ -167,3 +167,14 @@ def test_cpu_jpeg_is_the_same_libjpeg_turbo_as_torchvision():
             assert torch.equal(ours[b, :, :h, :w], tv)
         one = jpeg_one(x[:1].clone(), q)
         assert torch.equal(one[0], ours[0])
+
+
+def test_poisson_guide_table_equals_its_searchsorted_definition():
+    """The histogram construction of the guide table equals searchsorted(CDF, j / J, right=True)."""
+    from osdhuman.degradation.noise import _J, _K, _guide_from_cdf, poisson_cdf_table
+
+    cdf = poisson_cdf_table("cpu")  # (R, K)
+    q = (torch.arange(_J + 1, dtype=torch.float64) / _J).expand(cdf.shape[0], -1).contiguous()
+    g = torch.searchsorted(cdf, q, right=True).clamp(max=_K - 1)
+    want = (2 * g[:, :-1] + (g[:, 1:] != g[:, :-1]).long()).to(torch.int16)
+    assert torch.equal(_guide_from_cdf(cdf.numpy()), want)

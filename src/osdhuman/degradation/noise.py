@@ -15,8 +15,10 @@ from the image's generator; no per-image loop in the transform).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from osdhuman.degradation.params import NoiseParams
@@ -27,22 +29,28 @@ __all__ = ["add_noise", "noise_one", "poisson_cdf_table", "sample_poisson_levels
 _K = 512  # support of the table: P(X >= 512 | rate 256) is far below float64 resolution
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
 _TABLES: dict[str, torch.Tensor] = {}
+_TABLES_LOCK = threading.Lock()  # the degrade pool's threads build each table once
 
 
 def poisson_cdf_table(device) -> torch.Tensor:
     """(9 * 256, 512) float64: row e * 256 + k holds CDF(n) of Poisson(k 2^e / 255), n < 512."""
     key = str(device)
-    if key not in _TABLES:
-        e = torch.arange(9, dtype=torch.float64).view(9, 1, 1)
-        k = torch.arange(256, dtype=torch.float64).view(1, 256, 1)
-        lam = k * torch.pow(2.0, e) / 255.0  # (9, 256, 1)
-        n = torch.arange(_K, dtype=torch.float64).view(1, 1, _K)
-        logpmf = torch.where(lam > 0, n * torch.log(lam.clamp(min=1e-300)) - lam - torch.lgamma(n + 1),
-                             torch.where(n == 0, 0.0, -torch.inf))
-        cdf = torch.cumsum(torch.exp(logpmf), dim=-1).clamp(max=1.0)  # (9, 256, K)
-        cdf[..., -1] = 1.0
-        _TABLES[key] = cdf.view(9 * 256, _K).to(device)
+    with _TABLES_LOCK:
+        if key not in _TABLES:
+            _TABLES[key] = _cdf_table().to(device)
     return _TABLES[key]
+
+
+def _cdf_table() -> torch.Tensor:
+    e = torch.arange(9, dtype=torch.float64).view(9, 1, 1)
+    k = torch.arange(256, dtype=torch.float64).view(1, 256, 1)
+    lam = k * torch.pow(2.0, e) / 255.0  # (9, 256, 1)
+    n = torch.arange(_K, dtype=torch.float64).view(1, 1, _K)
+    logpmf = torch.where(lam > 0, n * torch.log(lam.clamp(min=1e-300)) - lam - torch.lgamma(n + 1),
+                         torch.where(n == 0, 0.0, -torch.inf))
+    cdf = torch.cumsum(torch.exp(logpmf), dim=-1).clamp(max=1.0)  # (9, 256, K)
+    cdf[..., -1] = 1.0
+    return cdf.view(9 * 256, _K)
 
 
 _J = 4096  # guide-table resolution in u
@@ -52,13 +60,25 @@ def _guide_table(device) -> torch.Tensor:
     """(9 * 256 * J,) int16: entry r J + j = 2 n + jump, n the smallest n with CDF_r(n) > j / J
     and jump = 1 when the CDF also passes a step inside [j / J, (j + 1) / J)."""
     key = "guide:" + str(device)
-    if key not in _TABLES:
-        cdf = poisson_cdf_table("cpu")  # (R, K)
-        q = (torch.arange(_J + 1, dtype=torch.float64) / _J).expand(cdf.shape[0], -1).contiguous()
-        g = torch.searchsorted(cdf, q, right=True).clamp(max=_K - 1)  # (R, J + 1)
-        code = 2 * g[:, :-1] + (g[:, 1:] != g[:, :-1]).long()
-        _TABLES[key] = code.to(torch.int16).flatten().to(device)
+    cdf = poisson_cdf_table("cpu")  # (R, K)
+    with _TABLES_LOCK:
+        if key not in _TABLES:
+            _TABLES[key] = _guide_from_cdf(cdf.numpy()).flatten().to(device)
     return _TABLES[key]
+
+
+def _guide_from_cdf(cdf: np.ndarray) -> torch.Tensor:
+    """(R, J) int16 guide codes. g[r, j] = #{n : CDF_r(n) <= j / J} (= searchsorted(CDF_r,
+    j / J, right=True)); CDF * J is exact in float64 (J is a power of 2), so CDF(n) <= j / J
+    exactly when ceil(CDF(n) J) <= j: a histogram of ceil(CDF J) per row, summed up. 20x
+    faster than the searchsorted it equals (tests/degradation/test_ops.py), which cost the
+    first ``degrade`` batch ~1 s."""
+    R, K = cdf.shape
+    c = np.ceil(cdf * _J).astype(np.int64)  # (R, K) in 0..J
+    hist = np.bincount((np.arange(R).reshape(-1, 1) * (_J + 1) + c).ravel(), minlength=R * (_J + 1))
+    g = np.minimum(hist.reshape(R, _J + 1).cumsum(axis=1), K - 1)  # (R, J + 1)
+    code = 2 * g[:, :-1] + (g[:, 1:] != g[:, :-1])
+    return torch.from_numpy(code.astype(np.int16))
 
 
 def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -421,13 +421,50 @@ def _scratch(out: Path) -> Path:
 
 
 def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, metrics: list | None = None) -> BuildResult:
-    from tqdm import tqdm
-
     out = Path(out)
     check_output_dir(out)
-    # 1. parse sources into parquet records (errors before any work)
+    recs, metrics = _parse_inputs(cfg, out, metrics)  # 1. errors before any work
+    infos = metric_infos(metrics)
+    names = [m["name"] for m in infos]
+    lower = {m["name"]: m["lower_better"] for m in infos}
+    thresholds = {k: v for k, v in cfg.iqa.thresholds.items() if k in lower}
+    for k in set(cfg.iqa.thresholds) - set(thresholds):
+        warnings.warn(f"iqa.thresholds.{k}: metric {k!r} is not scored in this run; threshold ignored")
+    marker = _open_output(out, cfg)
+
+    # 2. shards keyed by config + the digest of their images
+    ckey = config_key(cfg, infos)
+    jobs = plan_shards(recs, ckey, cfg.exec.max_images_per_source)
+    keys = [j.key for j in jobs]
+    store = ShardStore(out / ".work" / "shards")
+    if cfg.exec.verify_inputs:
+        store.forget(changed_inputs(store, jobs))
+    executor = LocalExecutor(cfg, ShardWorker(cfg, metrics))
+    try:
+        _run_shards(cfg, jobs, store, executor, progress)  # 3. prepare + score
+        # 4.-5. select over the whole pool, split by duplicate group
+        store.consolidate(keys, {j.key: j.n for j in jobs}, cfg.exec.pack_images)
+        cand, rejects = _pool_frames(store, keys, recs, names, cfg)
+        pool = cand["reject_reason"].isna().to_numpy()
+        _select_and_split(cand, pool, cfg, names, lower, thresholds)
+        # 6. the selected crops (PNG), once
+        content_key = sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
+                          *sorted(f"{k}:{store.inputs(k)}" for k in keys))  # a changed input file rewrites the PNGs
+        _write_selected(out, cand, cfg, marker, content_key, executor, progress)
+    finally:
+        executor.close()
+    _write_tables(out, cand, rejects, names, infos, thresholds, cfg, recs)  # 7. manifest, rejects, report
+    splits_count = dict(Counter(cand.loc[cand["selected"], "split"]))
+    return BuildResult(out, sum(j.n for j in jobs), len(cand), int(pool.sum()), int(cand["selected"].sum()),
+                       splits_count, len(rejects), infos)
+
+
+def _parse_inputs(cfg: CurationConfig, out: Path, metrics: list | None) -> tuple[list[SourceRecords], list]:
+    """1. every source parsed into parquet records, the detector and metrics loaded. OUT is
+    created only once the inputs are good: until then the records live in a scratch folder
+    beside it (moved in by a rename)."""
     records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
-    scratch = None if out.is_dir() else _scratch(out)  # OUT is created only once the inputs are good
+    scratch = None if out.is_dir() else _scratch(out)
     try:
         recs = parse_all(cfg, scratch or records_root)
         if any(r.kind == "folder" for r in recs):
@@ -439,158 +476,165 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
-    infos = metric_infos(metrics)
-    names = [m["name"] for m in infos]
-    lower = {m["name"]: m["lower_better"] for m in infos}
-    thresholds = {k: v for k, v in cfg.iqa.thresholds.items() if k in lower}
-    for k in set(cfg.iqa.thresholds) - set(thresholds):
-        warnings.warn(f"iqa.thresholds.{k}: metric {k!r} is not scored in this run; threshold ignored")
     out.mkdir(parents=True, exist_ok=True)
-    if scratch is not None:  # the records parsed before OUT existed move in
+    if scratch is not None:
         records_root.parent.mkdir(parents=True, exist_ok=True)
         os.replace(scratch, records_root)
         recs = [dataclasses.replace(r, dir=str(records_root / Path(r.dir).name)) for r in recs]
+    return recs, metrics
+
+
+def _open_output(out: Path, cfg: CurationConfig) -> dict:
+    """The output folder's marker (what wrote it, which PNG selection it holds) and config.yaml."""
     marker = json.loads((out / MARKER).read_text()) if (out / MARKER).exists() else {}
     marker["tool"] = "osdhuman build-dataset"
     atomic_bytes(out / MARKER, json.dumps(marker).encode())
     save_config(cfg, out / "config.yaml")
+    return marker
 
-    # 2. shards keyed by config + the digest of their images
-    ckey = config_key(cfg, infos)
-    jobs = plan_shards(recs, ckey, cfg.exec.max_images_per_source)
-    keys = [j.key for j in jobs]
-    n_images = sum(j.n for j in jobs)
-    store = ShardStore(out / ".work" / "shards")
-    if cfg.exec.verify_inputs:
-        store.forget(changed_inputs(store, jobs))
+
+def _run_shards(cfg: CurationConfig, jobs: list, store: ShardStore, executor: LocalExecutor, progress: bool) -> None:
+    """3. every shard not yet done, locally or on Ray; each result pair stored as it arrives."""
+    from tqdm import tqdm
+
     pending = [j for j in jobs if not store.done(j.key)]
-
-    # 3. prepare + score
-    worker = ShardWorker(cfg, metrics)
-    executor = LocalExecutor(cfg, worker)
     sizes = {j.key: j.n for j in jobs}
+    n_images = sum(sizes.values())
     bar = tqdm(total=n_images, initial=n_images - sum(j.n for j in pending), unit="img", desc="curate",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     kept = rejected = 0
-    try:
-        if cfg.exec.backend == "ray" and pending:
-            from osdhuman.curation.ray_backend import ray_shards
+    if cfg.exec.backend == "ray" and pending:
+        from osdhuman.curation.ray_backend import ray_shards
 
-            stream = ray_shards(cfg, pending)
-        else:
-            stream = executor.shards(pending)
-        for key, (cand_b, rej_b, k, nrej) in stream:
-            store.write(key, cand_b, rej_b)
-            kept += k
-            rejected += nrej
-            bar.update(sizes[key])
-            bar.set_postfix(crops_kept=kept, rejected=rejected, refresh=False)
-        bar.close()
+        stream = ray_shards(cfg, pending)
+    else:
+        stream = executor.shards(pending)
+    for key, (cand_b, rej_b, k, nrej) in stream:
+        store.write(key, cand_b, rej_b)
+        kept += k
+        rejected += nrej
+        bar.update(sizes[key])
+        bar.set_postfix(crops_kept=kept, rejected=rejected, refresh=False)
+    bar.close()
 
-        # 4. select over the whole pool
-        store.consolidate(keys, sizes, cfg.exec.pack_images)
-        cand, shard_rej = store.read_all(keys)
-        cand = _typed(cand, names) if cand is not None and len(cand) else shard_frames([], [], names)[0]
-        rej_frames = [rec_io.read_rejects(r) for r in recs] + ([shard_rej] if shard_rej is not None else [])
-        rej_frames = [f for f in rej_frames if len(f)]
-        rejects = _typed_rejects(pd.concat(rej_frames, ignore_index=True)) if rej_frames else shard_frames([], [], names)[1]
-        if cand["crop_id"].duplicated().any():
-            cand["crop_id"] = disambiguate(cand["crop_id"].tolist(), (cand["source"] + "/" + cand["source_image"]).tolist())
-        if cand["crop_id"].duplicated().any():  # unique by construction: a bug if not
-            raise RuntimeError(f"duplicate crop ids: {cand.loc[cand['crop_id'].duplicated(), 'crop_id'].head(3).tolist()}")
-        # 4a. duplicate groups across every source (hashes computed in the shards)
-        cand["dup_group"] = dedup.dup_group_column(cand, cfg.dedup.max_hamming, cfg.dedup.mirror, cfg.dedup.enabled)
-        pool = cand["reject_reason"].isna().to_numpy()
-        cand["score"] = np.nan
-        cand["selected"] = False
-        cand["split"] = None
-        cand["image_path"] = None
-        if pool.any():
-            pm = {n: cand.loc[pool, metric_column(n)].to_numpy(np.float64) for n in names}
-            in_stats = ~cand.loc[pool, "source"].isin(cfg.selection.stats_exclude).to_numpy()
-            scores = sel.normalized_scores(pm, lower, in_stats if in_stats.any() else None)
-            rules = {k: dataclasses.replace(r, thresholds={m: t for m, t in r.thresholds.items() if m in lower},
-                                            at_most={m: t for m, t in r.at_most.items() if m in lower})
-                     for k, r in cfg.selection.sources.items()}
-            selected, reasons = sel.select_per_source(scores, pm, lower, cand.loc[pool, "source"].tolist(),
-                                                      cfg.selection.keep_fraction, thresholds, rules,
-                                                      cand.loc[pool, "crop_id"].tolist(), cfg.split.seed)
-            idx = np.nonzero(pool)[0]
-            cand.loc[idx, "score"] = scores
-            cand.loc[idx, "selected"] = selected
-            cand.loc[idx, "reject_reason"] = reasons
-            # 5. splits, disjoint by duplicate group (else source image); duplicates kept once
-            sidx = idx[selected]
-            splits = sel.assign_splits(cand.loc[sidx, "source"].tolist(), cand.loc[sidx, "source_image"].tolist(),
-                                       cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.source_splits,
-                                       cfg.split.seed, cand.loc[sidx, "dup_group"].tolist())
-            cand.loc[sidx, "split"] = splits
-            if not cfg.dedup.keep_duplicates:
-                drop = np.asarray(dedup.keep_once(cand.loc[sidx], cfg.split.source_splits), dtype=bool)
-                cand.loc[sidx[drop], ["selected", "split"]] = [False, None]
-                cand.loc[sidx[drop], "reject_reason"] = "duplicate_image"
-                sidx = sidx[~drop]
-                splits = cand.loc[sidx, "split"].tolist()
-            cand.loc[sidx, "image_path"] = [f"images/{s}/{c}.png" for s, c in zip(splits, cand.loc[sidx, "crop_id"])]
-        cand["selected"] = cand["selected"].astype(bool)
-        cand["score"] = cand["score"].astype("float64")
-        for c in ("split", "image_path", "reject_reason", "dup_group"):
-            cand[c] = cand[c].astype(object).where(cand[c].notna(), None)
 
-        # 6. write the selected crops (PNG), once. A PNG's pixels depend only on the config
-        # hashed in `content_key`; with the same key, existing files are kept and only files no
-        # longer selected (or left half-written by a kill) are removed.
-        content_key = sha(ckey, json.dumps(to_dict(cfg.crop)), str(cfg.exec.png_compression),
-                           *sorted(f"{k}:{store.inputs(k)}" for k in keys))  # a changed input file rewrites the PNGs
-        images_dir = out / "images"
-        if marker.get("images_key") != content_key:
-            if images_dir.exists():
-                shutil.rmtree(images_dir)
-            marker["images_key"] = content_key
-            atomic_bytes(out / MARKER, json.dumps(marker).encode())
-        elif images_dir.exists():
-            wanted = {str(out / p) for p in cand.loc[cand["selected"], "image_path"]}
-            for f in list(images_dir.rglob("*")):
-                if f.is_file() and str(f) not in wanted:
-                    f.unlink()
-            for d in sorted((d for d in images_dir.rglob("*") if d.is_dir()), reverse=True):
-                if not any(d.iterdir()):
-                    d.rmdir()
-        groups: dict[str, list] = {}
-        for row in cand.loc[cand["selected"]].to_dict("records"):
-            groups.setdefault(row["source_path"], []).append((row, str(out / row["image_path"])))
-        cfg_d = to_dict(cfg)
-        payloads = [(cfg_d, todo, cfg.exec.png_compression) for todo in
-                    ([(r, d) for r, d in jobs_ if not os.path.exists(d)] for jobs_ in groups.values()) if todo]
-        wbar = tqdm(total=int(cand["selected"].sum()), initial=int(cand["selected"].sum()) - sum(len(p[1]) for p in payloads),
-                    unit="crop", desc="write", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-        failed: dict[str, str] = {}
-        for n, bad, why in executor.map_unordered(_write_group, payloads):
-            wbar.update(n)
-            failed.update({c: why for c in bad})
-        wbar.close()
-        if failed:  # selected, but the source image can no longer be read: not in the dataset
-            lost = cand["crop_id"].isin(list(failed))
-            warnings.warn(f"{int(lost.sum())} selected crops could not be written (source image changed or vanished)")
-            cand.loc[lost, "reject_reason"] = cand.loc[lost, "crop_id"].map(failed)
-            cand.loc[lost, ["split", "image_path"]] = None
-            cand.loc[lost, "selected"] = False
-    finally:
-        executor.close()
+def _pool_frames(store: ShardStore, keys: list[str], recs: list[SourceRecords], names: list[str],
+                 cfg: CurationConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(candidates with unique crop ids and their duplicate groups, every reject row)."""
+    cand, shard_rej = store.read_all(keys)
+    cand = _typed(cand, names) if cand is not None and len(cand) else shard_frames([], [], names)[0]
+    rej_frames = [rec_io.read_rejects(r) for r in recs] + ([shard_rej] if shard_rej is not None else [])
+    rej_frames = [f for f in rej_frames if len(f)]
+    rejects = _typed_rejects(pd.concat(rej_frames, ignore_index=True)) if rej_frames else shard_frames([], [], names)[1]
+    if cand["crop_id"].duplicated().any():
+        cand["crop_id"] = disambiguate(cand["crop_id"].tolist(), (cand["source"] + "/" + cand["source_image"]).tolist())
+    if cand["crop_id"].duplicated().any():  # unique by construction: a bug if not
+        raise RuntimeError(f"duplicate crop ids: {cand.loc[cand['crop_id'].duplicated(), 'crop_id'].head(3).tolist()}")
+    # duplicate groups across every source (hashes computed in the shards)
+    cand["dup_group"] = dedup.dup_group_column(cand, cfg.dedup.max_hamming, cfg.dedup.mirror, cfg.dedup.enabled)
+    return cand, rejects
 
-    # 7. manifest, rejects, report
+
+def _select_and_split(cand: pd.DataFrame, pool: np.ndarray, cfg: CurationConfig, names: list[str],
+                      lower: dict[str, bool], thresholds: dict) -> None:
+    """4. Eq. 1 scores over the pool, top fraction + thresholds per source; 5. splits disjoint
+    by duplicate group (else source image), duplicates kept once. Fills cand in place."""
+    cand["score"] = np.nan
+    cand["selected"] = False
+    cand["split"] = None
+    cand["image_path"] = None
+    if pool.any():
+        pm = {n: cand.loc[pool, metric_column(n)].to_numpy(np.float64) for n in names}
+        in_stats = ~cand.loc[pool, "source"].isin(cfg.selection.stats_exclude).to_numpy()
+        scores = sel.normalized_scores(pm, lower, in_stats if in_stats.any() else None)
+        rules = {k: dataclasses.replace(r, thresholds={m: t for m, t in r.thresholds.items() if m in lower},
+                                        at_most={m: t for m, t in r.at_most.items() if m in lower})
+                 for k, r in cfg.selection.sources.items()}
+        selected, reasons = sel.select_per_source(scores, pm, lower, cand.loc[pool, "source"].tolist(),
+                                                  cfg.selection.keep_fraction, thresholds, rules,
+                                                  cand.loc[pool, "crop_id"].tolist(), cfg.split.seed)
+        idx = np.nonzero(pool)[0]
+        cand.loc[idx, "score"] = scores
+        cand.loc[idx, "selected"] = selected
+        cand.loc[idx, "reject_reason"] = reasons
+        sidx = idx[selected]
+        splits = sel.assign_splits(cand.loc[sidx, "source"].tolist(), cand.loc[sidx, "source_image"].tolist(),
+                                   cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.source_splits,
+                                   cfg.split.seed, cand.loc[sidx, "dup_group"].tolist())
+        cand.loc[sidx, "split"] = splits
+        if not cfg.dedup.keep_duplicates:
+            drop = np.asarray(dedup.keep_once(cand.loc[sidx], cfg.split.source_splits), dtype=bool)
+            cand.loc[sidx[drop], ["selected", "split"]] = [False, None]
+            cand.loc[sidx[drop], "reject_reason"] = "duplicate_image"
+            sidx = sidx[~drop]
+            splits = cand.loc[sidx, "split"].tolist()
+        cand.loc[sidx, "image_path"] = [f"images/{s}/{c}.png" for s, c in zip(splits, cand.loc[sidx, "crop_id"])]
+    cand["selected"] = cand["selected"].astype(bool)
+    cand["score"] = cand["score"].astype("float64")
+    for c in ("split", "image_path", "reject_reason", "dup_group"):
+        cand[c] = cand[c].astype(object).where(cand[c].notna(), None)
+
+
+def _sync_images_dir(out: Path, cand: pd.DataFrame, marker: dict, content_key: str) -> None:
+    """A PNG's pixels depend only on the config hashed in ``content_key``: with the same key,
+    existing files are kept and only files no longer selected (or half-written by a kill) go."""
+    images_dir = out / "images"
+    if marker.get("images_key") != content_key:
+        if images_dir.exists():
+            shutil.rmtree(images_dir)
+        marker["images_key"] = content_key
+        atomic_bytes(out / MARKER, json.dumps(marker).encode())
+    elif images_dir.exists():
+        wanted = {str(out / p) for p in cand.loc[cand["selected"], "image_path"]}
+        for f in list(images_dir.rglob("*")):
+            if f.is_file() and str(f) not in wanted:
+                f.unlink()
+        for d in sorted((d for d in images_dir.rglob("*") if d.is_dir()), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+
+
+def _write_selected(out: Path, cand: pd.DataFrame, cfg: CurationConfig, marker: dict, content_key: str,
+                    executor: LocalExecutor, progress: bool) -> None:
+    """6. the selected crops not on disk yet, grouped by source image; a crop whose source can
+    no longer be read leaves the dataset (its reason recorded)."""
+    from tqdm import tqdm
+
+    _sync_images_dir(out, cand, marker, content_key)
+    groups: dict[str, list] = {}
+    for row in cand.loc[cand["selected"]].to_dict("records"):
+        groups.setdefault(row["source_path"], []).append((row, str(out / row["image_path"])))
+    cfg_d = to_dict(cfg)
+    payloads = [(cfg_d, todo, cfg.exec.png_compression) for todo in
+                ([(r, d) for r, d in jobs_ if not os.path.exists(d)] for jobs_ in groups.values()) if todo]
+    n_sel = int(cand["selected"].sum())
+    wbar = tqdm(total=n_sel, initial=n_sel - sum(len(p[1]) for p in payloads),
+                unit="crop", desc="write", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    failed: dict[str, str] = {}
+    for n, bad, why in executor.map_unordered(_write_group, payloads):
+        wbar.update(n)
+        failed.update({c: why for c in bad})
+    wbar.close()
+    if failed:  # selected, but the source image can no longer be read: not in the dataset
+        lost = cand["crop_id"].isin(list(failed))
+        warnings.warn(f"{int(lost.sum())} selected crops could not be written (source image changed or vanished)")
+        cand.loc[lost, "reject_reason"] = cand.loc[lost, "crop_id"].map(failed)
+        cand.loc[lost, ["split", "image_path"]] = None
+        cand.loc[lost, "selected"] = False
+
+
+def _write_tables(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, names: list[str], infos: list[dict],
+                  thresholds: dict, cfg: CurationConfig, recs: list[SourceRecords]) -> None:
+    """7. manifest.parquet, rejects.parquet and report.html, each written atomically."""
+    from osdhuman.curation.report import write_report
+
     front = [c for c in CANDIDATE_COLUMNS if c != "reject_reason"]
-    cand = cand[front + ["dup_group"] + [metric_column(n) for n in names]
-                + ["score", "selected", "split", "reject_reason", "image_path"]]
+    manifest = cand[front + ["dup_group"] + [metric_column(n) for n in names]
+                    + ["score", "selected", "split", "reject_reason", "image_path"]]
     meta = {"osdhuman": {"pipeline": PIPELINE_VERSION, "metrics": infos, "thresholds": thresholds,
                          "keep_fraction": cfg.selection.keep_fraction,
                          "config": {k: v for k, v in to_dict(cfg).items() if k != "exec"}}}
-    atomic_bytes(out / "manifest.parquet", parquet_bytes(cand, meta))
+    atomic_bytes(out / "manifest.parquet", parquet_bytes(manifest, meta))
     atomic_bytes(out / "rejects.parquet", parquet_bytes(rejects))
-    from osdhuman.curation.report import write_report
-
     inputs = source_counts(recs, cfg.exec.max_images_per_source)
-    write_report(out, cand, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)
-    splits_count = dict(Counter(cand.loc[cand["selected"], "split"]))
-    return BuildResult(out, n_images, len(cand), int(pool.sum()), int(cand["selected"].sum()), splits_count,
-                       len(rejects), infos)
+    write_report(out, manifest, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)

@@ -232,9 +232,8 @@ def _restore_paths(
     ``boxes`` ({input path: (N, 4) boxes}, e.g. from ``box_file.load_box_file``).
     """
     from osdhuman.config import save_config
-    from osdhuman.pipelines.people_paths import InputRejected, PeopleRun, prepare_image
+    from osdhuman.pipelines.people_paths import PeopleRun
     from osdhuman.pipelines.progress import WorkProgress, units_of_file
-    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
     cfg = cfg or RestoreConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -243,18 +242,7 @@ def _restore_paths(
     outs = plan_outputs(files, out_dir, cfg.ext, cfg.suffix)
     report = RestoreReport(failed=list(failed), out_dir=str(out_dir))
     t0 = time.perf_counter()
-    if pipeline is None:
-        if cfg.weights is None and cfg.base_model is None:
-            from osdhuman.models import WeightsError
-
-            raise WeightsError("no weights configured (RestoreConfig.weights and .base_model are both unset).\n" + HOW_TO)
-        pipeline = RestorationPipeline.from_pretrained(
-            cfg.weights, base_model=cfg.base_model,
-            hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
-            vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
-            device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
-            prompt_source=cfg.prompt_source or ("dape_lq" if cfg.dape else None),
-            model_overrides=_model_overrides(cfg))
+    pipeline = pipeline if pipeline is not None else _load_pipeline(cfg)
     if getattr(pipeline, "weights_summary", ""):
         log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
@@ -264,62 +252,18 @@ def _restore_paths(
     pool = WriterPool()
     save_config(cfg, out_dir / CONFIG_NAME)
     if report.untrained:
-        base = pipeline.model.config.base_model
-        why = (f"an untrained random preset ({base!r})" if pipeline.model.config.is_random else
-               f"the base model {base!r} with NO trained OSDHuman weights (plain SD at t="
-               f"{pipeline.model.config.timestep} with an untrained prompt head; pass --weights)")
-        log(f"osdhuman restore: WARNING: the model is {why}; outputs are NOT restorations")
+        _warn_untrained(pipeline, log)
     bar = WorkProgress(sum(units_of_file(f, cfg.upscale, cfg.tile_size, cfg.tile_overlap) for f, _ in files), progress)
     if hasattr(getattr(pipeline, "model", None), "unet"):
         bar.watch(pipeline.model.unet)
     people = PeopleRun(cfg.person, lambda arrs: restore_with_fallback(pipeline, arrs, log), cfg.batch_size,
                        cfg.save_crops, cfg.tile_size, cfg.tile_overlap, log, bar) if cfg.people else None
-    pending: list[tuple[Path, Path, np.ndarray]] = []
-    prepared: list = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        try:
-            if people is not None:
-                results = people.run(prepared)
-                res = [r.image for r in results]
-            else:
-                res = restore_with_fallback(pipeline, [a for _, _, a in pending], log)
-        except Exception as exc:  # noqa: BLE001 - one failed batch is recorded; the job goes on
-            for src, _, _ in pending:
-                report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
-            pending.clear()
-            prepared.clear()
-            return
-        for k, ((src, dst, _), arr) in enumerate(zip(pending, res)):
-            _submit_write(pool, records, report, src, dst, arr, cfg, out_dir)
-            if people is not None:
-                _people_record(people, prepared[k], results[k], dst, out_dir, cfg, report)
-        pending.clear()
-        prepared.clear()
-
+    batch = _Batch(pipeline, people, pool, records, report, cfg, out_dir, log)
     for (src, _), dst in zip(files, outs):
-        try:
-            arr = read_rgb(src)
-        except ImageReadError as exc:
-            report.failed.append((str(src), exc.reason))
-            log(f"osdhuman restore: skipped {exc}")
-            continue
-        try:
-            item = prepare_image(src, arr, cfg.upscale, cfg.max_side, cfg.people, detector, boxes)
-        except InputRejected as exc:
-            report.failed.append((str(src), str(exc)))
-            log(f"osdhuman restore: skipped {src}: {exc}")
-            continue
-        arr = item.image
-        if people is not None:
-            people.expect(item)
-        if pending and (len(pending) >= cfg.batch_size or (people is None and pending[0][2].shape != arr.shape)):
-            flush()
-        pending.append((src, dst, arr))
-        prepared.append(item)
-    flush()
+        item = _read_and_prepare(src, cfg, detector, boxes, report, log)
+        if item is not None:
+            batch.add(src, dst, item)
+    batch.flush()
     pool.drain()
     pool.close()
     report.work_units = bar.done
@@ -328,6 +272,90 @@ def _restore_paths(
     records.finish()
     atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2))  # last
     return report
+
+
+def _load_pipeline(cfg: RestoreConfig):
+    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
+
+    if cfg.weights is None and cfg.base_model is None:
+        from osdhuman.models import WeightsError
+
+        raise WeightsError("no weights configured (RestoreConfig.weights and .base_model are both unset).\n" + HOW_TO)
+    return RestorationPipeline.from_pretrained(
+        cfg.weights, base_model=cfg.base_model,
+        hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
+        vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
+        device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
+        prompt_source=cfg.prompt_source or ("dape_lq" if cfg.dape else None),
+        model_overrides=_model_overrides(cfg))
+
+
+def _warn_untrained(pipeline, log) -> None:
+    base = pipeline.model.config.base_model
+    why = (f"an untrained random preset ({base!r})" if pipeline.model.config.is_random else
+           f"the base model {base!r} with NO trained OSDHuman weights (plain SD at t="
+           f"{pipeline.model.config.timestep} with an untrained prompt head; pass --weights)")
+    log(f"osdhuman restore: WARNING: the model is {why}; outputs are NOT restorations")
+
+
+def _read_and_prepare(src: Path, cfg: RestoreConfig, detector, boxes, report: RestoreReport, log):
+    """The input decoded and prepared (upscaled, person boxes found), or None (recorded, said)."""
+    from osdhuman.pipelines.people_paths import InputRejected, prepare_image
+
+    try:
+        arr = read_rgb(src)
+    except ImageReadError as exc:
+        report.failed.append((str(src), exc.reason))
+        log(f"osdhuman restore: skipped {exc}")
+        return None
+    try:
+        return prepare_image(src, arr, cfg.upscale, cfg.max_side, cfg.people, detector, boxes)
+    except InputRejected as exc:
+        report.failed.append((str(src), str(exc)))
+        log(f"osdhuman restore: skipped {src}: {exc}")
+        return None
+
+
+class _Batch:
+    """Images waiting to be restored together (same size, at most ``batch_size``); each result
+    goes to the writer pool. A failed batch is recorded per image and the run goes on."""
+
+    def __init__(self, pipeline, people, pool, records, report, cfg, out_dir: Path, log):
+        self.pipeline, self.people, self.pool, self.records = pipeline, people, pool, records
+        self.report, self.cfg, self.out_dir, self.log = report, cfg, out_dir, log
+        self.pending: list[tuple[Path, Path, np.ndarray]] = []
+        self.prepared: list = []
+
+    def add(self, src: Path, dst: Path, item) -> None:
+        arr = item.image
+        if self.people is not None:
+            self.people.expect(item)
+        full = len(self.pending) >= self.cfg.batch_size
+        if self.pending and (full or (self.people is None and self.pending[0][2].shape != arr.shape)):
+            self.flush()
+        self.pending.append((src, dst, arr))
+        self.prepared.append(item)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            results = None
+            if self.people is not None:
+                results = self.people.run(self.prepared)
+                res = [r.image for r in results]
+            else:
+                res = restore_with_fallback(self.pipeline, [a for _, _, a in self.pending], self.log)
+        except Exception as exc:  # noqa: BLE001 - one failed batch is recorded; the job goes on
+            for src, _, _ in self.pending:
+                self.report.failed.append((str(src), f"restore_failed: {type(exc).__name__}: {exc}"))
+        else:
+            for k, ((src, dst, _), arr) in enumerate(zip(self.pending, res)):
+                _submit_write(self.pool, self.records, self.report, src, dst, arr, self.cfg, self.out_dir)
+                if results is not None:
+                    _people_record(self.people, self.prepared[k], results[k], dst, self.out_dir, self.cfg, self.report)
+        self.pending.clear()
+        self.prepared.clear()
 
 
 RECORDS_NAME = "restore_records.jsonl"

@@ -43,8 +43,8 @@ class SkippedLog:
     """Training images left out: one stderr line per file (the first time any process meets it)
     and one record in ``skipped.jsonl``; files already recorded there (a resumed run) stay quiet."""
 
-    def __init__(self, path: Path, rank: int = 0):
-        self.path, self.rank = path, rank
+    def __init__(self, path: Path):
+        self.path = path
         self.seen: set[str] = set()
         if path.is_file():
             for line in path.read_text().splitlines():

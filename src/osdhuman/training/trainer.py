@@ -74,7 +74,6 @@ class TrainResult:
     final_dir: Path | None
     last_checkpoint: Path | None
     last_metrics: dict[str, float]
-    stopped_early: bool = False
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -181,16 +180,16 @@ def train(
         _resume(run, allow_world_size_change)
     _prepare_step(run)
     _open_logs(run)
-    final_dir, last_ckpt, metrics, stopped_early = None, None, {}, False
+    final_dir, last_ckpt, metrics = None, None, {}
     try:
-        metrics, last_ckpt, stopped_early = _loop(run, on_step_end)
+        metrics, last_ckpt = _loop(run, on_step_end)
         if run.is_main:
             metrics, last_ckpt, final_dir = _finish(run, metrics)
     finally:
         _close_logs(run)
     run.accelerator.wait_for_everyone()
     run.accelerator.end_training()
-    return TrainResult(run.out, run.step, final_dir, last_ckpt, metrics, stopped_early)
+    return TrainResult(run.out, run.step, final_dir, last_ckpt, metrics)
 
 
 def _start(cfg: TrainConfig, out: Path, resume: str | None) -> _Run:
@@ -295,7 +294,7 @@ def _open_logs(run: _Run) -> None:
         purge = run.step + 1 if run.resume_path is not None else None
         run.writer = tensorboard(out, run.cfg.logging.tensorboard, purge_step=purge)
     run.jlog = JsonlLog(out / "metrics.jsonl", run.is_main)
-    run.skipped = SkippedLog(out / "skipped.jsonl", run.rank)
+    run.skipped = SkippedLog(out / "skipped.jsonl")
     if run.is_main:
         for file, reason in run.data.listing_skipped:
             run.skipped.add(file, reason)
@@ -458,7 +457,7 @@ def _loop(run: _Run, on_step_end) -> tuple[dict[str, float], Path | None, bool]:
     finally:
         if bar is not None:
             bar.close()
-    return metrics, last_ckpt, False
+    return metrics, last_ckpt
 
 
 def _finish(run: _Run, metrics: dict) -> tuple[dict, Path, Path]:

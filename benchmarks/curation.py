@@ -387,10 +387,11 @@ def _stage_breakdown(items, cfg) -> dict:
     for _ in range(20):
         resize_square(src, cfg.crop)
     t_resize = (time.perf_counter() - t) / 20
-    level = [cv2.IMWRITE_PNG_COMPRESSION, cfg.exec.png_compression]  # as the runner writes them
+    from osdhuman.outputs import encode_png  # as the runner writes them
+
     t = time.perf_counter()
     for k in range(min(20, len(crops))):
-        cv2.imencode(".png", cv2.cvtColor(crops[k], cv2.COLOR_RGB2BGR), level)
+        encode_png(crops[k], cfg.exec.png_compression)
     t_png = (time.perf_counter() - t) / min(20, len(crops))
     return {"prepare_ms_per_image": 1e3 * t_prep / len(items), "iqa_ms_per_crop": 1e3 * t_iqa / len(crops),
             "crops_per_image": len(crops) / len(items), "resize_ms": 1e3 * t_resize, "png_ms": 1e3 * t_png}

@@ -120,14 +120,17 @@ def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def encode_png(arr: np.ndarray, compression: int = 1) -> bytes:
-    """uint8 (H, W, 3) RGB -> PNG bytes (OpenCV's libpng; lossless, any level decodes the same).
+    """uint8 (H, W, 3) RGB -> PNG bytes (OpenCV's libpng; lossless, any setting decodes the same).
 
-    Level 1: on 512x512 degraded crops 14 ms and 142 KiB a file, against 21 ms / 133 KiB at
-    level 3 and 57 ms / 121 KiB at 6 (measured 2026-12-02); OpenCV's unset default is faster
-    (11 ms) but writes 241 KiB."""
+    zlib level 1 with every row filtered by "Up" (the pixel above) instead of libpng's
+    per-row choice among all five filters: 1.4-2.2x faster to encode (on 512x512 crops of
+    astronaut, bus.jpg and zidane.jpg 15 ms against 22 ms on average; degraded crops gain
+    more) for files 2 % larger on average (-6 % to +6 % per image), measured 2026-12-02 on one
+    core. Level 3 costs ~1.5x level 1 for ~3 % smaller files, level 6 ~3.2x for ~5 %."""
     import cv2
 
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]), params)
     if not ok:  # pragma: no cover - OpenCV fails only on unsupported layouts
         raise ValueError(f"cannot encode an array of shape {arr.shape} as PNG")
     return buf.tobytes()

@@ -72,7 +72,7 @@ def test_outputs_and_manifest(built, crafted):
     # blurry.jpg: rejected before cropping, shown with the threshold used
     assert "blur.min_laplacian_var = 50" in html and 'src="report/thumbs/blur_0.jpg"' in html
     assert (built / "report" / "thumbs" / "blur_0.jpg").is_file()
-    assert list((built / "report").glob("hist_*.png"))
+    assert list((built / "report").glob("hist_*.svg"))
 
 
 def test_selected_png_is_the_resized_square_crop(built):

@@ -10,35 +10,10 @@ import numpy as np
 import pandas as pd
 
 from osdhuman.curation.config import CurationConfig
+from osdhuman.curation.histogram import histogram_svg
 from osdhuman.curation.shard import metric_column
 
 THUMB = 160
-
-
-def _hist_png(path: Path, name: str, pool: np.ndarray, chosen: np.ndarray, lower_better: bool | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=100)
-    pool = pool[np.isfinite(pool)]
-    chosen = chosen[np.isfinite(chosen)]
-    if len(pool):
-        bins = np.histogram_bin_edges(pool, bins=min(40, max(5, len(pool) // 3)))
-        ax.hist(pool, bins=bins, color="#bbbbbb", label=f"pool ({len(pool)})")
-        if len(chosen):
-            ax.hist(chosen, bins=bins, color="#2a7ab0", label=f"selected ({len(chosen)})")
-    direction = "" if lower_better is None else (" (lower is better)" if lower_better else " (higher is better)")
-    ax.set_title(name + direction, fontsize=9)
-    if len(pool):
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no scored crops", ha="center", va="center", transform=ax.transAxes)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def _thumb(arr: np.ndarray, path: Path) -> None:
@@ -149,6 +124,8 @@ def _figure(name: str | None, caption: str) -> str:
 
 def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: list[dict], cfg: CurationConfig, render,
                  inputs: dict[str, tuple[int, int]] | None = None) -> Path:
+    """``render(row)``: the pixels of a candidate crop that was not written (any square size:
+    its thumbnail is an area-average of it)."""
     import shutil
 
     rdir = out / "report"
@@ -164,8 +141,8 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
     hists = []
     for n in names + ["score"]:
         col = "score" if n == "score" else metric_column(n)
-        p = rdir / f"hist_{n}.png"
-        _hist_png(p, n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n))
+        p = rdir / f"hist_{n}.svg"
+        p.write_text(histogram_svg(n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n)))
         hists.append(p.name)
 
     n_th = cfg.exec.report_thumbs

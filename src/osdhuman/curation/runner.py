@@ -43,9 +43,9 @@ from osdhuman.curation.shard import (
     CANDIDATE_COLUMNS,
     REJECT_COLUMNS,
     ShardWorker,
+    crop_pixels,
     disambiguate,
     metric_column,
-    render_crop,
 )
 from osdhuman.curation.sources import SourceError, SourceImage, parse_specs
 from osdhuman.curation.store import (
@@ -209,14 +209,15 @@ def _run_shard_payload(payload: tuple[str, int, int, int]):
 def _write_group(payload: tuple[dict, list[tuple[dict, str]], int]) -> tuple[int, list[str], str]:
     """Decode one source image once and write its selected crops as PNG (atomic, skip existing).
 
+    ``payload``: (the crop config as a dict, [(manifest row, destination)], zlib level).
     Returns (crops written, crop ids that could not be written, reason)."""
-    import cv2
-
-    cfg_dict, jobs, compression = payload
-    cfg = from_dict(CurationConfig, cfg_dict)
     from osdhuman.curation import stages
+    from osdhuman.curation.config import CropConfig
     from osdhuman.imageio import ImageReadError, read_rgb
+    from osdhuman.outputs import atomic_write_bytes, encode_png
 
+    crop_dict, jobs, compression = payload
+    crop_cfg = from_dict(CropConfig, crop_dict)
     todo = [(r, d) for r, d in jobs if not Path(d).exists()]
     if not todo:
         return 0, [], ""
@@ -226,13 +227,10 @@ def _write_group(payload: tuple[dict, list[tuple[dict, str]], int]) -> tuple[int
         return 0, [r["crop_id"] for r, _ in todo], f"source_changed:{exc.reason}"
     for row, dest in todo:
         sq = (int(row["crop_x0"]), int(row["crop_y0"]), int(row["crop_size"]))
-        crop = stages.resize_square(stages.extract_crop(rgb, sq, cfg.crop.pad_value), cfg.crop)
+        crop = stages.resize_square(stages.extract_crop(rgb, sq, crop_cfg.pad_value), crop_cfg)
         d = Path(dest)
         d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(f".{d.stem}.tmp{os.getpid()}.png")
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compression]):
-            raise OSError(f"{d}: cv2.imwrite failed")
-        os.replace(tmp, d)
+        atomic_write_bytes(d, encode_png(crop, compression))
     return len(todo), [], ""
 
 
@@ -604,8 +602,8 @@ def _write_selected(out: Path, cand: pd.DataFrame, cfg: CurationConfig, marker: 
     groups: dict[str, list] = {}
     for row in cand.loc[cand["selected"]].to_dict("records"):
         groups.setdefault(row["source_path"], []).append((row, str(out / row["image_path"])))
-    cfg_d = to_dict(cfg)
-    payloads = [(cfg_d, todo, cfg.exec.png_compression) for todo in
+    crop_d = to_dict(cfg.crop)
+    payloads = [(crop_d, todo, cfg.exec.png_compression) for todo in
                 ([(r, d) for r, d in jobs_ if not os.path.exists(d)] for jobs_ in groups.values()) if todo]
     n_sel = int(cand["selected"].sum())
     wbar = tqdm(total=n_sel, initial=n_sel - sum(len(p[1]) for p in payloads),
@@ -637,4 +635,4 @@ def _write_tables(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, names: l
     atomic_bytes(out / "manifest.parquet", parquet_bytes(manifest, meta))
     atomic_bytes(out / "rejects.parquet", parquet_bytes(rejects))
     inputs = source_counts(recs, cfg.exec.max_images_per_source)
-    write_report(out, manifest, rejects, infos, cfg, render=lambda r: render_crop(r, cfg), inputs=inputs)
+    write_report(out, manifest, rejects, infos, cfg, render=lambda r: crop_pixels(r, cfg), inputs=inputs)

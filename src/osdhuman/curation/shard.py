@@ -153,11 +153,12 @@ def prepare_image(item: SourceImage, cfg: CurationConfig, detector=None) -> Prep
     return out
 
 
-def render_crop(row: dict, cfg: CurationConfig) -> np.ndarray:
-    """Re-create the resized crop of a manifest row from its source image (same pixels as scored)."""
+def crop_pixels(row: dict, cfg: CurationConfig) -> np.ndarray:
+    """The square crop of a manifest row at its source resolution (crop_size, crop_size, 3) uint8,
+    decoded again from its source image (padded as when it was scored)."""
     rgb, _ = read_rgb_info(row["source_path"])
     sq = (int(row["crop_x0"]), int(row["crop_y0"]), int(row["crop_size"]))
-    return stages.resize_square(stages.extract_crop(rgb, sq, cfg.crop.pad_value), cfg.crop)
+    return stages.extract_crop(rgb, sq, cfg.crop.pad_value)
 
 
 class ShardWorker:

@@ -338,8 +338,8 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
-def _previous_build(src: Path, n: int) -> dict:
-    """The same build in a fresh process importing the previous implementation from ``src``."""
+def _fresh_build(src: Path, n: int) -> dict:
+    """The same build in a fresh process importing the implementation in ``src``."""
     import json
     import subprocess
 
@@ -409,12 +409,13 @@ def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> Non
         from osdhuman.config import apply_overrides
 
         cubic = apply_overrides(cfg, ["crop.upscale=cubic"])
-        runs: dict[str, list] = {"ours": [], "torch": [], "previous": [], "cubic": []}
+        runs: dict[str, list] = {"ours": [], "torch": [], "previous": [], "cubic": [], "fresh": []}
         for r in range(repeat):
             runs["ours"].append(_timed_build(cfg, Path(tmp) / f"ours{r}"))
             runs["cubic"].append(_timed_build(cubic, Path(tmp) / f"cubic{r}"))
-            if prev_src is not None:
-                runs["previous"].append(_previous_build(prev_src, n))
+            if prev_src is not None:  # both in fresh processes, back to back
+                runs["previous"].append(_fresh_build(prev_src, n))
+                runs["fresh"].append(_fresh_build(Path(__file__).resolve().parents[1] / "src", n))
             moments.ENABLED = False
             try:
                 runs["torch"].append(_timed_build(cfg, Path(tmp) / f"torch{r}"))
@@ -438,8 +439,10 @@ def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> Non
     torch_ = line("torch path", runs["torch"], "(moments.ENABLED = False: the torch arithmetic of every metric)")
     print(f"  ratio vs torch path {ours[0] / torch_[0]:5.2f}x (without report {ours[1] / torch_[1]:5.2f}x)")
     if runs["previous"]:
+        fresh = line("ours fresh", runs["fresh"], "(this src/, fresh process)")
         prev = line("previous", runs["previous"], f"(src/ of {against}, fresh process)")
-        print(f"  ratio vs previous   {ours[0] / prev[0]:5.2f}x (without report {ours[1] / prev[1]:5.2f}x)")
+        print(f"  ratio vs previous   {fresh[0] / prev[0]:5.2f}x (without report {fresh[1] / prev[1]:5.2f}x), "
+              f"fresh processes both")
     p = parts
     per_image = p["prepare_ms_per_image"] + p["crops_per_image"] * p["iqa_ms_per_crop"]
     print(f"  where the time goes, per source image ({p['crops_per_image']:.2f} crops scored each): prepare "

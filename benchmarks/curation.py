@@ -64,7 +64,20 @@ def _base_photos() -> list[np.ndarray]:
     return photos
 
 
-def make_inputs(root: Path, n: int):
+def _distinct_view(base: np.ndarray, rng) -> np.ndarray:
+    """A random window (55-90 % of each side) of ``base`` at 640x480, its brightness shifted:
+    views of one photo that duplicate control does not group (their perceptual hashes differ)."""
+    h, w = base.shape[:2]
+    f = rng.uniform(0.55, 0.9)
+    ch, cw = int(h * f), int(min(w, h * f * 4 / 3))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    view = cv2.resize(base[y:y + ch, x:x + cw], (640, 480), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return np.clip(view + int(rng.integers(-20, 21)), 0, 255).astype(np.uint8)
+
+
+def make_inputs(root: Path, n: int, distinct: bool = False):
+    """n 640x480 JPEGs of the base photos with 1-4 person boxes each; ``distinct``: each a
+    different view (no duplicates), else the photos resized, every other one mirrored."""
     from osdhuman.curation.sources import SourceImage
 
     rng = np.random.default_rng(0)
@@ -72,7 +85,10 @@ def make_inputs(root: Path, n: int):
     items = []
     for i in range(n):
         base = photos[i % len(photos)]
-        img = cv2.resize(base, (640, 480), interpolation=cv2.INTER_AREA)
+        if distinct:
+            img = _distinct_view(base, rng)
+        else:
+            img = cv2.resize(base, (640, 480), interpolation=cv2.INTER_AREA)
         if i % 2:
             img = img[:, ::-1]
         path = root / f"{i:05d}.jpg"
@@ -284,13 +300,13 @@ def bench_rerun(n: int, workers: int) -> None:
 
 
 def _coco_inputs(root: Path, n: int):
-    """n 640x480 JPEGs with 1-4 people and their COCO file -> (items, config)."""
+    """n distinct 640x480 JPEGs with 1-4 people and their COCO file -> (items, config)."""
     import json
 
     from osdhuman.config import apply_overrides
     from osdhuman.curation import CurationConfig
 
-    items = make_inputs(root, n)
+    items = make_inputs(root, n, distinct=True)
     images = [{"id": i, "file_name": Path(it.path).name, "width": 640, "height": 480} for i, it in enumerate(items)]
     anns = [{"id": len(images) * 10 + k, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
             for i, it in enumerate(items) for k, b in enumerate(it.boxes)]

@@ -178,3 +178,28 @@ def test_poisson_guide_table_equals_its_searchsorted_definition():
     g = torch.searchsorted(cdf, q, right=True).clamp(max=_K - 1)
     want = (2 * g[:, :-1] + (g[:, 1:] != g[:, :-1]).long()).to(torch.int16)
     assert torch.equal(_guide_from_cdf(cdf.numpy()), want)
+
+
+def test_poisson_guide_blocks_are_built_only_for_the_exponents_drawn(monkeypatch):
+    """The guide table is filled one exponent block at a time; draws from a partly built
+    table equal the exact inversion, and a block is built once."""
+    from osdhuman.degradation import noise
+
+    monkeypatch.setattr(noise, "_TABLES", {k: v for k, v in noise._TABLES.items() if not k.startswith("guide:")})
+    monkeypatch.setattr(noise, "_GUIDE_BLOCKS", {})
+    built = []
+    real = noise._guide_from_cdf
+    monkeypatch.setattr(noise, "_guide_from_cdf", lambda cdf: built.append(cdf.shape) or real(cdf))
+    g = torch.Generator().manual_seed(3)
+    k = torch.randint(0, 256, (5000,), generator=g)
+    u = torch.rand(5000, generator=g, dtype=torch.float64)
+    table = poisson_cdf_table("cpu")
+    for exps in ([8], [8], [3, 8], None):
+        vals = exps if exps else [0, 5]
+        e = torch.tensor(vals).repeat(5000 // len(vals))
+        n = sample_poisson_levels(k, e, u, exps)
+        ref = torch.tensor([int(torch.searchsorted(table[r], uu, right=True))
+                            for r, uu in zip((e * 256 + k).tolist(), u.tolist())])
+        assert torch.equal(n, ref)
+    assert built == [(256, noise._K)] * 4  # blocks 8, 3, then 0 and 5 (found by torch.unique)
+    assert noise._GUIDE_BLOCKS["guide:cpu"] == {0, 3, 5, 8}

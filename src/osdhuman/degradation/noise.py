@@ -56,15 +56,29 @@ def _cdf_table() -> torch.Tensor:
 _J = 4096  # guide-table resolution in u
 
 
-def _guide_table(device) -> torch.Tensor:
+def _guide_table(device, exponents: Sequence[int]) -> torch.Tensor:
     """(9 * 256 * J,) int16: entry r J + j = 2 n + jump, n the smallest n with CDF_r(n) > j / J
-    and jump = 1 when the CDF also passes a step inside [j / J, (j + 1) / J)."""
+    and jump = 1 when the CDF also passes a step inside [j / J, (j + 1) / J).
+
+    Built one exponent block (256 rows) at a time, when a draw first needs it: an image's
+    exponent is ceil(log2(its distinct levels)), so a folder of photos needs one or two of the
+    nine blocks (0.08 s each, against 0.8 s for the whole table on the first batch). Blocks
+    never built stay zero and are never read."""
     key = "guide:" + str(device)
     cdf = poisson_cdf_table("cpu")  # (R, K)
     with _TABLES_LOCK:
         if key not in _TABLES:
-            _TABLES[key] = _guide_from_cdf(cdf.numpy()).flatten().to(device)
-    return _TABLES[key]
+            _TABLES[key] = torch.zeros(cdf.shape[0] * _J, dtype=torch.int16, device=device)
+            _GUIDE_BLOCKS[key] = set()
+        table, built = _TABLES[key], _GUIDE_BLOCKS[key]
+        for e in sorted(set(int(v) for v in exponents) - built):
+            rows = slice(e * 256, (e + 1) * 256)
+            table[e * 256 * _J:(e + 1) * 256 * _J] = _guide_from_cdf(cdf[rows].numpy()).flatten().to(device)
+            built.add(e)
+    return table
+
+
+_GUIDE_BLOCKS: dict[str, set[int]] = {}  # exponent blocks built per guide table
 
 
 def _guide_from_cdf(cdf: np.ndarray) -> torch.Tensor:
@@ -81,18 +95,20 @@ def _guide_from_cdf(cdf: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(code.astype(np.int16))
 
 
-def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor,
+                          exponents: Sequence[int] | None = None) -> torch.Tensor:
     """Poisson(k 2^e / 255) samples by exact inversion of the CDF table at uniforms u.
 
-    k, e: integer tensors of one shape; u: float in [0, 1). Returns the smallest n with
-    CDF(n) > u (long). A guide table gives the answer at the bucket floor(u J) directly when
+    k, e: integer tensors of one shape (e in 0..8); u: float in [0, 1); ``exponents``: the
+    values e takes, when the caller knows them (else found with ``torch.unique``). Returns the
+    smallest n with CDF(n) > u (long). A guide table gives the answer at the bucket floor(u J) directly when
     the CDF does not jump inside the bucket (about 98% of pixels); the others are found by
     bisection above the bucket's lower bound. Vectorised over all pixels of all images.
     """
     shape = k.shape
     row = (e.to(torch.int32) * 256 + k.to(torch.int32)).flatten()  # (N,) table row
     u = u.flatten()
-    guide = _guide_table(k.device)
+    guide = _guide_table(k.device, exponents if exponents is not None else torch.unique(e).tolist())
     j = (u * _J).to(torch.int32).clamp_(max=_J - 1)  # (N,) bucket
     code = guide.index_select(0, row * _J + j)
     n = (code >> 1).long()
@@ -171,7 +187,7 @@ def add_noise(x: torch.Tensor, sizes: Sequence[tuple[int, int]], params: Sequenc
         for j, b in enumerate(poiss):  # gray: one draw for all three channels
             h, w = sizes[b]
             u[j, :, :h, :w] = _draw(params[b].seed, (1 if params[b].gray else C, h, w), dev, x.dtype, True)
-        n = sample_poisson_levels(k, e.expand_as(k), u).to(x.dtype)  # (P, 3, Hc, Wc)
+        n = sample_poisson_levels(k, e.expand_as(k), u, e.flatten().tolist()).to(x.dtype)  # (P, 3, Hc, Wc)
         scale = torch.tensor([params[b].level for b in poiss], dtype=x.dtype, device=dev).view(-1, 1, 1, 1)
         noisy = xs + (n / vals - q) * scale
         out[gi] = torch.where(valid, noisy.clamp(0, 1), 0.0)
@@ -192,6 +208,6 @@ def noise_one(x: torch.Tensor, p: NoiseParams | None) -> torch.Tensor:
     k = (src * 255.0).round_().clamp_(0, 255).to(torch.int32)  # (1, ch, h, w) 8-bit level
     e = _levels((torch.bincount(k.flatten(), minlength=256) > 0).sum())
     u = _draw(p.seed, (1, ch, h, w), x.device, x.dtype, uniform=True)
-    n = sample_poisson_levels(k, e.expand_as(k), u).to(x.dtype)
+    n = sample_poisson_levels(k, e.expand_as(k), u, [int(e)]).to(x.dtype)
     q = k.to(x.dtype).div_(255.0)
     return (x + n.div_(float(2 ** int(e))).sub_(q).mul_(p.level)).clamp_(0, 1)

@@ -71,7 +71,7 @@ def _guide_table(device, exponents: Sequence[int]) -> torch.Tensor:
             _TABLES[key] = torch.zeros(cdf.shape[0] * _J, dtype=torch.int16, device=device)
             _GUIDE_BLOCKS[key] = set()
         table, built = _TABLES[key], _GUIDE_BLOCKS[key]
-        for e in sorted(set(int(v) for v in exponents) - built):
+        for e in sorted({int(v) for v in exponents} - built):
             rows = slice(e * 256, (e + 1) * 256)
             table[e * 256 * _J:(e + 1) * 256 * _J] = _guide_from_cdf(cdf[rows].numpy()).flatten().to(device)
             built.add(e)

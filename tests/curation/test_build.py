@@ -72,7 +72,9 @@ def test_outputs_and_manifest(built, crafted):
     # blurry.jpg: rejected before cropping, shown with the threshold used
     assert "blur.min_laplacian_var = 50" in html and 'src="report/thumbs/blur_0.jpg"' in html
     assert (built / "report" / "thumbs" / "blur_0.jpg").is_file()
-    assert list((built / "report").glob("hist_*.svg"))
+    hists = sorted(p.name for p in (built / "report").glob("hist_*"))
+    assert hists == ["hist_laplacian_var.svg", "hist_score.svg"]
+    assert all(f'src="report/{h}"' in html for h in hists)
 
 
 def test_selected_png_is_the_resized_square_crop(built):
@@ -351,6 +353,7 @@ def test_rerun_with_another_keep_fraction_rewrites_only_the_difference(crafted, 
     shutil.copytree(built, out)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
     (out / "images" / "train" / ".stale.tmp123.png").write_bytes(b"half")
+    (out / "report" / "hist_niqe.png").write_bytes(b"an older version's histogram")
     assert main(_argv(crafted, out, "--keep-fraction", "0.5", "--set", "split.val_fraction=0")) == 0
     m = pd.read_parquet(out / "manifest.parquet")
     chosen = m[m["selected"]]
@@ -360,6 +363,7 @@ def test_rerun_with_another_keep_fraction_rewrites_only_the_difference(crafted, 
     files = sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if p.is_file())
     assert files == sorted(chosen["image_path"])  # stale and half-written files removed
     assert not (out / "images" / "val").exists()  # val is empty now
+    assert not (out / "report" / "hist_niqe.png").exists()  # stale report files go too
     after = {p.name: p.stat().st_mtime_ns for p in (out / "images" / "train").glob("*.png")}
     kept_train = [n for n in before if n in after and before[n] == after[n]]
     assert kept_train  # crops already written under images/train were not rewritten

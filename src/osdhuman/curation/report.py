@@ -144,6 +144,9 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
         p = rdir / f"hist_{n}.svg"
         p.write_text(histogram_svg(n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n)))
         hists.append(p.name)
+    for stale in rdir.glob("hist_*"):  # an earlier run's (other metrics, or PNGs of older versions)
+        if stale.name not in hists:
+            stale.unlink()
 
     n_th = cfg.exec.report_thumbs
 

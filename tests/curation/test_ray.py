@@ -250,3 +250,45 @@ def test_cuda_scoring_on_a_cluster_without_gpus_stops_with_a_clear_line(crafted,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "need 1 GPU(s) each, the Ray cluster has 0" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("actors", ["never", "always"])
+def test_a_ray_worker_without_the_metric_weights_stops_the_run_with_one_line(crafted, tmp_path, local_ray, capsys,
+                                                                             monkeypatch, actors):
+    """The driver found its metrics but the actors' node lacks the weight file (here: pyiqa's
+    MANIQA, never written to the actors' TORCH_HOME; the driver is handed the offline NIQE in
+    its place): the build stops with the actor's own message, exit 2, no traceback, nothing
+    selected."""
+    from osdhuman.cli import build_dataset as cli_build
+    from osdhuman.config import apply_overrides
+    from osdhuman.curation import scoring
+
+    offline = scoring.load_metrics(apply_overrides(CurationConfig(), ["iqa.metrics=[niqe]", "iqa.backend=offline"]).iqa)
+    monkeypatch.setattr(cli_build, "_metrics_or_fallback", lambda cfg, allow: (cfg, offline))
+    out = tmp_path / "o"
+    argv = ["build-dataset", "--source", crafted["source"], "--out", str(out), "--no-progress", "--workers", "1",
+            "--backend", "ray", "--set", "iqa.metrics=[maniqa]", "--set", "iqa.backend=pyiqa",
+            "--set", f"exec.ray_score_actors={actors}"]
+    for s in FAST:
+        if not s.startswith("iqa.metrics"):
+            argv += ["--set", s]
+    _ray_logs_to_current_stderr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = [ln for ln in err.splitlines() if ln.startswith("osdhuman build-dataset: error:")]
+    assert line and "on a Ray worker: IQA metric 'maniqa'" in line[0] and "Traceback" not in err
+    assert "RayTaskError" not in err and not (out / "manifest.parquet").exists()
+
+
+def _ray_logs_to_current_stderr() -> None:
+    """Ray Data's log handlers keep the stderr of the test that first ran a dataset (capsys
+    closes it afterwards; writing there prints "--- Logging error ---"): point them at this
+    test's stderr, as a fresh process would have them."""
+    import logging
+    import sys
+
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("ray") and isinstance(lg, logging.Logger):
+            for h in lg.handlers:
+                if type(h) is logging.StreamHandler:
+                    h.setStream(sys.stderr)

@@ -14,7 +14,14 @@ Two shapes:
   * two stages (``exec.ray_score_actors``: "auto" = when ``iqa.device`` is cuda): CPU actors
     (``_PrepareUDF``) decode, filter and crop, then scoring actors (``_ScoreUDF``, reserving
     ``num_gpus``) score the crops of ``ray_score_shards`` shards per call in ``iqa.batch_size``
-    batches on the device. Both call the same ShardWorker phases, so the rows are the same.
+    batches on the device. Both call the same ShardWorker phases, so the rows are the same;
+    scores of network metrics (float32) may differ in their last bits from the local run's,
+    since a crop's score depends slightly on the batch it is scored in.
+
+An actor that cannot load its metrics or detector (a node without the weight files the
+driver found) does not raise: Ray would hand the driver its traceback as text. It returns
+its batch with the message in an ``error`` column, and the driver stops with that one line
+(:func:`raise_worker_error`), as for the same problem on the driver.
 """
 
 from __future__ import annotations
@@ -34,6 +41,44 @@ def _init(cfg_dict: dict):
     return runner
 
 
+def _setup_errors() -> tuple[type, ...]:
+    """The errors of a worker that cannot run at all (what it needs is missing on its node)."""
+    from osdhuman.curation.detect import DetectorUnavailable
+    from osdhuman.curation.scoring import ScoringUnavailable
+
+    return ScoringUnavailable, DetectorUnavailable
+
+
+def _error_batch(batch: dict, exc: Exception, columns: dict[str, object]) -> dict:
+    """The batch's keys with ``exc`` as each row's error and ``columns`` filled with empties."""
+    n = len(batch["key"])
+    msg = f"{type(exc).__name__}: {exc}"
+    out = {"key": np.array(list(batch["key"]), dtype=object), "error": np.array([msg] * n, dtype=object)}
+    for name, empty in columns.items():
+        out[name] = np.array([empty] * n, dtype=object if isinstance(empty, (bytes, str)) else np.int64)
+    return out
+
+
+def _passed_on_errors(batch: dict) -> list[str]:
+    return [str(e) for e in batch.get("error", []) if e]
+
+
+def raise_worker_error(batch: dict) -> None:
+    """Raise the first error a worker returned in ``batch`` as the driver would have raised it."""
+    errors = _passed_on_errors(batch)
+    if not errors:
+        return
+    from osdhuman.curation.detect import DetectorUnavailable
+    from osdhuman.curation.scoring import ScoringUnavailable
+
+    kind, _, msg = errors[0].partition(": ")
+    cls = DetectorUnavailable if kind == "DetectorUnavailable" else ScoringUnavailable
+    raise cls(f"on a Ray worker: {msg}")
+
+
+_SHARD_EMPTY = {"cand": b"", "rej": b"", "kept": 0, "nrej": 0}
+
+
 class _ShardUDF:
     """One-stage actor: holds one ShardWorker (detector + metrics loaded once)."""
 
@@ -41,6 +86,12 @@ class _ShardUDF:
         self.runner = _init(cfg_dict)
 
     def __call__(self, batch: dict) -> dict:
+        try:
+            return self._run(batch)
+        except _setup_errors() as exc:
+            return _error_batch(batch, exc, _SHARD_EMPTY)
+
+    def _run(self, batch: dict) -> dict:
         keys, cands, rejs, kept, nrej = [], [], [], [], []
         for key, part, start, stop, group in zip(batch["key"], batch["part"], batch["start"], batch["stop"],
                                                  batch["group"]):
@@ -50,8 +101,9 @@ class _ShardUDF:
             rejs.append(r)
             kept.append(k)
             nrej.append(n)
-        return {"key": np.array(keys, dtype=object), "cand": np.array(cands, dtype=object),
-                "rej": np.array(rejs, dtype=object), "kept": np.array(kept), "nrej": np.array(nrej)}
+        return {"key": np.array(keys, dtype=object), "error": np.array([""] * len(keys), dtype=object),
+                "cand": np.array(cands, dtype=object), "rej": np.array(rejs, dtype=object),
+                "kept": np.array(kept), "nrej": np.array(nrej)}
 
 
 class _PrepareUDF:
@@ -61,6 +113,12 @@ class _PrepareUDF:
         self.runner = _init(cfg_dict)
 
     def __call__(self, batch: dict) -> dict:
+        try:
+            return self._run(batch)
+        except _setup_errors() as exc:
+            return _error_batch(batch, exc, {"prepared": b"", "crops": b"", "n_crops": 0, "inputs": ""})
+
+    def _run(self, batch: dict) -> dict:
         from osdhuman.curation import records
         from osdhuman.curation.store import inputs_digest
 
@@ -75,6 +133,7 @@ class _PrepareUDF:
             out["crops"].append(np.stack(crops).tobytes() if crops else b"")
             out["n_crops"].append(len(crops))
             out["inputs"].append(inputs)
+        out["error"] = [""] * len(out["key"])
         return {k: np.array(v, dtype=object if k != "n_crops" else np.int64) for k, v in out.items()}
 
 
@@ -86,6 +145,16 @@ class _ScoreUDF:
         self.size = int(cfg_dict["crop"]["size"])
 
     def __call__(self, batch: dict) -> dict:
+        if _passed_on_errors(batch):  # a preparing actor could not run: pass its message on
+            out = _error_batch(batch, RuntimeError(), _SHARD_EMPTY)
+            out["error"] = np.array(list(batch["error"]), dtype=object)
+            return out
+        try:
+            return self._run(batch)
+        except _setup_errors() as exc:
+            return _error_batch(batch, exc, _SHARD_EMPTY)
+
+    def _run(self, batch: dict) -> dict:
         runner, worker = self.runner, self.runner._WORKER
         counts = [int(n) for n in batch["n_crops"]]
         crops = [np.frombuffer(b, np.uint8).reshape(n, self.size, self.size, 3) for b, n in zip(batch["crops"], counts)
@@ -105,7 +174,8 @@ class _ScoreUDF:
             out["rej"].append(rej_b)
             out["kept"].append(kept)
             out["nrej"].append(nrej)
-        return {k: np.array(v, dtype=object if k in ("key", "cand", "rej") else np.int64) for k, v in out.items()}
+        out["error"] = [""] * len(out["key"])
+        return {k: np.array(v, dtype=object if k in ("key", "cand", "rej", "error") else np.int64) for k, v in out.items()}
 
 
 def _dumps(obj) -> bytes:
@@ -170,5 +240,6 @@ def ray_shards(cfg: CurationConfig, jobs: list):
                             compute=ray.data.ActorPoolStrategy(size=scorers), num_gpus=gpus,
                             num_cpus=1 if cpus > scorers else 0.5, batch_format="numpy")
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
+        raise_worker_error(batch)
         for key, c, r, k, nrej in zip(batch["key"], batch["cand"], batch["rej"], batch["kept"], batch["nrej"]):
             yield str(key), (bytes(c), bytes(r), int(k), int(nrej))

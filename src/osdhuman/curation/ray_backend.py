@@ -27,6 +27,7 @@ its batch with the message in an ``error`` column, and the driver stops with tha
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import numpy as np
 
@@ -49,47 +50,51 @@ def _setup_errors() -> tuple[type, ...]:
     return ScoringUnavailable, DetectorUnavailable
 
 
-def _error_batch(batch: dict, exc: Exception, columns: dict[str, object]) -> dict:
-    """The batch's keys with ``exc`` as each row's error and ``columns`` filled with empties."""
+def _error_batch(batch: dict, errors: list[str], empty: dict[str, object]) -> dict:
+    """The batch's keys with their ``errors`` and the other output columns filled with ``empty``."""
     n = len(batch["key"])
-    msg = f"{type(exc).__name__}: {exc}"
-    out = {"key": np.array(list(batch["key"]), dtype=object), "error": np.array([msg] * n, dtype=object)}
-    for name, empty in columns.items():
-        out[name] = np.array([empty] * n, dtype=object if isinstance(empty, (bytes, str)) else np.int64)
+    out = {"key": np.array(list(batch["key"]), dtype=object), "error": np.array(errors, dtype=object)}
+    for name, value in empty.items():
+        out[name] = np.array([value] * n, dtype=object if isinstance(value, (bytes, str)) else np.int64)
     return out
-
-
-def _passed_on_errors(batch: dict) -> list[str]:
-    return [str(e) for e in batch.get("error", []) if e]
 
 
 def raise_worker_error(batch: dict) -> None:
     """Raise the first error a worker returned in ``batch`` as the driver would have raised it."""
-    errors = _passed_on_errors(batch)
+    errors = [str(e) for e in batch.get("error", []) if e]
     if not errors:
         return
-    from osdhuman.curation.detect import DetectorUnavailable
-    from osdhuman.curation.scoring import ScoringUnavailable
-
     kind, _, msg = errors[0].partition(": ")
-    cls = DetectorUnavailable if kind == "DetectorUnavailable" else ScoringUnavailable
-    raise cls(f"on a Ray worker: {msg}")
+    classes = {c.__name__: c for c in _setup_errors()}
+    raise classes.get(kind, classes["ScoringUnavailable"])(f"on a Ray worker: {msg}")
 
 
-_SHARD_EMPTY = {"cand": b"", "rej": b"", "kept": 0, "nrej": 0}
+class _Actor:
+    """What every actor does around its ``_run``: an ``error`` column on its output, empty when
+    it ran; an error passed on from the stage before, or its own setup error, as error rows."""
 
-
-class _ShardUDF:
-    """One-stage actor: holds one ShardWorker (detector + metrics loaded once)."""
+    EMPTY: ClassVar[dict[str, object]] = {"cand": b"", "rej": b"", "kept": 0, "nrej": 0}  # what the driver reads
 
     def __init__(self, cfg_dict: dict):
         self.runner = _init(cfg_dict)
 
     def __call__(self, batch: dict) -> dict:
+        passed = [str(e) for e in batch.get("error", [])]
+        if any(passed):  # a preparing actor could not run: pass its message on
+            return _error_batch(batch, passed, self.EMPTY)
         try:
-            return self._run(batch)
+            out = self._run(batch)
         except _setup_errors() as exc:
-            return _error_batch(batch, exc, _SHARD_EMPTY)
+            return _error_batch(batch, [f"{type(exc).__name__}: {exc}"] * len(batch["key"]), self.EMPTY)
+        out["error"] = np.array([""] * len(out["key"]), dtype=object)
+        return out
+
+    def _run(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+
+class _ShardUDF(_Actor):
+    """One-stage actor: holds one ShardWorker (detector + metrics loaded once)."""
 
     def _run(self, batch: dict) -> dict:
         keys, cands, rejs, kept, nrej = [], [], [], [], []
@@ -101,22 +106,14 @@ class _ShardUDF:
             rejs.append(r)
             kept.append(k)
             nrej.append(n)
-        return {"key": np.array(keys, dtype=object), "error": np.array([""] * len(keys), dtype=object),
-                "cand": np.array(cands, dtype=object), "rej": np.array(rejs, dtype=object),
-                "kept": np.array(kept), "nrej": np.array(nrej)}
+        return {"key": np.array(keys, dtype=object), "cand": np.array(cands, dtype=object),
+                "rej": np.array(rejs, dtype=object), "kept": np.array(kept), "nrej": np.array(nrej)}
 
 
-class _PrepareUDF:
+class _PrepareUDF(_Actor):
     """Stage 1 (CPU): a shard's images -> its rows, rejects and crops (uint8 bytes)."""
 
-    def __init__(self, cfg_dict: dict):
-        self.runner = _init(cfg_dict)
-
-    def __call__(self, batch: dict) -> dict:
-        try:
-            return self._run(batch)
-        except _setup_errors() as exc:
-            return _error_batch(batch, exc, {"prepared": b"", "crops": b"", "n_crops": 0, "inputs": ""})
+    EMPTY: ClassVar[dict[str, object]] = {"prepared": b"", "crops": b"", "n_crops": 0, "inputs": ""}
 
     def _run(self, batch: dict) -> dict:
         from osdhuman.curation import records
@@ -133,26 +130,15 @@ class _PrepareUDF:
             out["crops"].append(np.stack(crops).tobytes() if crops else b"")
             out["n_crops"].append(len(crops))
             out["inputs"].append(inputs)
-        out["error"] = [""] * len(out["key"])
         return {k: np.array(v, dtype=object if k != "n_crops" else np.int64) for k, v in out.items()}
 
 
-class _ScoreUDF:
+class _ScoreUDF(_Actor):
     """Stage 2 (GPU when reserved): the crops of several shards scored in device batches."""
 
     def __init__(self, cfg_dict: dict):
-        self.runner = _init(cfg_dict)
+        super().__init__(cfg_dict)
         self.size = int(cfg_dict["crop"]["size"])
-
-    def __call__(self, batch: dict) -> dict:
-        if _passed_on_errors(batch):  # a preparing actor could not run: pass its message on
-            out = _error_batch(batch, RuntimeError(), _SHARD_EMPTY)
-            out["error"] = np.array(list(batch["error"]), dtype=object)
-            return out
-        try:
-            return self._run(batch)
-        except _setup_errors() as exc:
-            return _error_batch(batch, exc, _SHARD_EMPTY)
 
     def _run(self, batch: dict) -> dict:
         runner, worker = self.runner, self.runner._WORKER
@@ -174,8 +160,7 @@ class _ScoreUDF:
             out["rej"].append(rej_b)
             out["kept"].append(kept)
             out["nrej"].append(nrej)
-        out["error"] = [""] * len(out["key"])
-        return {k: np.array(v, dtype=object if k in ("key", "cand", "rej", "error") else np.int64) for k, v in out.items()}
+        return {k: np.array(v, dtype=object if k in ("key", "cand", "rej") else np.int64) for k, v in out.items()}
 
 
 def _dumps(obj) -> bytes:

@@ -63,11 +63,9 @@ def histogram_svg(name: str, pool: np.ndarray, chosen: np.ndarray, lower_better:
     if not len(pool):
         parts.append(_text((x0 + x1) / 2, (y0 + y1) / 2, "no scored crops", 11))
         return "".join(parts) + "</svg>"
-    edges = np.histogram_bin_edges(pool, bins=min(40, max(5, len(pool) // 3)))  # (bins + 1,)
+    # (bins + 1,); equal values get the range value +- 0.5 (numpy's rule), so hi > lo
+    edges = np.histogram_bin_edges(pool, bins=min(40, max(5, len(pool) // 3)))
     lo, hi = float(edges[0]), float(edges[-1])
-    if hi <= lo:  # every value equal: one bar of unit width around it
-        lo, hi = lo - 0.5, hi + 0.5
-        edges = np.array([lo, hi])
     counts_pool, _ = np.histogram(pool, edges)
     counts_chosen, _ = np.histogram(chosen, edges)
     top = max(1, int(counts_pool.max()))

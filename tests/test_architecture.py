@@ -60,3 +60,101 @@ def test_the_checker_sees_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import os\nfrom osdhuman.models import build_osdhuman\ndef f():\n    import osdhuman.cli\n")
     assert _osdhuman_imports(f) == {"models", "cli"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_edges(path: Path, modules: set[str]) -> set[str]:
+    """The osdhuman modules ``path`` imports, anywhere in the file (late imports included):
+    ``from a.b import c`` is module ``a.b.c`` when that is a module, else ``a.b``."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                found.add(sub if sub in modules else base)
+    return {m for m in found if m in modules and m != here}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _package_graph(package: Path) -> dict[str, set[str]]:
+    files = sorted(package.rglob("*.py"))
+    modules = {_module_name(p) for p in files}
+    inside = {m for m in modules if m.startswith(_module_name(package / "__init__.py"))}
+    return {_module_name(p): _module_edges(p, modules) & inside for p in files}
+
+
+def test_no_import_cycle_between_modules_of_a_package():
+    bad = []
+    for package in sorted(p for p in SRC.iterdir() if (p / "__init__.py").exists()):
+        graph = _package_graph(package)
+        # a package's __init__ re-exports its modules; a module importing the package itself
+        # would close a cycle through it, so __init__ stays in the graph
+        bad += [" -> ".join(c) for c in _cycles(graph)]
+    assert not bad, "import cycles:\n" + "\n".join(bad)
+
+
+def test_the_cycle_checker_sees_late_imports(tmp_path):
+    pkg = tmp_path / "osdhuman" / "pkg"
+    pkg.mkdir(parents=True)
+    (tmp_path / "osdhuman" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from osdhuman.pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from osdhuman.pkg.a import thing  # late\n")
+    (pkg / "c.py").write_text("from . import a\n")
+    files = sorted(pkg.glob("*.py"))
+    root = tmp_path / "osdhuman"
+    modules = {".".join(p.relative_to(tmp_path).with_suffix("").parts).removesuffix(".__init__") for p in files}
+    graph = {}
+    for p in files:
+        global SRC
+        saved, SRC = SRC, root
+        try:
+            graph[_module_name(p)] = _module_edges(p, modules)
+        finally:
+            SRC = saved
+    assert graph["osdhuman.pkg.c"] == {"osdhuman.pkg.a"}
+    assert _cycles(graph) == [["osdhuman.pkg.a", "osdhuman.pkg.b"]]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from osdhuman.cli import main
 from osdhuman.config import load_config
-from osdhuman.curation import runner
+from osdhuman.curation import images, runner
 from osdhuman.curation import select as sel
 from osdhuman.curation.config import CurationConfig
 
@@ -157,7 +157,7 @@ def test_resume_after_kill_is_identical_and_skips_finished_shards(crafted, built
 
     # killed again while writing the PNGs
     monkeypatch.setattr(runner.ShardWorker, "__call__", real_call)
-    real_write = runner._write_group
+    real_write = images.write_crop_group
     writes = {"n": 0}
 
     def dying_write(payload):
@@ -173,11 +173,11 @@ def test_resume_after_kill_is_identical_and_skips_finished_shards(crafted, built
         return real_call(self, items)
 
     monkeypatch.setattr(runner.ShardWorker, "__call__", counting)
-    monkeypatch.setattr(runner, "_write_group", dying_write)
+    monkeypatch.setattr(images, "write_crop_group", dying_write)
     with pytest.raises(KeyboardInterrupt):
         main(_argv(crafted, out))
     assert counted["n"] == n_shards - 2  # finished shards were not redone
-    monkeypatch.setattr(runner, "_write_group", real_write)
+    monkeypatch.setattr(images, "write_crop_group", real_write)
     counted["n"] = 0
     assert main(_argv(crafted, out)) == 0
     assert counted["n"] == 0
@@ -204,7 +204,7 @@ def test_finished_shards_are_consolidated_and_a_kill_while_packing_resumes_exact
     out = tmp_path / "packs"
     from osdhuman.curation import store
 
-    real = store.atomic_bytes
+    real = store.atomic_write_bytes
     seen = {"n": 0}
 
     def dying(path, data):
@@ -214,10 +214,10 @@ def test_finished_shards_are_consolidated_and_a_kill_while_packing_resumes_exact
                 raise KeyboardInterrupt("killed while packing")
         return real(path, data)
 
-    monkeypatch.setattr(store, "atomic_bytes", dying)
+    monkeypatch.setattr(store, "atomic_write_bytes", dying)
     with pytest.raises(KeyboardInterrupt):
         main(_argv(crafted, out, "--set", "exec.pack_images=4"))
-    monkeypatch.setattr(store, "atomic_bytes", real)
+    monkeypatch.setattr(store, "atomic_write_bytes", real)
     assert main(_argv(crafted, out, "--set", "exec.pack_images=4")) == 0
     idx = json.loads((out / ".work" / "shards" / "packs.json").read_text())
     assert len(idx) > 2 and sum(len(v) for v in idx.values()) == _n_shards(built)

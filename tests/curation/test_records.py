@@ -12,7 +12,7 @@ from PIL import Image
 
 from osdhuman.cli import main
 from osdhuman.config import to_dict
-from osdhuman.curation import records, runner
+from osdhuman.curation import records, runner, schema, worker
 from osdhuman.curation.config import LabelConfig
 from osdhuman.curation.sources import parse_source, parse_specs
 
@@ -123,8 +123,9 @@ def test_shard_files_written_with_arrow_read_back_as_the_pandas_frames(crafted):
     items = parse_source(parse_specs([crafted["source"]])[0], cfg.labels).images[:9]
     rows, rejects = ShardWorker(cfg, [_LaplacianFallback()])(items)
     assert rows and rejects and any(r["box_flags"] is None for r in rows)
-    cand_b, rej_b, kept, nrej = runner.shard_bytes(rows, rejects, ["laplacian_var"], "digest")
-    cand, rej = runner.shard_frames(rows, rejects, ["laplacian_var"])
-    pd.testing.assert_frame_equal(runner._typed(pd.read_parquet(io.BytesIO(cand_b)), ["laplacian_var"]), cand)
-    pd.testing.assert_frame_equal(runner._typed_rejects(pd.read_parquet(io.BytesIO(rej_b))), rej)
+    cand_b, rej_b, kept, nrej = worker.shard_bytes(rows, rejects, ["laplacian_var"], "digest")
+    cand_schema = schema.candidate_schema(["laplacian_var"])
+    cand, rej = schema.frame(rows, cand_schema), schema.frame(rejects, schema.REJECTS)
+    pd.testing.assert_frame_equal(schema.typed(pd.read_parquet(io.BytesIO(cand_b)), cand_schema), cand)
+    pd.testing.assert_frame_equal(schema.typed(pd.read_parquet(io.BytesIO(rej_b)), schema.REJECTS), rej)
     assert kept == int(cand["reject_reason"].isna().sum()) > 0 and nrej == len(rej)

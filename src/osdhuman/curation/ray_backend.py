@@ -10,7 +10,7 @@ is a row range of one file, not a file.
 
 Two shapes:
   * one stage (default on CPU): ``_ShardUDF`` actors prepare and score whole shards, exactly
-    ``run_shard_to_bytes`` of the local backend;
+    ``worker.run_shard`` of the local backend;
   * two stages (``exec.ray_score_actors``: "auto" = when ``iqa.device`` is cuda): CPU actors
     (``_PrepareUDF``) decode, filter and crop, then scoring actors (``_ScoreUDF``, reserving
     ``num_gpus``) score the crops of ``ray_score_shards`` shards per call in ``iqa.batch_size``
@@ -26,27 +26,22 @@ its batch with the message in an ``error`` column, and the driver stops with tha
 
 from __future__ import annotations
 
+import json
 import os
 from typing import ClassVar
 
 import numpy as np
 
 from osdhuman.config import to_dict
+from osdhuman.curation import records, worker
 from osdhuman.curation.config import CurationConfig
-
-
-def _init(cfg_dict: dict):
-    from osdhuman.curation import runner
-
-    runner._init_worker(cfg_dict)
-    return runner
+from osdhuman.curation.detect import DetectorUnavailable
+from osdhuman.curation.scoring import ScoringUnavailable
+from osdhuman.curation.store import inputs_digest
 
 
 def _setup_errors() -> tuple[type, ...]:
     """The errors of a worker that cannot run at all (what it needs is missing on its node)."""
-    from osdhuman.curation.detect import DetectorUnavailable
-    from osdhuman.curation.scoring import ScoringUnavailable
-
     return ScoringUnavailable, DetectorUnavailable
 
 
@@ -76,7 +71,7 @@ class _Actor:
     EMPTY: ClassVar[dict[str, object]] = {"cand": b"", "rej": b"", "kept": 0, "nrej": 0}  # what the driver reads
 
     def __init__(self, cfg_dict: dict):
-        self.runner = _init(cfg_dict)
+        self.worker = worker.init_process(cfg_dict)
 
     def __call__(self, batch: dict) -> dict:
         passed = [str(e) for e in batch.get("error", [])]
@@ -100,7 +95,7 @@ class _ShardUDF(_Actor):
         keys, cands, rejs, kept, nrej = [], [], [], [], []
         for key, part, start, stop, group in zip(batch["key"], batch["part"], batch["start"], batch["stop"],
                                                  batch["group"]):
-            c, r, k, n = self.runner._run_shard_payload((str(part), int(start), int(stop), int(group)))
+            c, r, k, n = worker.run_shard((str(part), int(start), int(stop), int(group)))
             keys.append(key)
             cands.append(c)
             rejs.append(r)
@@ -116,15 +111,12 @@ class _PrepareUDF(_Actor):
     EMPTY: ClassVar[dict[str, object]] = {"prepared": b"", "crops": b"", "n_crops": 0, "inputs": ""}
 
     def _run(self, batch: dict) -> dict:
-        from osdhuman.curation import records
-        from osdhuman.curation.store import inputs_digest
-
         out: dict[str, list] = {k: [] for k in ("key", "prepared", "crops", "n_crops", "inputs")}
         for key, part, start, stop, group in zip(batch["key"], batch["part"], batch["start"], batch["stop"],
                                                  batch["group"]):
             items = records.read_items(str(part), int(start), int(stop), int(group))
             inputs = inputs_digest([it.path for it in items])
-            rows, rejects, crops = self.runner._WORKER.prepare(items)
+            rows, rejects, crops = self.worker.prepare(items)
             out["key"].append(key)
             out["prepared"].append(_dumps((rows, rejects)))
             out["crops"].append(np.stack(crops).tobytes() if crops else b"")
@@ -141,20 +133,20 @@ class _ScoreUDF(_Actor):
         self.size = int(cfg_dict["crop"]["size"])
 
     def _run(self, batch: dict) -> dict:
-        runner, worker = self.runner, self.runner._WORKER
+        shard_worker = self.worker
         counts = [int(n) for n in batch["n_crops"]]
         crops = [np.frombuffer(b, np.uint8).reshape(n, self.size, self.size, 3) for b, n in zip(batch["crops"], counts)
                  if n]
         allc = np.concatenate(crops) if crops else np.zeros((0, self.size, self.size, 3), np.uint8)  # (N, S, S, 3)
-        scores = worker.score_crops(allc)  # {metric: (N,)}
-        names = [m.info.name for m in worker.metrics]
+        scores = shard_worker.score_crops(allc)  # {metric: (N,)}
+        names = [m.info.name for m in shard_worker.metrics]
         out: dict[str, list] = {k: [] for k in ("key", "cand", "rej", "kept", "nrej")}
         at = 0
         for key, prepared, n, inputs in zip(batch["key"], batch["prepared"], counts, batch["inputs"]):
             rows, rejects = _loads(prepared)
-            worker.attach_scores(rows, {m: v[at:at + n] for m, v in scores.items()})
+            shard_worker.attach_scores(rows, {m: v[at:at + n] for m, v in scores.items()})
             at += n
-            cand_b, rej_b, kept, nrej = runner.shard_bytes(rows, rejects, names, str(inputs))
+            cand_b, rej_b, kept, nrej = worker.shard_bytes(rows, rejects, names, str(inputs))
             out["key"].append(key)
             out["cand"].append(cand_b)
             out["rej"].append(rej_b)
@@ -164,14 +156,10 @@ class _ScoreUDF(_Actor):
 
 
 def _dumps(obj) -> bytes:
-    import json
-
     return json.dumps(obj).encode()
 
 
 def _loads(b) -> object:
-    import json
-
     return json.loads(bytes(b))
 
 
@@ -209,8 +197,6 @@ def ray_shards(cfg: CurationConfig, jobs: list):
         gpus = _gpus_per_scorer(cfg)
         have = float(ray.cluster_resources().get("GPU", 0))
         if gpus and have < gpus:  # the actors could never be scheduled: Ray would wait forever
-            from osdhuman.curation.scoring import ScoringUnavailable
-
             raise ScoringUnavailable(f"iqa.device={cfg.iqa.device}: Ray scoring actors need {gpus:g} GPU(s) each, the "
                                      f"Ray cluster has {have:g}; use a GPU cluster (RAY_ADDRESS) or --device cpu")
         scorers = cfg.exec.ray_score_concurrency or (

@@ -21,27 +21,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from osdhuman.config import from_dict
+from osdhuman.curation import schema
+from osdhuman.curation.config import LabelConfig
 from osdhuman.curation.sources import SourceImage, SourceSpec, parse_source
 
 RECORDS_VERSION = "records-1"
 PART_IMAGES = 10_000  # images per part file (rounded up to whole shards)
 GROUP_IMAGES = 1024  # images per row group (rounded to whole shards): a shard reads one group
 SEP = "@"  # not allowed in source names: "<name>@<key>" folders never clash
-
-
-def _schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("source", pa.string()), ("key", pa.string()), ("path", pa.string()),
-        ("boxes", pa.list_(pa.list_(pa.float64()))),  # null: run the detector
-        ("size", pa.list_(pa.int64())), ("normalized", pa.bool_()), ("flags", pa.list_(pa.string())),
-    ])
 
 
 def chunk_digest(items: list[dict]) -> str:
@@ -103,15 +102,12 @@ class RecordWriter:
             self._flush()
 
     def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         rows = self.buffer
         if not rows:
             return
         for i in range(0, len(rows), self.shard_size):
             self.digests.append(chunk_digest(rows[i:i + self.shard_size]))
-        table = pa.Table.from_pylist(rows, schema=_schema())
+        table = pa.Table.from_pylist(rows, schema=schema.RECORDS)
         pq.write_table(table, self.folder / f"part-{len(self.parts):05d}.parquet", row_group_size=self.group_rows)
         self.parts.append(len(rows))
         self.buffer = []
@@ -144,11 +140,6 @@ def _load(folder: Path) -> SourceRecords | None:
 
 def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int) -> SourceRecords:
     """Parse one source into ``root/<name>@<key>/`` (or find it there from an earlier run)."""
-    from osdhuman.config import from_dict
-    from osdhuman.curation.config import LabelConfig
-    from osdhuman.curation.runner import shard_frames  # runner imports us: late
-    from osdhuman.curation.store import parquet_bytes
-
     root_p = Path(root)
     key = input_key(spec, labels_dict, shard_size)
     if key is not None:
@@ -162,8 +153,8 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     writer = RecordWriter(tmp, shard_size, PART_IMAGES, GROUP_IMAGES)
     parsed = parse_source(spec, from_dict(LabelConfig, labels_dict), sink=writer)
     writer.close()
-    rej = shard_frames([], parsed.rejects, [])[1] if parsed.rejects else shard_frames([], [], [])[1]
-    (tmp / "rejects.parquet").write_bytes(parquet_bytes(rej))
+    rej = schema.frame(parsed.rejects, schema.REJECTS)
+    (tmp / "rejects.parquet").write_bytes(schema.frame_bytes(rej))
     if key is None:  # listed fresh every run: the folder is named by its content
         key = hashlib.sha256(json.dumps([spec.spec, writer.digests, len(rej)]).encode()).hexdigest()[:20]
     rec = SourceRecords(spec.name, spec.kind, spec.spec, "", shard_size, writer.parts, writer.digests,
@@ -189,9 +180,6 @@ def spill_all(specs: list[SourceSpec], labels_dict: dict, root: str | Path, shar
     n = min(max(1, workers), len(specs))
     if n <= 1:
         return [spill_source(s, labels_dict, str(root), shard_size) for s in specs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(spill_source, s, labels_dict, str(root), shard_size) for s in specs]
         return [f.result() for f in futures]
@@ -202,8 +190,6 @@ _GROUP_CACHE: dict = {}  # (path, row group) -> rows of the last group read in t
 
 def read_items(part: str, start: int, stop: int, group_rows: int) -> list[SourceImage]:
     """Images ``start:stop`` of one part file (reads only the row groups that hold them)."""
-    import pyarrow.parquet as pq
-
     out: list[SourceImage] = []
     g0, g1 = start // group_rows, (stop - 1) // group_rows
     for g in range(g0, g1 + 1):
@@ -219,12 +205,8 @@ def read_items(part: str, start: int, stop: int, group_rows: int) -> list[Source
 
 def read_paths(rec: SourceRecords, part: int) -> list[str]:
     """The ``path`` column of one part (for the layout check and the rerun's input check)."""
-    import pyarrow.parquet as pq
-
     return pq.read_table(rec.part_path(part), columns=["path"]).column("path").to_pylist()
 
 
 def read_rejects(rec: SourceRecords):
-    import pandas as pd
-
     return pd.read_parquet(rec.rejects_path())

@@ -11,7 +11,7 @@ import pandas as pd
 
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.histogram import histogram_svg
-from osdhuman.curation.shard import metric_column
+from osdhuman.curation.schema import metric_column
 
 THUMB = 160
 

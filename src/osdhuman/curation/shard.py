@@ -14,23 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from osdhuman.curation import dedup, stages
+from osdhuman.curation.schema import metric_column
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.sources import SourceImage, reject_row
 from osdhuman.imageio import ImageReadError, orient_points, read_rgb_info
-
-CANDIDATE_COLUMNS = [
-    "crop_id", "source", "source_image", "source_path", "image_w", "image_h", "box_index",
-    "person_x0", "person_y0", "person_x1", "person_y1", "crop_x0", "crop_y0", "crop_size",
-    "people_in_crop", "people_in_image", "laplacian_var", "box_flags", "content_hash", "phash", "phash_mirror",
-    "reject_reason",
-]
-REJECT_COLUMNS = ["source", "source_image", "path", "stage", "reason", "detail", "box_x0", "box_y0", "box_x1", "box_y1"]
-
-
-def metric_column(name: str) -> str:
-    """Manifest column of an IQA metric (prefixed: metric names never clash with other columns)."""
-    return f"iqa_{name}"
-
 
 def crop_id(source: str, key: str, box_index: int) -> str:
     """Readable, file-name-safe id ``<source>_<image key without extension>_<box index>``.

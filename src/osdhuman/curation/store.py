@@ -21,6 +21,10 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from osdhuman.outputs import atomic_write_bytes
 
 
 def sha(*parts: str) -> str:
@@ -29,26 +33,6 @@ def sha(*parts: str) -> str:
         h.update(p.encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-def atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def parquet_bytes(df: pd.DataFrame, metadata: dict | None = None) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    if metadata:
-        meta = dict(table.schema.metadata or {})
-        meta.update({k.encode(): json.dumps(v).encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(meta)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
 
 
 def file_identity(path: str) -> list[int] | None:
@@ -85,14 +69,12 @@ class ShardStore:
         """The recorded input digest of a finished shard."""
         if key in self.packed:
             return self.packs[self.packed[key]][key]
-        import pyarrow.parquet as pq
-
         meta = pq.read_schema(self._loose(key, "cand")).metadata or {}
         return json.loads(meta[b"inputs"]) if b"inputs" in meta else None
 
     def write(self, key: str, cand_bytes: bytes, rej_bytes: bytes) -> None:
-        atomic_bytes(self._loose(key, "rej"), rej_bytes)
-        atomic_bytes(self._loose(key, "cand"), cand_bytes)
+        atomic_write_bytes(self._loose(key, "rej"), rej_bytes)
+        atomic_write_bytes(self._loose(key, "cand"), cand_bytes)
 
     def read(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         return pd.read_parquet(self._loose(key, "cand")), pd.read_parquet(self._loose(key, "rej"))
@@ -110,7 +92,7 @@ class ShardStore:
                 if not members:
                     emptied.append(name)
                     del self.packs[name]
-        atomic_bytes(self.index_path, json.dumps(self.packs).encode())
+        atomic_write_bytes(self.index_path, json.dumps(self.packs).encode())
         self.packed = {k: name for name, ks in self.packs.items() for k in ks}
         for k in drop:
             for kind in ("cand", "rej"):
@@ -133,9 +115,6 @@ class ShardStore:
             self._pack(chunk)
 
     def _pack(self, keys: list[str]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         inputs = {k: self.inputs(k) for k in keys}
         name = sha(*keys)[:24]
         (self.root / "packs").mkdir(exist_ok=True)
@@ -147,10 +126,10 @@ class ShardStore:
             table = pa.concat_tables(tables, promote_options="permissive")
             buf = io.BytesIO()
             pq.write_table(table, buf)
-            atomic_bytes(self.root / "packs" / f"{name}.{kind}.parquet", buf.getvalue())
+            atomic_write_bytes(self.root / "packs" / f"{name}.{kind}.parquet", buf.getvalue())
         self.packs[name] = inputs
         self.packed.update({k: name for k in keys})
-        atomic_bytes(self.index_path, json.dumps(self.packs).encode())
+        atomic_write_bytes(self.index_path, json.dumps(self.packs).encode())
         for k in keys:
             for kind in ("cand", "rej"):
                 self._loose(k, kind).unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
     python benchmarks/degradation.py                      # CPU: reference vs ours, ratio
     python benchmarks/degradation.py --device cuda --batch-size 64
-    python benchmarks/degradation.py --threads 1 --reference-conv both   # as FACTS.md measured
+    python benchmarks/degradation.py --threads 1 --reference-conv both   # as docs/reference.md §degradation measured
 
 (a) reference: benchmarks/reference_degradation.py, one image at a time, direct 21x21
     convolution (as the OSEDiff / BasicSR code), on the CPU;
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--reference-conv", choices=["onednn", "aten", "both"], default="onednn",
                     help="the reference's F.conv2d backend: torch's default (oneDNN direct conv) or ATen's "
-                         "own direct conv (oneDNN off; the setting behind FACTS.md's 2 img/s, 84%% conv)")
+                         "own direct conv (oneDNN off; the setting behind docs/reference.md §degradation's 2 img/s, 84%% conv)")
     ap.add_argument("--batched", action="store_true", help="ours as one ragged batch (the GPU mode) even on CPU")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")

@@ -2,8 +2,8 @@
 
 Written the way the OSEDiff / BasicSR code runs it: one image at a time, kernels built in
 numpy, every blur a direct 21x21 convolution (F.conv2d on the reflect-padded image), the
-Poisson level count with torch.unique. Same parameter table as osdhuman.degradation (FACTS.md
-section 4). JPEG uses the same real codec as ours (torchvision), so the comparison measures
+Poisson level count with torch.unique. Same parameter table as osdhuman.degradation (docs/reference.md
+§degradation). JPEG uses the same real codec as ours (torchvision), so the comparison measures
 the rest of the pipeline; BasicSR's DiffJPEG would make the reference slower still.
 Not used by the package; ``benchmarks/degradation.py`` times it beside ours.
 """

@@ -1,5 +1,5 @@
 """Restoration speed and peak memory of OSDHuman (one step, batch 1 and 8 at 512x512, one
-2048x2048 photo through latent + VAE tiling), beside the reference figures of FACTS 7.
+2048x2048 photo through latent + VAE tiling), beside the reference figures of docs/reference.md §costs.
 
     python benchmarks/restore.py --base-model tiny                       # smoke run, any CPU
     python benchmarks/restore.py --base-model sd21-random --precision bf16 [--compile] [--no-fuse]
@@ -34,7 +34,7 @@ import time
 
 import torch
 
-REF_MS = {  # FACTS 7, one H100, SD-2.1-base sized, random weights, bf16
+REF_MS = {  # docs/reference.md §costs, one H100, SD-2.1-base sized, random weights, bf16
     ("eager", 1, 512): 61.0,
     ("eager", 8, 512): 25.0,
     ("compile", 8, 512): 15.0,

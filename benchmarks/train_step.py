@@ -1,4 +1,4 @@
-"""Time and peak memory of one full OSDHuman training step (paper 3.2 / FACTS 3).
+"""Time and peak memory of one full OSDHuman training step (paper 3.2 / docs/reference.md §training).
 
 One step = generator forward (VAE encoder + HFIE + UNet at t=999 + VAE decoder), LPIPS(VGG16),
 VSD (frozen teacher with CFG on 2B samples + regularizer, no grad), backward, clip, AdamW;
@@ -9,7 +9,7 @@ then the regularizer's Eq. 7 forward / backward / AdamW. The exact code ``train`
     python benchmarks/train_step.py --base-model sd21-random --size 512 --batch 4 \
         --precision bf16 --device cuda                                 # + batch 1 with checkpointing
 
-The reference column is the FACTS section 3 measurement on one H100 (SD-2.1-base-sized
+The reference column is the docs/reference.md §training measurement on one H100 (SD-2.1-base-sized
 modules, random weights, bf16, three separate UNets, eager): batch 4: 762 ms / 42.7 GiB;
 batch 1 + gradient checkpointing: 1,071 ms / 8.2 GiB; batch 4 + checkpointing: 1,262 ms /
 17.1 GiB. Targets (issue 5): >= 8 images/s per H100 at batch 4, < 22 GB at batch 1.
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-# (base model, size, batch, checkpointing) -> (ms per step, GiB peak) measured on one H100 (FACTS 3)
+# (base model, size, batch, checkpointing) -> (ms per step, GiB peak) measured on one H100 (docs/reference.md §training)
 REFERENCE_H100 = {
     ("sd21-random", 512, 4, False): (762.0, 42.7),
     ("sd21-random", 512, 1, True): (1071.0, 8.2),
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trainable parameters (generator + regularizer): {r['trainable_m']:.3f} M")
     if device == "cpu":
         print("peak memory on CPU is the process's max RSS (includes Python and the libraries)")
-    print("reference: FACTS section 3, one H100, SD-2.1-base-sized random weights, bf16, three separate UNets; "
+    print("reference: docs/reference.md §training, one H100, SD-2.1-base-sized random weights, bf16, three separate UNets; "
           "targets >= 8 img/s at batch 4 and < 22 GB at batch 1 (ratios > 1 mean faster / smaller)")
     return 0
 

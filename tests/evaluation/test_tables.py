@@ -36,7 +36,7 @@ def test_paper_numbers_render_exactly_as_printed():
     for row, text in PAPER_ROWS.items():
         plain = [re.sub(r"\*\*|</?u>", "", c) for c in _cells(table, row)]
         assert plain == text.split(), row
-    # FACTS.md prints the same numbers with 4 significant digits and no leading zero
+    # docs/reference.md prints the same numbers with 4 significant digits and no leading zero
     facts = [".1414", ".2627", "22.41", ".6363", "16.60", ".7295", ".6934", "76.13", "3.575", ".7155", ".6977", "73.77", "4.129"]
     metrics = VAL + TEST
     nums = [float(t) for t in PAPER_ROWS["OSDHUMAN"].split()]

@@ -14,7 +14,7 @@ def test_psnr_ssim_y_agree_with_pyiqa_on_real_photo_pairs(photos, tools):
     """Ours agrees with pyiqa's ``psnr`` / ``ssim`` to 1e-4 on real photos vs blur+JPEG copies.
 
     Where these definitions depart from textbook SSIM (Wang et al. 2004) and PSNR, on purpose,
-    because the paper's numbers were produced this way (FACTS section 6):
+    because the paper's numbers were produced this way (docs/reference.md §evaluation):
       - Y is BT.601 studio-swing luma 16 + 65.481 R + 128.553 G + 24.966 B, not the RGB mean;
       - SSIM rounds Y to integer 0-255 levels first (PSNR does not round);
       - SSIM keeps only the 'valid' region of the 11x11 Gaussian filter (no padding), and does

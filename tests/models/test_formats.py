@@ -1,4 +1,4 @@
-"""Weights in and out (FACTS 9): export to diffusers, import of diffusers / peft LoRA files,
+"""Weights in and out (docs/reference.md §weights): export to diffusers, import of diffusers / peft LoRA files,
 the authors' group layout and OSEDiff's osediff.pkl, all built in the test in the real
 layouts on the tiny preset (random values)."""
 

@@ -1,6 +1,6 @@
-"""Typed configuration of the HQ-ACF pipeline (paper 3.1, FACTS.md section 5).
+"""Typed configuration of the HQ-ACF pipeline (paper 3.1, docs/reference.md §curation).
 
-Every threshold of the pipeline is a field here ([choose] values: the paper publishes
+Every threshold of the pipeline is a field here (our choices: the paper publishes
 none). The resolved config is written to ``OUT/config.yaml`` by every run and its hash keys
 the resumable shard results, so changing any value re-runs exactly the work it affects.
 """
@@ -22,7 +22,7 @@ METRIC_PRESETS: dict[str, list[str]] = {
 class LabelConfig:
     """Which annotation labels count as a person (matched case-insensitively) and which flagged
     boxes are rejected. Every value is shown in the report; the defaults follow each dataset's
-    own definition of its flags (FACTS.md section 10)."""
+    own definition of its flags (docs/reference.md §peers)."""
 
     coco_names: list[str] = field(default_factory=lambda: ["person"])  # COCO "person", Objects365 "Person", VOC "person"
     openimages_names: list[str] = field(

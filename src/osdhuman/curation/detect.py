@@ -3,8 +3,8 @@
 ``OpenCVPersonDetector`` needs no download: models that ship inside opencv-python — the HOG
 people detector (full standing bodies), the Haar upper-body cascade, and the Haar frontal-face
 cascade whose face box is extended to a head-and-shoulders box (HOG alone misses portraits).
-Known misses of this default: on ultralytics' ``bus.jpg`` it finds 1 of the 4 people (FACTS.md
-section 10); people seen from the side, small or partly hidden are often missed, so use it
+Known misses of this default: on ultralytics' ``bus.jpg`` it finds 1 of the 4 people (docs/reference.md
+§curation); people seen from the side, small or partly hidden are often missed, so use it
 for a trial, and YOLO11 (the paper's detector) for a real run.
 ``YOLOPersonDetector`` runs ultralytics YOLO (optional, AGPL) with the user's weights file,
 one image per call, class 0 (person) only; ultralytics loads its ``.pt`` files itself (full

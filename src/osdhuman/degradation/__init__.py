@@ -1,11 +1,11 @@
-"""Real-ESRGAN second-order degradation (paper 4.2; FACTS.md section 4): fast, batched, per-image
+"""Real-ESRGAN second-order degradation (paper 4.2; docs/reference.md §degradation): fast, batched, per-image
 parameters, reproducible from one seed per image.
 
 Public API::
 
     from osdhuman.degradation import DegradationConfig, Degrader, make_pairs, degrade_folder
 
-    cfg = DegradationConfig()                       # defaults = FACTS.md section 4 table
+    cfg = DegradationConfig()                       # defaults = docs/reference.md §degradation table
     cfg = load_config(DegradationConfig, "configs/degradation.yaml")   # or from YAML
     deg = Degrader(cfg)                             # no parameters, no state
     lq = deg(hq, seeds)                             # hq (B, 3, H, W) float in [0, 1], seeds: B ints

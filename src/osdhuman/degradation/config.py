@@ -1,6 +1,6 @@
-"""Typed config of the Real-ESRGAN second-order degradation (paper 4.2; FACTS.md section 4).
+"""Typed config of the Real-ESRGAN second-order degradation (paper 4.2; docs/reference.md §degradation).
 
-The defaults are the table in FACTS.md section 4 (Real-ESRGAN as OSEDiff configures it).
+The defaults are the table in docs/reference.md §degradation (Real-ESRGAN as OSEDiff configures it).
 Load from YAML with ``osdhuman.config.load_config(DegradationConfig, "configs/degradation.yaml")``.
 """
 
@@ -162,7 +162,7 @@ class FinalConfig:
 
 @dataclass
 class DegradationConfig:
-    """Real-ESRGAN second-order degradation; defaults = FACTS.md section 4.
+    """Real-ESRGAN second-order degradation; defaults = docs/reference.md §degradation.
 
     ``scale``: the LQ is produced at HQ size / scale and (``back_to_hq_size``) resized back to
     the HQ size with a random mode from ``back_modes``, then quantised to 8 bit.

@@ -1,6 +1,6 @@
 """The Real-ESRGAN second-order degradation (paper 4.2), batched, with per-image parameters.
 
-Steps for every image (Real-ESRGAN, Wang et al. 2021, Fig. 2; FACTS.md section 4):
+Steps for every image (Real-ESRGAN, Wang et al. 2021, Fig. 2; docs/reference.md §degradation):
   1. blur 1 (HQ size) -> resize 1 -> noise 1 -> JPEG 1
   2. blur 2 (p 0.8)   -> resize 2 (towards HQ / 4) -> noise 2
   3. final, in random order: (resize to HQ / 4 + sinc) then JPEG, or JPEG then (resize + sinc)

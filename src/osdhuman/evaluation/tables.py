@@ -44,7 +44,7 @@ def backend_tag(metric: str, record: dict | None) -> str:
 def format_value(value: float | None, metric: str, digits: str = "paper") -> str:
     """As the paper prints it. "paper": the decimals of Table 2 (PSNR 2, others 4, keeping
     trailing zeros: 3.5750). "sig4": 4 significant digits without the leading zero of values
-    below 1 (.1414, 22.41, 76.13, 3.575), the style of FACTS.md."""
+    below 1 (.1414, 22.41, 76.13, 3.575), the style of docs/reference.md."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if digits == "paper":

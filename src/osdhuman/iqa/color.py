@@ -10,7 +10,7 @@ __all__ = ["rgb_to_gray_cv2", "rgb_to_gray_skimage", "rgb_to_luma_yiq", "rgb_to_
 def rgb_to_y_bt601(x: torch.Tensor) -> torch.Tensor:
     """Y of YCbCr, ITU-R BT.601 studio swing, on the 0-255 scale (16..235), unrounded.
 
-    Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B in [0, 1] (FACTS section 6).
+    Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B in [0, 1] (docs/reference.md §evaluation).
     """
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]  # (N, 1, H, W) each
     return 16.0 + 65.481 * r + 128.553 * g + 24.966 * b

@@ -1,5 +1,5 @@
 """PSNR and SSIM on the Y channel of YCbCr (BT.601), defined exactly as the paper's
-evaluation code (pyiqa, ``test_y_channel=True, color_space='ycbcr'``; FACTS section 6).
+evaluation code (pyiqa, ``test_y_channel=True, color_space='ycbcr'``; docs/reference.md §evaluation).
 
 Both take RGB float tensors (N, 3, H, W) in [0, 1] and return (N,) float64; higher is better.
 """

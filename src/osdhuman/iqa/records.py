@@ -169,7 +169,7 @@ METRICS: dict[str, MetricSpec] = {
     )
 }
 
-# Metric sets of the paper (FACTS section 6; paper 4.1, Tables 1-2).
+# Metric sets of the paper (docs/reference.md §evaluation; paper 4.1, Tables 1-2).
 PRESETS: dict[str, tuple[str, ...]] = {
     "paper-val": ("dists", "lpips", "psnr_y", "ssim_y", "fid", "clipiqa", "maniqa", "musiq", "niqe"),
     "paper-test": ("clipiqa", "maniqa", "musiq", "niqe"),

@@ -18,7 +18,7 @@ Pieces of the generator (each usable alone)::
     z_h = model.predict_x0(z_L, p)                              # (B,4,h,w) float32, t = 999
     img = model.decode(z_h)                                     # (B,3,H,W) in [-1,1]
 
-One frozen UNet base, three behaviours (VSD, FACTS 3) - the base weights are held ONCE::
+One frozen UNet base, three behaviours (VSD, docs/reference.md §training) - the base weights are held ONCE::
 
     model.add_regularizer()                 # second LoRA adapter, same targets, own params
     with model.unet_mode("teacher"):        # all LoRA off + ORIGINAL conv_in (frozen SD)

@@ -1,4 +1,4 @@
-"""OSDHumanConfig: every knob of the one-step generator (paper 3.2, FACTS sections 1-2).
+"""OSDHumanConfig: every knob of the one-step generator (paper 3.2, docs/reference.md §generator, §hfie).
 
 The model is built from this dataclass alone (``build_osdhuman(cfg)``). ``base_model`` picks
 where the frozen Stable Diffusion weights come from:
@@ -59,7 +59,7 @@ SD21_BASE_TEXT_ENCODER_CONFIG: dict = {  # OpenCLIP ViT-H text tower as SD-2.1 s
     "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512,
 }
 
-# RAM's image encoder (FACTS section 2): Swin-L, 384x384 input, 195.2 M parameters.
+# RAM's image encoder (docs/reference.md §hfie): Swin-L, 384x384 input, 195.2 M parameters.
 SWIN_L_RAM: dict = {
     "img_size": 384, "patch_size": 4, "embed_dim": 192, "depths": (2, 2, 18, 2),
     "num_heads": (6, 12, 24, 48), "window_size": 12, "mlp_ratio": 4.0, "qkv_bias": True, "out_dim": 512,
@@ -88,7 +88,7 @@ TINY_TEXT_ENCODER_CONFIG: dict = {
     "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513,
 }
 
-# RAM's tagging head (FACTS 9; recognize-anything q2l_config.json): BERT-style decoder whose
+# RAM's tagging head (docs/reference.md §weights; recognize-anything q2l_config.json): BERT-style decoder whose
 # layers keep only cross-attention to the image_proj tokens and the feed-forward.
 RAM_TAGGING: dict = {"hidden": 768, "layers": 2, "heads": 4, "intermediate": 3072, "width": 512, "eps": 1e-12}
 TINY_RAM_TAGGING: dict = {"hidden": 32, "layers": 2, "heads": 4, "intermediate": 64, "width": 16, "eps": 1e-12}
@@ -108,13 +108,13 @@ class OSDHumanConfig:
     # where the frozen SD weights come from: "tiny" | "sd21-random" | local folder | hub id
     base_model: str = "tiny"
     revision: str | None = None  # hub revision (ignored for folders)
-    # LoRA (FACTS 1): rank 4 everywhere, alpha 8 (scale alpha/r = 2), gaussian init (B = 0)
+    # LoRA (docs/reference.md §generator): rank 4 everywhere, alpha 8 (scale alpha/r = 2), gaussian init (B = 0)
     lora_rank: int = 4
     lora_alpha: float = 8.0
     lora_init: Literal["gaussian", "kaiming"] = "gaussian"
     vae_lora_rank: int | None = None  # None -> lora_rank
     vae_lora_alpha: float | None = None  # None -> lora_alpha
-    # LoRA layout: None -> FACTS 1's targets (258 UNet modules, 32 VAE-encoder modules); an
+    # LoRA layout: None -> docs/reference.md §generator's targets (258 UNet modules, 32 VAE-encoder modules); an
     # explicit list (module names) reproduces imported weights that adapt other modules.
     # Per-module exceptions to rank / alpha, keyed by module name (peft's rank_pattern).
     unet_lora_targets: list[str] | None = None
@@ -127,7 +127,7 @@ class OSDHumanConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    # latent of the LQ image: sample the VAE posterior or take its mode [choose]
+    # latent of the LQ image: sample the VAE posterior or take its mode (our choice: docs/reference.md)
     latent_mode_train: Literal["sample", "mode"] = "sample"
     latent_mode_infer: Literal["sample", "mode"] = "mode"
     # prompt (paper Table 4): HFIE from LQ (default) / from HQ / a fixed text / the null prompt " "
@@ -145,7 +145,7 @@ class OSDHumanConfig:
     # for the random presets (tiny, sd21-random) or when loading saved weights that hold it
     hfie_encoder_path: str | None = None
     hfie_image_size: int = 384  # tiny preset uses TINY_SWIN["img_size"]
-    hfie_heads: int = 8  # MultiheadAttention heads [choose]
+    hfie_heads: int = 8  # MultiheadAttention heads (our choice: docs/reference.md)
     hfie_query_len: int = 77
     # null-prompt embedding (VSD classifier-free guidance), computed once through the text
     # encoder when the base model has one, then kept as a tensor

@@ -1,4 +1,4 @@
-"""Reading weights in the formats found in the wild (FACTS 9), detected from the files.
+"""Reading weights in the formats found in the wild (docs/reference.md §weights), detected from the files.
 
     read_weights(path) -> ForeignWeights      # tensors by part, what the files record
 
@@ -370,7 +370,7 @@ def _read_osediff(path: Path, data: dict | None = None) -> ForeignWeights:
         r = ranks[part_name]
         if r is not None and found and found != {int(r)}:
             raise WeightsError(f"{path}: rank_{part_name}={r} but its LoRA tensors have rank {sorted(found)}")
-        fw.default_alpha[part_name] = 8.0  # peft's old default, which OSEDiff keeps (FACTS 1, 9)
+        fw.default_alpha[part_name] = 8.0  # peft's old default, which OSEDiff keeps (docs/reference.md §generator, §weights)
     listed = set()
     for key in ("unet_lora_encoder_modules", "unet_lora_decoder_modules", "unet_lora_others_modules"):
         listed |= set(data.get(key) or [])

@@ -1,4 +1,4 @@
-"""HFIE, the high-fidelity image embedder (paper Eq. 5, Fig. 5; FACTS 2).
+"""HFIE, the high-fidelity image embedder (paper Eq. 5, Fig. 5; docs/reference.md §hfie).
 
     p = HFIE(I'_L) = MHA(Q, E(I'_L), E(I'_L))
 
@@ -75,7 +75,7 @@ class HFIE(nn.Module):
         self.source = source
         q = torch.empty(query_len, cross_dim)
         if q.device.type != "meta":
-            q.normal_(generator=generator)  # randn init (FACTS 2)
+            q.normal_(generator=generator)  # randn init (docs/reference.md §hfie)
         self.query = nn.Parameter(q)  # (77, 1024)
         self.attn = nn.MultiheadAttention(cross_dim, heads, kdim=encoder.out_dim, vdim=encoder.out_dim, batch_first=True)
         self.norm = nn.LayerNorm(cross_dim)

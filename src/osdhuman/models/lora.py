@@ -1,6 +1,6 @@
 """LoRA adapters on peft, several named adapters over ONE frozen base.
 
-The generator UNet, the frozen teacher and the VSD regularizer (FACTS 3) are the same SD
+The generator UNet, the frozen teacher and the VSD regularizer (docs/reference.md §training) are the same SD
 UNet with different peft adapters switched on, so the 866 M base weights are held once:
 ``generator`` and ``regularizer`` are two named peft LoRA adapters; the teacher runs with
 adapters disabled. Every LoRA layer is peft's (``diffusers``' ``add_adapter`` ->
@@ -43,7 +43,7 @@ __all__ = [
     "set_active_adapter",
 ]
 
-# FACTS 1 (OSEDiff, 258 modules at SD-2.1 size). Time-embedding layers, norms, biases excluded.
+# docs/reference.md §generator (OSEDiff, 258 modules at SD-2.1 size). Time-embedding layers, norms, biases excluded.
 UNET_LORA_SUFFIXES = (
     r"conv_in", r"conv_out", r"conv1", r"conv2", r"conv_shortcut",
     r"downsamplers\.\d+\.conv", r"upsamplers\.\d+\.conv",
@@ -68,7 +68,7 @@ def lora_layers(root: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def lora_target_names(module: nn.Module, kind: Literal["unet", "vae_encoder"]) -> list[str]:
-    """Names of the Linear / Conv2d sub-modules that get LoRA (FACTS 1).
+    """Names of the Linear / Conv2d sub-modules that get LoRA (docs/reference.md §generator).
 
     ``unet``: conv_in/out, resnet convs, up/down-sampler convs, proj_in/out, attention
     q/k/v/out, feed-forward (258 at SD-2.1 size). ``vae_encoder`` (call on the AutoencoderKL):

@@ -238,7 +238,7 @@ class OSDHuman(nn.Module):
         return self._adapter_params(self.unet, "regularizer")
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable tensor counts by group (FACTS 1: 4.056 M / 0.369 M / 11,840 at SD-2.1 size)."""
+        """Trainable tensor counts by group (docs/reference.md §generator: 4.056 M / 0.369 M / 11,840 at SD-2.1 size)."""
         n = lambda ps: sum(p.numel() for p in ps)
         out = {
             "unet_lora": n(self._adapter_params(self.unet, "generator")),

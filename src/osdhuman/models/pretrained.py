@@ -47,7 +47,7 @@ def resolve_weights_path(path: str | Path) -> Path:
 
 
 def _alpha_layout(part_alpha: dict[str, float], ranks: dict[str, int], default: float | None):
-    """(alpha for most modules, {module: alpha} exceptions); default alpha = rank (FACTS 9)."""
+    """(alpha for most modules, {module: alpha} exceptions); default alpha = rank (docs/reference.md §weights)."""
     alphas = {m: part_alpha.get(m, default if default is not None else float(r)) for m, r in ranks.items()}
     common = most_common(alphas) or 1.0
     return float(common), {m: a for m, a in alphas.items() if a != common}

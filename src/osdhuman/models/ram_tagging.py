@@ -1,6 +1,6 @@
 """RAM's tagging path: image_proj tokens -> 2-layer cross-attention decoder -> one logit per tag.
 
-Recognize-anything (``ram/models/ram.py``, FACTS 9): ``label_embed`` (C x 512) goes through
+Recognize-anything (``ram/models/ram.py``, docs/reference.md §weights): ``label_embed`` (C x 512) goes through
 ``relu(wordvec_proj)`` (512 -> 768) and queries the 145 x 512 image tokens in a BERT config
 (hidden 768, 2 layers, 4 heads, intermediate 3072, layer-norm eps 1e-12) whose embeddings and
 self-attention are deleted; ``fc`` (768 -> 1) gives one logit per tag; sigmoid above the

@@ -12,7 +12,7 @@ def alphas_cumprod_scaled_linear(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """SD's "scaled_linear" schedule: betas linear in sqrt space. Returns (num_steps,)
-    cumulative products of (1 - beta); alpha_bar[999] = 0.0046601 for the defaults (FACTS 1).
+    cumulative products of (1 - beta); alpha_bar[999] = 0.0046601 for the defaults (docs/reference.md §generator).
     float32 by default, computed exactly as diffusers' DDPMScheduler (what OSEDiff trained with)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=dtype) ** 2
     return torch.cumprod(1.0 - betas, dim=0)

@@ -1,4 +1,4 @@
-"""Colour fixes (FACTS 8: over-saturated skin, lips, eyes): pull the output's colours back to
+"""Colour fixes (docs/reference.md §users: over-saturated skin, lips, eyes): pull the output's colours back to
 the input's. Images (B,3,H,W) in [-1,1], same size; returns (B,3,H,W)."""
 
 from __future__ import annotations

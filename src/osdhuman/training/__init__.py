@@ -1,4 +1,4 @@
-"""Training OSDHuman (paper 3.2 / 4.2, Eq. 4, 6, 7; FACTS section 3).
+"""Training OSDHuman (paper 3.2 / 4.2, Eq. 4, 6, 7; docs/reference.md §training).
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""TrainConfig: every knob of an OSDHuman training run (paper 3.2 / 4.2, FACTS section 3).
+"""TrainConfig: every knob of an OSDHuman training run (paper 3.2 / 4.2, docs/reference.md §training).
 
 Loaded from YAML then ``--set key=value`` overrides (``osdhuman.config.load_config``); the
 resolved config is saved as ``OUTPUT/config.yaml`` beside every run.
@@ -46,7 +46,7 @@ class TrainDataConfig:
 
 @dataclass
 class OptimConfig:
-    """Two AdamW optimisers (generator, regularizer), constant schedule (FACTS 3)."""
+    """Two AdamW optimisers (generator, regularizer), constant schedule (docs/reference.md §training)."""
 
     lr: float = 5e-5
     regularizer_lr: Optional[float] = None  # null = lr
@@ -67,11 +67,11 @@ class LossConfig:
 
 @dataclass
 class VSDConfig:
-    """Paper Eq. 6-7 with FACTS 3's choices."""
+    """Paper Eq. 6-7 with docs/reference.md §training's choices."""
 
     t_min: int = 20  # VSD timesteps uniform in {t_min, ..., t_max - 1}
     t_max: int = 980
-    guidance_scale: float = 7.5  # CFG of the frozen teacher; 1.0 = no guidance [choose]
+    guidance_scale: float = 7.5  # CFG of the frozen teacher; 1.0 = no guidance (our choice: docs/reference.md)
     # unconditional branch of CFG: the model's null-prompt (" ") embedding, or zeros when the
     # base model has no text encoder (random presets without one)
     uncond: Literal["null", "zeros"] = "null"

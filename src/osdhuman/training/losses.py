@@ -3,7 +3,7 @@
 - :func:`add_noise` / :func:`x0_from_eps`: the DDPM forward process and its inversion with
   SD's ``alphas_cumprod`` (computed in float32 whatever the UNet's dtype).
 - :func:`vsd_loss`: Eq. 6, variational score distillation in latent space, in the form
-  OSEDiff implements it (FACTS section 3): ``w = mean_CHW |z - x0_fix|``,
+  OSEDiff implements it (docs/reference.md §training): ``w = mean_CHW |z - x0_fix|``,
   ``grad = (x0_upd - x0_fix) / w``, ``L = MSE(z, stopgrad(z - grad))``, so that
   d L / d z = 2 * grad / numel: descending moves z from x0_upd towards x0_fix.
 - :func:`regularizer_loss`: Eq. 7, epsilon-MSE of the fine-tuned regularizer.

@@ -35,7 +35,7 @@ def teacher_and_regularizer_x0(
     uncond: torch.Tensor | None,
     guidance: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0_fix, x0_upd), both float32 and without grad (FACTS 3).
+    """(x0_fix, x0_upd), both float32 and without grad (docs/reference.md §training).
 
     x0_fix: frozen teacher eps_phi with classifier-free guidance ``guidance`` against the
     ``uncond`` embedding (skipped when guidance == 1 or uncond is None); x0_upd: the

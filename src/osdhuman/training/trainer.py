@@ -1,4 +1,4 @@
-"""``train(cfg, output_dir)``: the OSDHuman training loop (paper 3.2, 4.2; FACTS 3).
+"""``train(cfg, output_dir)``: the OSDHuman training loop (paper 3.2, 4.2; docs/reference.md §training).
 
 Numbered steps, as a pipeline (one function each):
  1. ``_start``: accelerate (process group, device; autocast precision is ours), the global
@@ -515,7 +515,7 @@ def _load_optimizer(opt, names, stem: Path) -> None:
 
 
 def _uncond_embedding(model: nn.Module, cfg: TrainConfig) -> torch.Tensor | None:
-    """CFG's unconditional branch (FACTS 3): the null-prompt embedding, or zeros."""
+    """CFG's unconditional branch (docs/reference.md §training): the null-prompt embedding, or zeros."""
     if cfg.loss.lambda_vsd == 0 or cfg.vsd.guidance_scale == 1.0:
         return None
     if cfg.vsd.uncond == "null":

@@ -1,4 +1,4 @@
-"""One training iteration (paper 3.2, FACTS 3): the generator update then the regularizer update.
+"""One training iteration (paper 3.2, docs/reference.md §training): the generator update then the regularizer update.
 
     generator loss (Eq. 4) -> backward -> clip -> AdamW step
     regularizer loss (Eq. 7, on the detached latents) -> backward -> clip -> AdamW step

@@ -8,7 +8,7 @@ from pathlib import Path
 import osdhuman
 
 SRC = Path(osdhuman.__file__).parent
-BASE = {"config", "imageio", "outputs", "boxes", "__init__"}  # shared leaves (and the version in __init__)
+BASE = {"config", "imageio", "outputs", "boxes", "charts", "__init__"}  # shared leaves (and the version in __init__)
 ALLOWED = {
     "cli": None,  # the front end may import anything
     "app": {"pipelines", "models", "curation", "evaluation", "iqa"},  # a front end beside the CLI, never the CLI

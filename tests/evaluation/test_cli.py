@@ -43,9 +43,9 @@ def test_evaluate_cli(folders, capsys):
                "--device", "cpu", "--batch-size", "2", "--no-progress"])
     assert rc == 0
     for f in ("per_image.csv", "summary.json", "table.md", "issues.csv", "config.yaml", "settings.json",
-              "plots/psnr_y.png", "plots/ssim_y.png", "plots/niqe.png"):
+              "plots/psnr_y.svg", "plots/ssim_y.svg", "plots/niqe.svg"):
         assert (out / f).is_file(), f
-    assert not (out / "plots" / "lpips.png").exists()
+    assert not (out / "plots" / "lpips.svg").exists()
 
     issues = pd.read_csv(out / "issues.csv")
     kinds = {(r.method, r.stem): r.kind for r in issues.itertuples() if r.kind != "missing_reference"}

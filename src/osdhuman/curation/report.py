@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from osdhuman.curation.config import CurationConfig
-from osdhuman.curation.histogram import histogram_svg
+from osdhuman.charts import histogram_svg
 from osdhuman.curation.schema import metric_column
 
 THUMB = 160

@@ -5,7 +5,7 @@
 
 Writes per_image.csv, summary.json (dataset -> metric -> mean), table.md (Table 1 layout:
 datasets as rows, BRISQUE NIQE CLIPIQA MANIQA MUSIQ, best in bold, unavailable marked n/a
-with the file they need), plots/<metric>.png, issues.csv and the resolved settings.
+with the file they need), plots/<metric>.svg, issues.csv and the resolved settings.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Steps:
   3. score each method in size-grouped batches (bad files recorded and skipped)
   4. FID between each method's folder and the reference folder
   5. write per_image.csv, summary.json (method -> metric -> mean), table.md (Table 2
-     layout), plots/<metric>.png, issues.csv and the resolved settings
+     layout), plots/<metric>.svg, issues.csv and the resolved settings
 """
 
 from __future__ import annotations

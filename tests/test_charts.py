@@ -1,11 +1,11 @@
-"""The report's SVG histograms: well-formed, bars that add up to the counts, honest ticks."""
+"""The project's SVG charts: histograms and bar charts well-formed, bars that match the data, honest ticks."""
 
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-from osdhuman.curation.histogram import CHOSEN, POOL, histogram_svg, nice_ticks
+from osdhuman.charts import BAR, BEST, CHOSEN, POOL, bar_chart_svg, histogram_svg, nice_ticks
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -65,3 +65,18 @@ def test_nice_ticks_are_round_and_cover_the_range(lo, hi):
     mant = steps[0] / 10 ** np.floor(np.log10(steps[0]))
     assert any(abs(mant - m) < 1e-9 for m in (1, 2, 5))
     assert t[0] - lo < steps[0] + 1e-12 and hi - t[-1] < steps[0] + 1e-12
+
+
+@pytest.mark.parametrize("lower_better", [True, False])
+def test_bar_chart_heights_best_bar_and_missing_rows(lower_better):
+    values = {"ours": 3.5, "osediff": 7.0, "missing": float("nan"), "sd": 1.75}
+    root = ET.fromstring(bar_chart_svg("NIQE", values, lower_better, decimals=2))
+    bars = [r for r in root.iter(f"{NS}rect") if r.get("fill") in (BAR, BEST)]
+    assert len(bars) == 3  # the NaN row keeps its label, not a bar
+    heights = [float(r.get("height")) for r in bars]
+    np.testing.assert_allclose(np.array(heights) / heights[0], [1.0, 2.0, 0.5], rtol=1e-3)
+    best = [float(r.get("height")) for r in bars if r.get("fill") == BEST]
+    assert best == [min(heights) if lower_better else max(heights)]
+    texts = [t.text for t in root.iter(f"{NS}text")]
+    assert {"3.50", "7.00", "1.75", "missing", "ours"} <= set(texts)
+    assert texts[0] == "NIQE (lower is better)" if lower_better else "NIQE (higher is better)"

@@ -1,12 +1,13 @@
-"""Histogram of a metric over the scored pool with the selected crops on top, as an SVG image.
+"""The project's charts, as SVG text: HQ-ACF's metric histograms and evaluate's bar charts.
 
-Written by hand rather than with matplotlib: the report's histograms are a fixed cost of every
-build, and matplotlib spent ~0.3 s on each (figure, tight layout, Agg raster, PNG), about 1.3 s
-of a 60-image build (20 ms per source image); this text costs ~1 ms a histogram, needs no
-plotting import, and stays sharp at any zoom (measured 2026-12-02, ``benchmarks/curation.py
---end-to-end 60``).
+One way to draw a chart. Written by hand rather than with matplotlib: the report's
+histograms are a fixed cost of every build, and matplotlib spent ~0.3 s on each (figure,
+tight layout, Agg raster, PNG), about 1.3 s of a 60-image build (20 ms per source image);
+this text costs ~1 ms a chart, needs no plotting import, and stays sharp at any zoom
+(measured 2026-12-02, ``benchmarks/curation.py --end-to-end 60``).
 
     svg = histogram_svg("niqe", pool_values, selected_values, lower_better=True)
+    svg = bar_chart_svg("NIQE", {"ours": 3.5, "osediff": 3.9}, lower_better=True, decimals=3)
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import math
 
 import numpy as np
 
-__all__ = ["histogram_svg", "nice_ticks"]
+__all__ = ["bar_chart_svg", "histogram_svg", "nice_ticks"]
 
 W, H = 420, 280
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 26, 34
 POOL, CHOSEN = "#bbbbbb", "#2a7ab0"
+BAR, BEST = "#7f7f7f", "#d62728"
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -93,4 +95,43 @@ def histogram_svg(name: str, pool: np.ndarray, chosen: np.ndarray, lower_better:
         y = y1 + 8 + 14 * k
         parts.append(f'<rect x="{x1 - 110}" y="{y}" width="10" height="10" fill="{colour}"/>')
         parts.append(_text(x1 - 96, y + 9, label, 9, "start"))
+    return "".join(parts) + "</svg>"
+
+
+def _frame(title: str, width: int) -> list[str]:
+    return [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" '
+             f'font-family="sans-serif">'), f'<rect width="{width}" height="{H}" fill="white"/>',
+            _text(width / 2, 16, title, 12)]
+
+
+def bar_chart_svg(title: str, values: dict[str, float], lower_better: bool, decimals: int = 3) -> str:
+    """SVG of one bar per row (label -> value), the best one in red, each bar labelled with its
+    value; NaN / None rows keep their place with no bar."""
+    labels = list(values)
+    vals = [values[k] if values[k] is not None and math.isfinite(values[k]) else math.nan for k in labels]
+    finite = [v for v in vals if not math.isnan(v)]
+    width = max(W, LEFT + RIGHT + 56 * len(labels))
+    direction = " (lower is better)" if lower_better else " (higher is better)"
+    parts = _frame(title + direction, width)
+    x0, x1, y0, y1 = LEFT, width - RIGHT, H - BOTTOM - 30, TOP + 8  # room for slanted labels below
+    parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#333"/>')
+    best = (min(finite) if lower_better else max(finite)) if finite else None
+    top = max([0.0] + finite)
+    bottom = min([0.0] + finite)
+    span = (top - bottom) * 1.1 or 1.0
+    sy = (y0 - y1) / span
+    base = y0 + bottom * sy  # the zero line (above y0 when values are negative)
+    slot = (x1 - x0) / max(1, len(labels))
+    for i, (label, v) in enumerate(zip(labels, vals)):
+        cx = x0 + slot * (i + 0.5)
+        if not math.isnan(v):
+            y_top, h = (base - v * sy, v * sy) if v >= 0 else (base, -v * sy)
+            parts.append(f'<rect x="{cx - slot * 0.35:.2f}" y="{y_top:.2f}" width="{slot * 0.7:.2f}" '
+                         f'height="{max(h, 0.5):.2f}" fill="{BEST if v == best else BAR}"/>')
+            parts.append(_text(cx, y_top - 3, f"{v:.{decimals}f}", 9))
+        parts.append(_text(cx, y0 + 12, label, 9, "end", extra=f' transform="rotate(-30 {cx:.1f} {y0 + 12})"'))
+    for t in nice_ticks(bottom, top):
+        y = base - t * sy
+        parts.append(f'<line x1="{x0 - 4}" y1="{y:.1f}" x2="{x0}" y2="{y:.1f}" stroke="#333"/>')
+        parts.append(_text(x0 - 6, y + 3, _label(t), 9, "end"))
     return "".join(parts) + "</svg>"

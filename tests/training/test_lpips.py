@@ -1,4 +1,4 @@
-"""Our LPIPS(VGG) module: same numbers as the reference package, clear errors on missing weights."""
+"""LPIPS(VGG) on the lpips package's network: same numbers as the package, our weight loading, clear errors."""
 
 from __future__ import annotations
 

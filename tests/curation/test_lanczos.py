@@ -10,7 +10,6 @@ from osdhuman.curation import lanczos
 from osdhuman.curation.config import CropConfig
 from osdhuman.curation.stages import resize_square
 
-pytestmark = pytest.mark.skipif(not lanczos.AVAILABLE, reason="numba not installed")
 
 
 def _photo(side: int, seed: int = 0) -> np.ndarray:

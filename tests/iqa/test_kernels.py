@@ -8,7 +8,6 @@ import torch
 
 from osdhuman.iqa import get_metric, moments
 
-pytestmark = pytest.mark.skipif(not moments.AVAILABLE, reason="numba not installed")
 
 
 @pytest.fixture

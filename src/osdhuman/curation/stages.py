@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from osdhuman.boxes import box_iou, square_crop_box  # noqa: F401 - shared with pipelines (a leaf)
+from osdhuman.curation import lanczos
 from osdhuman.curation.config import BoxConfig, CropConfig
 
 _INTERP = {
@@ -121,10 +122,7 @@ def resize_square(crop_rgb: np.ndarray, cfg: CropConfig) -> np.ndarray:
         return np.ascontiguousarray(crop_rgb)
     mode = cfg.upscale if side < cfg.size else cfg.downscale
     if mode == "lanczos" and side < cfg.size and crop_rgb.dtype == np.uint8 and crop_rgb.ndim == 3:
-        from osdhuman.curation import lanczos
-
-        if lanczos.AVAILABLE:
-            return lanczos.lanczos4_upscale(crop_rgb, cfg.size)
+        return lanczos.lanczos4_upscale(crop_rgb, cfg.size)
     return cv2.resize(crop_rgb, (cfg.size, cfg.size), interpolation=_INTERP[mode])
 
 

@@ -20,6 +20,7 @@ import pickle
 from pathlib import Path
 
 import cv2
+import numba
 import numpy as np
 import torch
 
@@ -192,75 +193,66 @@ def brisque_fn(model: str = "brisque-package"):
     return fn
 
 
-try:
-    import numba as _numba
-except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
-    _numba = None
-
-if _numba is not None:
-    @_numba.njit(cache=True, nogil=True)
-    def _mscn(g, k, out):
-        """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded window sums of g and g^2
-        (vertical taps in order, then horizontal, as ``filter2d_separable``; a padded zero row
-        or column adds exactly 0, so it is skipped), then the normalisation, one row at a time."""
-        n, h, w = g.shape
-        kn = k.shape[0]
-        lo = (kn - 1) // 2
-        rm = np.zeros(w + kn - 1)
-        rq = np.zeros(w + kn - 1)
-        hm = np.empty(w)
-        hq = np.empty(w)
-        c = 1.0 / 255.0
-        for b in range(n):
-            for i in range(h):
-                rm[:] = 0.0
-                rq[:] = 0.0
-                for t in range(kn):
-                    r = i + t - lo
-                    if r < 0 or r >= h:
-                        continue
-                    kt = k[t]
-                    src = g[b, r]
-                    for j in range(w):
-                        v = src[j]
-                        rm[lo + j] = rm[lo + j] + kt * v
-                        rq[lo + j] = rq[lo + j] + kt * (v * v)
-                if kn == 7:  # the horizontal taps in registers (vectorises over j), same order
-                    k0, k1, k2, k3, k4, k5, k6 = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
-                    for j in range(w):
-                        hm[j] = (((((k0 * rm[j] + k1 * rm[j + 1]) + k2 * rm[j + 2]) + k3 * rm[j + 3])
-                                  + k4 * rm[j + 4]) + k5 * rm[j + 5]) + k6 * rm[j + 6]
-                        hq[j] = (((((k0 * rq[j] + k1 * rq[j + 1]) + k2 * rq[j + 2]) + k3 * rq[j + 3])
-                                  + k4 * rq[j + 4]) + k5 * rq[j + 5]) + k6 * rq[j + 6]
-                else:
-                    for j in range(w):
-                        mu = 0.0
-                        s2 = 0.0
-                        for t in range(kn):
-                            mu = mu + k[t] * rm[j + t]
-                            s2 = s2 + k[t] * rq[j + t]
-                        hm[j], hq[j] = mu, s2
-                dst, src = out[b, i], g[b, i]
+@numba.njit(cache=True, nogil=True)
+def _mscn(g, k, out):
+    """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded window sums of g and g^2
+    (vertical taps in order, then horizontal, as ``filter2d_separable``; a padded zero row
+    or column adds exactly 0, so it is skipped), then the normalisation, one row at a time."""
+    n, h, w = g.shape
+    kn = k.shape[0]
+    lo = (kn - 1) // 2
+    rm = np.zeros(w + kn - 1)
+    rq = np.zeros(w + kn - 1)
+    hm = np.empty(w)
+    hq = np.empty(w)
+    c = 1.0 / 255.0
+    for b in range(n):
+        for i in range(h):
+            rm[:] = 0.0
+            rq[:] = 0.0
+            for t in range(kn):
+                r = i + t - lo
+                if r < 0 or r >= h:
+                    continue
+                kt = k[t]
+                src = g[b, r]
                 for j in range(w):
-                    mu = hm[j]
-                    sd = np.sqrt(abs(mu * mu - hq[j]))
-                    d = src[j] - mu
-                    d = 0.0 if abs(d) < 1e-10 else d
-                    dst[j] = d / (sd + c)
+                    v = src[j]
+                    rm[lo + j] = rm[lo + j] + kt * v
+                    rq[lo + j] = rq[lo + j] + kt * (v * v)
+            if kn == 7:  # the horizontal taps in registers (vectorises over j), same order
+                k0, k1, k2, k3, k4, k5, k6 = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+                for j in range(w):
+                    hm[j] = (((((k0 * rm[j] + k1 * rm[j + 1]) + k2 * rm[j + 2]) + k3 * rm[j + 3])
+                              + k4 * rm[j + 4]) + k5 * rm[j + 5]) + k6 * rm[j + 6]
+                    hq[j] = (((((k0 * rq[j] + k1 * rq[j + 1]) + k2 * rq[j + 2]) + k3 * rq[j + 3])
+                              + k4 * rq[j + 4]) + k5 * rq[j + 5]) + k6 * rq[j + 6]
+            else:
+                for j in range(w):
+                    mu = 0.0
+                    s2 = 0.0
+                    for t in range(kn):
+                        mu = mu + k[t] * rm[j + t]
+                        s2 = s2 + k[t] * rq[j + t]
+                    hm[j], hq[j] = mu, s2
+            dst, src = out[b, i], g[b, i]
+            for j in range(w):
+                mu = hm[j]
+                sd = np.sqrt(abs(mu * mu - hq[j]))
+                d = src[j] - mu
+                d = 0.0 if abs(d) < 1e-10 else d
+                dst[j] = d / (sd + c)
 
-    @_numba.njit(cache=True, nogil=True)
-    def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
-        for t in range(target.shape[0]):
-            lo, hi = np.log(0.02), np.log(60.0)
-            for _ in range(70):
-                mid = (lo + hi) / 2
-                a = np.exp(mid)
-                phi = np.exp(2 * math.lgamma(2 / a) - math.lgamma(1 / a) - math.lgamma(3 / a))
-                if phi < target[t]:
-                    lo = mid
-                else:
-                    hi = mid
-            alpha[t] = np.exp((lo + hi) / 2)
-else:  # pragma: no cover
-    _mscn = None
-    _bisect = None
+@numba.njit(cache=True, nogil=True)
+def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
+    for t in range(target.shape[0]):
+        lo, hi = np.log(0.02), np.log(60.0)
+        for _ in range(70):
+            mid = (lo + hi) / 2
+            a = np.exp(mid)
+            phi = np.exp(2 * math.lgamma(2 / a) - math.lgamma(1 / a) - math.lgamma(3 / a))
+            if phi < target[t]:
+                lo = mid
+            else:
+                hi = mid
+        alpha[t] = np.exp((lo + hi) / 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,7 @@ def _pad_np(x: np.ndarray, lo: int, hi: int, padding: str) -> np.ndarray:
 def _kernels() -> bool:
     from osdhuman.iqa.moments import use_kernels
 
-    return use_kernels() and _mscn_numba is not None
+    return use_kernels()
 
 
 def mscn(x: torch.Tensor, window: torch.Tensor, c: float = 1.0, padding: str = "replicate") -> torch.Tensor:
@@ -241,100 +242,99 @@ def aggd_from_sums(s: torch.Tensor, right_inclusive: bool = False) -> tuple[torc
     return alpha, sl, sr
 
 
-try:
-    import numba as _numba
-except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
-    _numba = None
+@numba.njit(inline="always")
+def add_window_row(row, wrow, mu, sq):  # row (W + K - 1,), wrow (K,), mu / sq (W,) accumulated in place
+    """One row of a window's taps: mu[j] += wrow[t] * row[j + t] and sq[j] += wrow[t] * row[j + t]^2,
+    taps in order, a multiply then an add per tap. Inlined into its caller, so the caller's
+    fastmath flags decide whether LLVM fuses them (PIQE's float32 sums do, to repeat pyiqa)."""
+    w = mu.shape[0]
+    if wrow.shape[0] == 7:  # the 7 taps per pixel in registers, same order (vectorises over j)
+        w0, w1, w2, w3, w4, w5, w6 = wrow[0], wrow[1], wrow[2], wrow[3], wrow[4], wrow[5], wrow[6]
+        for j in range(w):
+            v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
+            v4, v5, v6 = row[j + 4], row[j + 5], row[j + 6]
+            a = mu[j] + w0 * v0
+            a = a + w1 * v1
+            a = a + w2 * v2
+            a = a + w3 * v3
+            a = a + w4 * v4
+            a = a + w5 * v5
+            mu[j] = a + w6 * v6
+            q = sq[j] + w0 * (v0 * v0)
+            q = q + w1 * (v1 * v1)
+            q = q + w2 * (v2 * v2)
+            q = q + w3 * (v3 * v3)
+            q = q + w4 * (v4 * v4)
+            q = q + w5 * (v5 * v5)
+            sq[j] = q + w6 * (v6 * v6)
+        return
+    for t in range(wrow.shape[0]):
+        wt = wrow[t]
+        for j in range(w):
+            v = row[j + t]
+            mu[j] = mu[j] + wt * v
+            sq[j] = sq[j] + wt * (v * v)
 
-if _numba is not None:
-    @_numba.njit(cache=True, nogil=True)
-    def _mscn_numba(xp, win, c_arr, out):  # xp (B, H + kh - 1, W + kw - 1) padded, out (B, H, W)
-        nb, h, w = out.shape
-        kh, kw = win.shape
-        c = c_arr[0]
-        mu = np.empty(w, dtype=xp.dtype)
-        sq = np.empty(w, dtype=xp.dtype)
-        for b in range(nb):
-            for i in range(h):
-                mu[:] = 0
-                sq[:] = 0
-                for di in range(kh):  # taps in the torch path's order: row, then column
-                    row = xp[b, i + di]
-                    if kw == 7:  # the 7 taps of a row per pixel in registers, same order (vectorises over j)
-                        w0, w1, w2, w3 = win[di, 0], win[di, 1], win[di, 2], win[di, 3]
-                        w4, w5, w6 = win[di, 4], win[di, 5], win[di, 6]
-                        for j in range(w):
-                            v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
-                            v4, v5, v6 = row[j + 4], row[j + 5], row[j + 6]
-                            a = mu[j] + w0 * v0
-                            a = a + w1 * v1
-                            a = a + w2 * v2
-                            a = a + w3 * v3
-                            a = a + w4 * v4
-                            a = a + w5 * v5
-                            mu[j] = a + w6 * v6
-                            q = sq[j] + w0 * (v0 * v0)
-                            q = q + w1 * (v1 * v1)
-                            q = q + w2 * (v2 * v2)
-                            q = q + w3 * (v3 * v3)
-                            q = q + w4 * (v4 * v4)
-                            q = q + w5 * (v5 * v5)
-                            sq[j] = q + w6 * (v6 * v6)
-                        continue
-                    for dj in range(kw):
-                        wt = win[di, dj]
-                        if wt != 0.0:
-                            for j in range(w):
-                                v = row[j + dj]
-                                mu[j] = mu[j] + wt * v
-                                sq[j] = sq[j] + wt * (v * v)
+
+@numba.njit(cache=True, nogil=True)
+def _mscn_numba(xp, win, c_arr, out):  # xp (B, H + kh - 1, W + kw - 1) padded, out (B, H, W)
+    nb, h, w = out.shape
+    kh, kw = win.shape
+    c = c_arr[0]
+    mu = np.empty(w, dtype=xp.dtype)
+    sq = np.empty(w, dtype=xp.dtype)
+    for b in range(nb):
+        for i in range(h):
+            mu[:] = 0
+            sq[:] = 0
+            for di in range(kh):  # taps in the torch path's order: row, then column
+                add_window_row(xp[b, i + di], win[di], mu, sq)
+            for j in range(w):
+                var = abs(sq[j] - mu[j] * mu[j])
+                out[b, i, j] = (xp[b, i + (kh - 1) // 2, j + (kw - 1) // 2] - mu[j]) / (np.sqrt(var) + c)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sep_numba(xp, k, out):  # xp (B, H + K - 1, W + K - 1) padded -> out (B, H, W)
+    nb, h, w = out.shape
+    n = k.shape[0]
+    wp = xp.shape[2]
+    row = np.empty(wp)
+    for b in range(nb):
+        for i in range(h):  # one output row at a time (its K source rows stay in cache)
+            row[:] = 0.0
+            for t in range(n):  # vertical pass, taps in order (as the torch path)
+                kt = k[t]
+                src = xp[b, i + t]
+                for j in range(wp):
+                    row[j] = row[j] + kt * src[j]
+            dst = out[b, i]
+            dst[:] = 0.0
+            for t in range(n):  # then the horizontal pass
+                kt = k[t]
                 for j in range(w):
-                    var = abs(sq[j] - mu[j] * mu[j])
-                    out[b, i, j] = (xp[b, i + (kh - 1) // 2, j + (kw - 1) // 2] - mu[j]) / (np.sqrt(var) + c)
+                    dst[j] = dst[j] + kt * row[j + t]
 
-    @_numba.njit(cache=True, nogil=True)
-    def _sep_numba(xp, k, out):  # xp (B, H + K - 1, W + K - 1) padded -> out (B, H, W)
-        nb, h, w = out.shape
-        n = k.shape[0]
-        wp = xp.shape[2]
-        row = np.empty(wp)
-        for b in range(nb):
-            for i in range(h):  # one output row at a time (its K source rows stay in cache)
-                row[:] = 0.0
-                for t in range(n):  # vertical pass, taps in order (as the torch path)
-                    kt = k[t]
-                    src = xp[b, i + t]
-                    for j in range(wp):
-                        row[j] = row[j] + kt * src[j]
-                dst = out[b, i]
-                dst[:] = 0.0
-                for t in range(n):  # then the horizontal pass
-                    kt = k[t]
+
+@numba.njit(cache=True, nogil=True)
+def _banded_resize(x, ih, wh, iw, ww, out):  # x (B, H, W) -> out (B, oh, ow): (mh @ x) @ mw.T
+    nb, oh, ow = out.shape
+    w = x.shape[2]
+    tmp = np.empty((oh, w))
+    for b in range(nb):
+        for o in range(oh):  # vertical pass: rows of mh @ x
+            t = tmp[o]
+            t[:] = 0.0
+            for k in range(ih.shape[1]):
+                wt = wh[o, k]
+                if wt != 0.0:
+                    src = x[b, ih[o, k]]
                     for j in range(w):
-                        dst[j] = dst[j] + kt * row[j + t]
-    @_numba.njit(cache=True, nogil=True)
-    def _banded_resize(x, ih, wh, iw, ww, out):  # x (B, H, W) -> out (B, oh, ow): (mh @ x) @ mw.T
-        nb, oh, ow = out.shape
-        w = x.shape[2]
-        tmp = np.empty((oh, w))
-        for b in range(nb):
-            for o in range(oh):  # vertical pass: rows of mh @ x
-                t = tmp[o]
-                t[:] = 0.0
-                for k in range(ih.shape[1]):
-                    wt = wh[o, k]
-                    if wt != 0.0:
-                        src = x[b, ih[o, k]]
-                        for j in range(w):
-                            t[j] += wt * src[j]
-            for o in range(oh):  # horizontal pass: (.) @ mw.T
-                t = tmp[o]
-                for p in range(ow):
-                    acc = 0.0
-                    for k in range(iw.shape[1]):
-                        acc += ww[p, k] * t[iw[p, k]]
-                    out[b, o, p] = acc
-else:  # pragma: no cover
-    _mscn_numba = None
-    _sep_numba = None
-    _banded_resize = None
+                        t[j] += wt * src[j]
+        for o in range(oh):  # horizontal pass: (.) @ mw.T
+            t = tmp[o]
+            for p in range(ow):
+                acc = 0.0
+                for k in range(iw.shape[1]):
+                    acc += ww[p, k] * t[iw[p, k]]
+                out[b, o, p] = acc

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osdhuman.iqa.filters import gaussian_window
+from osdhuman.iqa.filters import add_window_row, gaussian_window
 
 __all__ = ["PiqeBlocks", "piqe", "piqe_blocks", "piqe_from_luma", "symmetric_pad"]
 
@@ -130,7 +131,7 @@ def piqe(
                 "impaired_threshold": impaired_threshold, "segment": segment}
     from osdhuman.iqa.moments import use_kernels
 
-    if use_kernels() and _gauss_sums is not None and images.device.type == "cpu":
+    if use_kernels() and images.device.type == "cpu":
         from osdhuman.iqa.planes import planes_from_tensor
 
         return torch.from_numpy(piqe_from_luma(planes_from_tensor(images).yiq, **settings))
@@ -174,152 +175,118 @@ def piqe_torch(images: torch.Tensor, block_size: int = 16, activity_threshold: f
     return (dist.sum(1) + 1.0) / (a.sum(1) + 1.0) * 100.0
 
 
-try:
-    import numba as _numba
-except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
-    _numba = None
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _gauss_sums(zp, win, mu, s2):  # zp (N, H+6, W+6) f32 -> mu, s2 (N, H, W) f32
+    """Window sums of z and z^2: per pixel, sequential FMAs over the taps in row-major
+    order ("contract" lets LLVM fuse each multiply-add; nothing is reassociated)."""
+    n, h, w = mu.shape
+    for b in range(n):
+        for i in range(h):
+            mu[b, i, :] = 0
+            s2[b, i, :] = 0
+            for di in range(win.shape[0]):
+                add_window_row(zp[b, i + di], win[di], mu[b, i], s2[b, i])
 
-if _numba is not None:
-    @_numba.njit(cache=True, nogil=True, fastmath={"contract"})
-    def _gauss_sums(zp, win, mu, s2):  # zp (N, H+6, W+6) f32 -> mu, s2 (N, H, W) f32
-        """Window sums of z and z^2: per pixel, sequential FMAs over the taps in row-major
-        order ("contract" lets LLVM fuse each multiply-add; nothing is reassociated)."""
-        n, h, w = mu.shape
-        kh, kw = win.shape
-        for b in range(n):
-            for i in range(h):
-                am = mu[b, i]
-                aq = s2[b, i]
-                am[:] = 0
-                aq[:] = 0
-                for di in range(kh):
-                    row = zp[b, i + di]
-                    if kw == 7:  # a row's 7 taps per pixel in registers, the same FMA order
-                        w0, w1, w2, w3 = win[di, 0], win[di, 1], win[di, 2], win[di, 3]
-                        w4, w5, w6 = win[di, 4], win[di, 5], win[di, 6]
-                        for j in range(w):
-                            v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
-                            v4, v5, v6 = row[j + 4], row[j + 5], row[j + 6]
-                            a = am[j] + w0 * v0
-                            a = a + w1 * v1
-                            a = a + w2 * v2
-                            a = a + w3 * v3
-                            a = a + w4 * v4
-                            a = a + w5 * v5
-                            am[j] = a + w6 * v6
-                            q = aq[j] + w0 * (v0 * v0)
-                            q = q + w1 * (v1 * v1)
-                            q = q + w2 * (v2 * v2)
-                            q = q + w3 * (v3 * v3)
-                            q = q + w4 * (v4 * v4)
-                            q = q + w5 * (v5 * v5)
-                            aq[j] = q + w6 * (v6 * v6)
-                        continue
-                    for dj in range(kw):
-                        wt = win[di, dj]
-                        for j in range(w):
-                            v = row[j + dj]
-                            am[j] = am[j] + wt * v
-                            aq[j] = aq[j] + wt * (v * v)
 
-    @_numba.njit(cache=True, nogil=True)
-    def _normalise(zp, mu, s2, eps, out):  # float32, no fusing: pyiqa's elementwise ops
-        n, h, w = mu.shape
-        one = np.float32(1.0)
-        for b in range(n):
-            for i in range(h):
-                for j in range(w):
-                    m = mu[b, i, j]
-                    sd = np.sqrt(np.abs(s2[b, i, j] - m * m) + eps)
-                    out[b, i, j] = (zp[b, i + 3, j + 3] - m) / (sd + one)
-
-    @_numba.njit(cache=True, nogil=True)
-    def _col_stats(blk, skip_a, skip_b, keep):
-        """Unbiased std of the block's columns: ``keep`` True -> only columns skip_a, skip_b;
-        False -> every column except them (float64, two passes)."""
-        h, w = blk.shape
-        s = 0.0
-        k = 0
+@numba.njit(cache=True, nogil=True)
+def _normalise(zp, mu, s2, eps, out):  # float32, no fusing: pyiqa's elementwise ops
+    n, h, w = mu.shape
+    one = np.float32(1.0)
+    for b in range(n):
         for i in range(h):
             for j in range(w):
-                if (j == skip_a or j == skip_b) == keep:
-                    s += np.float64(blk[i, j])
-                    k += 1
-        mean = s / k
-        q = 0.0
-        for i in range(h):
-            for j in range(w):
-                if (j == skip_a or j == skip_b) == keep:
-                    d = np.float64(blk[i, j]) - mean
-                    q += d * d
-        return np.sqrt(q / (k - 1))
+                m = mu[b, i, j]
+                sd = np.sqrt(np.abs(s2[b, i, j] - m * m) + eps)
+                out[b, i, j] = (zp[b, i + 3, j + 3] - m) / (sd + one)
 
-    @_numba.njit(cache=True, nogil=True)
-    def _flat_segment(edge, seg, imp_t):  # any window of ``seg`` values with unbiased std < imp_t
-        for s0 in range(edge.shape[0] - seg + 1):
-            s = 0.0
-            for t in range(seg):
-                s += edge[s0 + t]
-            mean = s / seg
-            q = 0.0
-            for t in range(seg):
-                d = edge[s0 + t] - mean
+
+@numba.njit(cache=True, nogil=True)
+def _col_stats(blk, skip_a, skip_b, keep):
+    """Unbiased std of the block's columns: ``keep`` True -> only columns skip_a, skip_b;
+    False -> every column except them (float64, two passes)."""
+    h, w = blk.shape
+    s = 0.0
+    k = 0
+    for i in range(h):
+        for j in range(w):
+            if (j == skip_a or j == skip_b) == keep:
+                s += np.float64(blk[i, j])
+                k += 1
+    mean = s / k
+    q = 0.0
+    for i in range(h):
+        for j in range(w):
+            if (j == skip_a or j == skip_b) == keep:
+                d = np.float64(blk[i, j]) - mean
                 q += d * d
-            if np.sqrt(q / (seg - 1)) < imp_t:
-                return True
-        return False
+    return np.sqrt(q / (k - 1))
 
-    @_numba.njit(cache=True, nogil=True)
-    def _block_stats(m, bs, seg, act_t, imp_t, var, flags):
-        """Per block of the MSCN image m (N, H, W): variance, then flags (active, impaired, noisy)."""
-        n, bh, bw = var.shape
-        c = bs // 2
-        edge = np.empty(bs)
-        big = np.finfo(np.float64).max
-        for b in range(n):
-            for bi in range(bh):
-                for bj in range(bw):
-                    blk = m[b, bi * bs:(bi + 1) * bs, bj * bs:(bj + 1) * bs]
-                    s = 0.0
-                    for i in range(bs):
-                        for j in range(bs):
-                            s += np.float64(blk[i, j])
-                    mean = s / (bs * bs)
-                    q = 0.0
-                    for i in range(bs):
-                        for j in range(bs):
-                            d = np.float64(blk[i, j]) - mean
-                            q += d * d
-                    vr = q / (bs * bs - 1)
-                    var[b, bi, bj] = vr
-                    flags[b, bi, bj, 0] = vr > act_t
-                    # centre: columns c-1, c; surround: all but c-1 and c+1 (see the torch path)
-                    s_c = _col_stats(blk, c - 1, c, True)
-                    s_s = _col_stats(blk, c - 1, c + 1, False)
-                    if s_s > 0:
-                        cs = s_c / s_s
-                    elif s_c > 0:
-                        cs = big  # inf -> nan_to_num's largest finite
-                    else:
-                        cs = 0.0  # 0 / 0 -> nan_to_num's 0
-                    sigma = np.sqrt(vr)
-                    hi = max(sigma, cs)
-                    beta = abs(sigma - cs) / hi if hi > 0 else np.nan
-                    flags[b, bi, bj, 2] = sigma > 2 * beta
-                    imp = False
-                    for e in range(4):  # top, right, bottom, left edge
-                        for t in range(bs):
-                            if e == 0:
-                                edge[t] = blk[0, t]
-                            elif e == 1:
-                                edge[t] = blk[t, bs - 1]
-                            elif e == 2:
-                                edge[t] = blk[bs - 1, t]
-                            else:
-                                edge[t] = blk[t, 0]
-                        if _flat_segment(edge, seg, imp_t):
-                            imp = True
-                            break
-                    flags[b, bi, bj, 1] = imp
-else:  # pragma: no cover
-    _gauss_sums = None
+
+@numba.njit(cache=True, nogil=True)
+def _flat_segment(edge, seg, imp_t):  # any window of ``seg`` values with unbiased std < imp_t
+    for s0 in range(edge.shape[0] - seg + 1):
+        s = 0.0
+        for t in range(seg):
+            s += edge[s0 + t]
+        mean = s / seg
+        q = 0.0
+        for t in range(seg):
+            d = edge[s0 + t] - mean
+            q += d * d
+        if np.sqrt(q / (seg - 1)) < imp_t:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_stats(m, bs, seg, act_t, imp_t, var, flags):
+    """Per block of the MSCN image m (N, H, W): variance, then flags (active, impaired, noisy)."""
+    n, bh, bw = var.shape
+    c = bs // 2
+    edge = np.empty(bs)
+    big = np.finfo(np.float64).max
+    for b in range(n):
+        for bi in range(bh):
+            for bj in range(bw):
+                blk = m[b, bi * bs:(bi + 1) * bs, bj * bs:(bj + 1) * bs]
+                s = 0.0
+                for i in range(bs):
+                    for j in range(bs):
+                        s += np.float64(blk[i, j])
+                mean = s / (bs * bs)
+                q = 0.0
+                for i in range(bs):
+                    for j in range(bs):
+                        d = np.float64(blk[i, j]) - mean
+                        q += d * d
+                vr = q / (bs * bs - 1)
+                var[b, bi, bj] = vr
+                flags[b, bi, bj, 0] = vr > act_t
+                # centre: columns c-1, c; surround: all but c-1 and c+1 (see the torch path)
+                s_c = _col_stats(blk, c - 1, c, True)
+                s_s = _col_stats(blk, c - 1, c + 1, False)
+                if s_s > 0:
+                    cs = s_c / s_s
+                elif s_c > 0:
+                    cs = big  # inf -> nan_to_num's largest finite
+                else:
+                    cs = 0.0  # 0 / 0 -> nan_to_num's 0
+                sigma = np.sqrt(vr)
+                hi = max(sigma, cs)
+                beta = abs(sigma - cs) / hi if hi > 0 else np.nan
+                flags[b, bi, bj, 2] = sigma > 2 * beta
+                imp = False
+                for e in range(4):  # top, right, bottom, left edge
+                    for t in range(bs):
+                        if e == 0:
+                            edge[t] = blk[0, t]
+                        elif e == 1:
+                            edge[t] = blk[t, bs - 1]
+                        elif e == 2:
+                            edge[t] = blk[bs - 1, t]
+                        else:
+                            edge[t] = blk[t, 0]
+                    if _flat_segment(edge, seg, imp_t):
+                        imp = True
+                        break
+                flags[b, bi, bj, 1] = imp

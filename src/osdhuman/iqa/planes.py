@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -30,16 +31,12 @@ class Planes:
     gray: np.ndarray  # (N, H, W) float64, scikit-image rgb2gray in [0, 1]
 
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
-    numba = None
 
 
 def _available() -> bool:
     from osdhuman.iqa.moments import use_kernels
 
-    return use_kernels() and numba is not None
+    return use_kernels()
 
 
 def planes_from_uint8(crops: np.ndarray) -> Planes:
@@ -85,23 +82,23 @@ def planes_from_tensor(images: torch.Tensor) -> Planes:
     return Planes(yiq.numpy(), rgb_to_gray_skimage(x.to(torch.float64))[:, 0].numpy())
 
 
-if numba is not None:
-    @numba.njit(cache=True, nogil=True)
-    def _planes_u8(u, ty, tg, yiq, gray):  # u (N, H, W, 3) uint8 -> yiq (N, H, W) f32, gray f64
-        n, h, w, _ = u.shape  # ty (3, 256) f32, tg (3, 256) f64: weight * (u / 255) per level
-        for b in range(n):
-            for i in range(h):
-                for j in range(w):
-                    r, g, bl = u[b, i, j, 0], u[b, i, j, 1], u[b, i, j, 2]
-                    yiq[b, i, j] = ty[0, r] + ty[1, g] + ty[2, bl]
-                    gray[b, i, j] = tg[0, r] + tg[1, g] + tg[2, bl]
+@numba.njit(cache=True, nogil=True)
+def _planes_u8(u, ty, tg, yiq, gray):  # u (N, H, W, 3) uint8 -> yiq (N, H, W) f32, gray f64
+    n, h, w, _ = u.shape  # ty (3, 256) f32, tg (3, 256) f64: weight * (u / 255) per level
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                r, g, bl = u[b, i, j, 0], u[b, i, j, 1], u[b, i, j, 2]
+                yiq[b, i, j] = ty[0, r] + ty[1, g] + ty[2, bl]
+                gray[b, i, j] = tg[0, r] + tg[1, g] + tg[2, bl]
 
-    @numba.njit(cache=True, nogil=True)
-    def _planes_f32(x, wy, wg, yiq, gray):  # x (N, 3, H, W) float32
-        n, _, h, w = x.shape
-        for b in range(n):
-            for i in range(h):
-                for j in range(w):
-                    r, g, bl = x[b, 0, i, j], x[b, 1, i, j], x[b, 2, i, j]
-                    yiq[b, i, j] = r * wy[0] + g * wy[1] + bl * wy[2]
-                    gray[b, i, j] = wg[0] * np.float64(r) + wg[1] * np.float64(g) + wg[2] * np.float64(bl)
+
+@numba.njit(cache=True, nogil=True)
+def _planes_f32(x, wy, wg, yiq, gray):  # x (N, 3, H, W) float32
+    n, _, h, w = x.shape
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                r, g, bl = x[b, 0, i, j], x[b, 1, i, j], x[b, 2, i, j]
+                yiq[b, i, j] = r * wy[0] + g * wy[1] + bl * wy[2]
+                gray[b, i, j] = wg[0] * np.float64(r) + wg[1] * np.float64(g) + wg[2] * np.float64(bl)

@@ -9,7 +9,14 @@ dataclasses and back:
     save_config(cfg, out_dir / "config.yaml")
 
 Unknown keys, wrong types and unreadable files raise :class:`ConfigError` naming the file
-and the key, before any work starts.
+and the key, before any work starts. So do values that break a field's rule, which is stated
+where the field is declared (:func:`rule`)::
+
+    size: int = rule(512, ge=64, multiple_of=8)
+    keep_fraction: float = rule(1 / 3, gt=0, le=1)
+
+A field without a rule only has to hold finite numbers. Rules that tie two fields together
+stay in that dataclass's ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides", "check_values"]
+__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides", "check_fields", "check_values", "rule", "Rule", "SEED_MAX"]
 
 
 class ConfigError(ValueError):
@@ -133,6 +140,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(types_)}")
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():  # each value against its field's rule, before __post_init__ sees it
+        check_field(fields[k], v, f"{where}.{k}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -203,42 +213,51 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     return cfg
 
 
-# -- value rules that hold for every config dataclass ---------------------------------------
-# A field may state its own rule with dataclasses.field(metadata={"range": (lo, hi)}) (None =
-# open end) or {"signed": True}; otherwise the rules below apply by field name, and every
-# other number must be finite and >= 0 (no knob of osdhuman means anything below zero).
+# -- value rules, stated on each field where it is declared ----------------------------------
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding limit
-SIGNED = {"rotation"}  # angle ranges
-AT_LEAST_ONE = {
-    "size", "batch_size", "scale", "grad_accum_steps", "tile_size", "lora_rank", "hfie_image_size", "hfie_heads",
-    "hfie_query_len", "num_train_timesteps", "shard_size", "max_side", "kernel_max_size", "global_batch_size",
-    "min_long_side", "min_short_side", "max_people", "block_size", "window_size",
-}
-POSITIVE = {"lr", "regularizer_lr", "eps", "normalizer_eps", "lora_alpha", "beta_start", "beta_end", "sigma"}
-UNIT_INTERVAL_SUFFIXES = ("_prob", "_fraction", "_iou", "iou_threshold", "_conf", "_probs")
-NAMED_RANGES = {"jpeg_quality": (1, 100), "png_compression": (0, 9), "betas": (0, 0.999999)}
 
 
-def _rule(f: dataclasses.Field) -> tuple[float | None, float | None, bool]:
-    """(lo, hi, lo_exclusive) of a field's numbers."""
-    if "range" in f.metadata:
-        lo, hi = f.metadata["range"]
-        return lo, hi, False
-    if f.metadata.get("signed") or f.name in SIGNED:
-        return None, None, False
-    name = f.name
-    if name == "seed" or name.endswith("_seed"):
-        return 0, SEED_MAX, False
-    if name in NAMED_RANGES:
-        lo, hi = NAMED_RANGES[name]
-        return lo, hi, False
-    if name.endswith(UNIT_INTERVAL_SUFFIXES) or name in ("keep_fraction", "probs", "kind_probs"):
-        return 0, 1, False
-    if name in AT_LEAST_ONE:
-        return 1, None, False
-    if name in POSITIVE:
-        return 0, None, True
-    return 0, None, False
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a config field's numbers must satisfy (each number of a list / tuple field):
+    ``ge`` / ``gt`` a lower bound, ``le`` an upper one, ``multiple_of`` a step (sizes the
+    model's /8 latent grid can take); ``ordered``: a (lo, hi) pair with lo <= hi."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    multiple_of: int | None = None
+    ordered: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        for v in _numbers(value):
+            if self.ge is not None and v < self.ge:
+                raise ConfigError(f"{where}: must be >= {self.ge}, got {v}")
+            if self.gt is not None and v <= self.gt:
+                raise ConfigError(f"{where}: must be > {self.gt}, got {v}")
+            if self.le is not None and v > self.le:
+                raise ConfigError(f"{where}: must be <= {self.le}, got {v}")
+            if self.multiple_of is not None and v % self.multiple_of:
+                raise ConfigError(f"{where}: must be a multiple of {self.multiple_of}, got {v}")
+        if self.ordered and value is not None and len(value) == 2 and value[1] < value[0]:
+            raise ConfigError(f"{where}: must be (lo, hi) with lo <= hi, got {tuple(value)}")
+
+
+def rule(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, ge: float | None = None,
+         gt: float | None = None, le: float | None = None, multiple_of: int | None = None,
+         ordered: bool = False) -> Any:
+    """A dataclass field that states the rule its numbers obey, where the field is declared::
+
+        size: int = rule(512, ge=1)
+        lr: float = rule(5e-5, gt=0)
+        keep_fraction: float = rule(0.33, ge=0, le=1)
+        sigma: tuple[float, float] = rule((0.2, 3.0), gt=0, ordered=True)
+        sizes: list[int] = rule(factory=lambda: [7, 9], ge=1)
+        tile_size: int = rule(512, ge=64, multiple_of=8)
+
+    A field declared without ``rule`` has no rule beyond the one for every number: finite."""
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={"rule": Rule(ge, gt, le, multiple_of, ordered)})
 
 
 def _numbers(value: Any) -> list[float]:
@@ -251,26 +270,31 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
-def _check_number(v: float, lo, hi, lo_excl: bool, where: str) -> None:
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ConfigError(f"{where}: must be a finite number, got {v}")
-    if lo is not None and (v <= lo if lo_excl else v < lo):
-        raise ConfigError(f"{where}: must be {'>' if lo_excl else '>='} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ConfigError(f"{where}: must be <= {hi}, got {v}")
+def check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    """``value`` against field ``f``'s rule (every number finite, then its own rule, if any)."""
+    for v in _numbers(value):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}: must be a finite number, got {v}")
+    if "rule" in f.metadata:
+        f.metadata["rule"].check(value, key)
+
+
+def check_fields(cfg: Any) -> None:
+    """``cfg``'s own fields against their rules: for the ``__post_init__`` of a config that
+    Python code builds directly (the pipeline's), as files and overrides are checked on load."""
+    for f in dataclasses.fields(cfg):
+        check_field(f, getattr(cfg, f.name), f.name)
 
 
 def check_values(cfg: Any, where: str = "") -> None:
-    """Walk every field of ``cfg`` (nested dataclasses too): ranges and signs; ConfigError naming the key."""
+    """Every field's rule, nested configs included; ConfigError naming the key."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         key = f"{where}.{f.name}" if where else f.name
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_values(value, key)
-            continue
-        lo, hi, lo_excl = _rule(f)
-        for v in _numbers(value):
-            _check_number(v, lo, hi, lo_excl, key)
+        else:
+            check_field(f, value, key)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -80,13 +80,13 @@ def test_yaml_config_is_the_default_and_overridable(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("stage2.blur_prob=5", "blur_prob is a probability"),
-        ("stage1.noise.gray_prob=-0.1", "gray_prob is a probability"),
-        ("final.sinc_prob=1.5", "sinc_prob is a probability"),
+        ("stage2.blur_prob=5", "stage2.blur_prob: must be <= 1"),
+        ("stage1.noise.gray_prob=-0.1", "stage1.noise.gray_prob: must be >= 0"),
+        ("final.sinc_prob=1.5", "final.sinc_prob: must be <= 1"),
         ("final.jpeg_quality=[95, 30]", "lo <= hi"),
-        ("stage1.jpeg_quality=[0, 95]", r"within \[1, 100\]"),
+        ("stage1.jpeg_quality=[0, 95]", "stage1.jpeg_quality: must be >= 1"),
         ("stage1.noise.gaussian_sigma=[-1, 3]", "gaussian_sigma"),
-        ("stage1.resize.down=[1.0, 0.5]", "resize down"),
+        ("stage1.resize.down=[1.0, 0.5]", r"stage1.resize.down: must be \(lo, hi\) with lo <= hi"),
     ],
 )
 def test_out_of_range_config_values_are_refused(override, fragment):

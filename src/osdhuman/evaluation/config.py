@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from osdhuman.config import rule, SEED_MAX
+
 __all__ = ["DatasetQualityConfig", "EvaluateConfig"]
 
 
@@ -16,11 +18,11 @@ class EvaluateConfig:
     metrics: list[str] = field(default_factory=lambda: ["paper-val"])
     backend: str = "auto"  # auto | pyiqa | offline (osdhuman.iqa.get_metric)
     device: str = "auto"  # auto = cuda when present, else cpu
-    batch_size: int = 8
+    batch_size: int = rule(8, ge=1)
     recursive: bool = True  # look for images in subfolders too (paired by file stem)
     title: str = ""  # column-group title of the table (default: the reference folder's name)
     digits: str = "paper"  # paper: decimals as Table 2 prints them | sig4: 4 significant, no leading 0
-    seed: int = 0  # for metrics with random crops (pyiqa MANIQA)
+    seed: int = rule(0, ge=0, le=SEED_MAX)  # for metrics with random crops (pyiqa MANIQA)
 
 
 @dataclass
@@ -30,8 +32,8 @@ class DatasetQualityConfig:
     metrics: list[str] = field(default_factory=lambda: ["paper-dataset"])
     backend: str = "auto"
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int = rule(8, ge=1)
     recursive: bool = True
-    max_images: int = 0  # per dataset, 0 = all (a deterministic evenly spaced subset otherwise)
+    max_images: int = rule(0, ge=0)  # per dataset, 0 = all (a deterministic evenly spaced subset otherwise)
     digits: str = "paper"
-    seed: int = 0
+    seed: int = rule(0, ge=0, le=SEED_MAX)

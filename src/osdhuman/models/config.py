@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from osdhuman.config import rule, SEED_MAX
+
 __all__ = [
     "RANDOM_BASE_MODELS",
     "SD21_BASE_TEXT_ENCODER_CONFIG",
@@ -109,11 +111,11 @@ class OSDHumanConfig:
     base_model: str = "tiny"
     revision: str | None = None  # hub revision (ignored for folders)
     # LoRA (docs/reference.md §generator): rank 4 everywhere, alpha 8 (scale alpha/r = 2), gaussian init (B = 0)
-    lora_rank: int = 4
-    lora_alpha: float = 8.0
+    lora_rank: int = rule(4, ge=1)
+    lora_alpha: float = rule(8.0, gt=0)
     lora_init: Literal["gaussian", "kaiming"] = "gaussian"
-    vae_lora_rank: int | None = None  # None -> lora_rank
-    vae_lora_alpha: float | None = None  # None -> lora_alpha
+    vae_lora_rank: int | None = rule(None, ge=1)  # None -> lora_rank
+    vae_lora_alpha: float | None = rule(None, gt=0)  # None -> lora_alpha
     # LoRA layout: None -> docs/reference.md §generator's targets (258 UNet modules, 32 VAE-encoder modules); an
     # explicit list (module names) reproduces imported weights that adapt other modules.
     # Per-module exceptions to rank / alpha, keyed by module name (peft's rank_pattern).
@@ -123,10 +125,10 @@ class OSDHumanConfig:
     unet_lora_alpha_pattern: dict[str, float] = field(default_factory=dict)
     train_conv_in: bool = True  # OSEDiff trains the whole conv_in weight [choose: same]
     # one step at T_L (Eq. 2)
-    timestep: int = 999
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
+    timestep: int = rule(999, ge=0)
+    num_train_timesteps: int = rule(1000, ge=1)
+    beta_start: float = rule(0.00085, gt=0)
+    beta_end: float = rule(0.012, gt=0)
     # latent of the LQ image: sample the VAE posterior or take its mode (our choice: docs/reference.md)
     latent_mode_train: Literal["sample", "mode"] = "sample"
     latent_mode_infer: Literal["sample", "mode"] = "mode"
@@ -139,27 +141,21 @@ class OSDHumanConfig:
     dape_path: str | None = None
     ram_tag_list: str | None = None  # ram_tag_list.txt; None -> beside hfie_encoder_path
     ram_tag_thresholds: str | None = None  # None -> <tag list stem>_threshold.txt beside the tag list
-    ram_delete_tags: list[int] = field(default_factory=list)  # RAM's delete_tag_index (OSEDiff: none)
+    ram_delete_tags: list[int] = rule(factory=list, ge=0)  # RAM's delete_tag_index (OSEDiff: none)
     dape_prompt_suffix: str = ""  # OSEDiff's --prompt: the text is f"{tags}, {suffix},"
     # RAM checkpoint (ram_swin_large_14m.pth) for HFIE's image encoder; None is allowed only
     # for the random presets (tiny, sd21-random) or when loading saved weights that hold it
     hfie_encoder_path: str | None = None
-    hfie_image_size: int = 384  # tiny preset uses TINY_SWIN["img_size"]
-    hfie_heads: int = 8  # MultiheadAttention heads (our choice: docs/reference.md)
-    hfie_query_len: int = 77
+    hfie_image_size: int = rule(384, ge=1)  # tiny preset uses TINY_SWIN["img_size"]
+    hfie_heads: int = rule(8, ge=1)  # MultiheadAttention heads (our choice: docs/reference.md)
+    hfie_query_len: int = rule(77, ge=1)
     # null-prompt embedding (VSD classifier-free guidance), computed once through the text
     # encoder when the base model has one, then kept as a tensor
     compute_null_prompt: bool = True
     # seed for the random presets and for LoRA / HFIE head initialisation
-    seed: int = 0
+    seed: int = rule(0, ge=0, le=SEED_MAX)
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 1:
-            raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
-        if self.vae_lora_rank is not None and self.vae_lora_rank < 1:
-            raise ValueError(f"vae_lora_rank must be >= 1, got {self.vae_lora_rank}")
-        if self.lora_alpha <= 0 or (self.vae_lora_alpha is not None and self.vae_lora_alpha <= 0):
-            raise ValueError("lora_alpha and vae_lora_alpha must be > 0")
         if not (0 <= self.timestep < self.num_train_timesteps):
             raise ValueError(f"timestep must be in [0, {self.num_train_timesteps}), got {self.timestep}")
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from osdhuman.boxes import centre_distance, expand_box, square_crop_box
+from osdhuman.config import check_fields, rule
 from osdhuman.pipelines.blend import Layer, composite, feather_mask
 
 __all__ = ["PeopleConfig", "PeoplePlan", "PeopleResult", "PersonCrop", "Restorer", "paste_people",
@@ -37,18 +38,15 @@ Restorer = Callable[[list[np.ndarray]], list[np.ndarray]]  # uint8 (H,W,3) image
 class PeopleConfig:
     """How people are cropped, restored and pasted back."""
 
-    crop_size: int = 512  # the model's training size (HQ-ACF)
-    context_margin: float = 1.0  # 1.0 = HQ-ACF's square of the box's longer edge
+    crop_size: int = rule(512, ge=64, multiple_of=8)  # the model's training size (HQ-ACF)
+    context_margin: float = rule(1.0, ge=0)  # 1.0 = HQ-ACF's square of the box's longer edge
     context_margin_style: Literal["scale", "pixels"] = "scale"  # margin multiplies the box, or adds pixels per side
-    min_person_side: int = 64  # px (input photo): people whose box's longer edge is shorter are left to the background
-    feather: float = 0.125  # feather width as a fraction of the crop side
+    min_person_side: int = rule(64, ge=0)  # px (input photo): people whose box's longer edge is shorter are left to the background
+    feather: float = rule(0.125, ge=0, le=0.5)  # feather width as a fraction of the crop side
     people_only: bool = False  # no background pass: outside the people the photo is kept as it is
 
     def __post_init__(self) -> None:
-        if self.crop_size < 64 or self.crop_size % 8:
-            raise ValueError(f"crop_size must be a multiple of 8 and >= 64, got {self.crop_size}")
-        if not 0 <= self.feather <= 0.5:
-            raise ValueError(f"feather must be in [0, 0.5], got {self.feather}")
+        check_fields(self)
         if self.context_margin_style == "scale" and self.context_margin < 1.0:
             raise ValueError(f"context_margin (scale) must be >= 1.0, got {self.context_margin}")
         if self.context_margin_style == "pixels" and self.context_margin < 0:

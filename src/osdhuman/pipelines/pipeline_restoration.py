@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osdhuman.config import SEED_MAX, check_fields, rule
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
 from osdhuman.models.pretrained import load_pretrained
-from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
+from osdhuman.pipelines.color_fix import apply_color_fix
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
 __all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
@@ -40,28 +41,23 @@ PIPELINE_FILE = "pipeline_config.json"
 class PipelineConfig:
     """Inference settings (not part of the trained weights)."""
 
-    tile_size: int = 512  # pixels; images larger than this (either side) run in latent tiles
-    tile_overlap: int = 64  # pixels of overlap between tiles (blended smoothly)
-    vae_tile_size: int | None = None  # pixels for tiled VAE encode/decode; None -> tile_size
+    tile_size: int = rule(512, ge=64, multiple_of=8)  # pixels; images larger than this (either side) run in latent tiles
+    tile_overlap: int = rule(64, ge=0, multiple_of=8)  # pixels of overlap between tiles (blended smoothly)
+    vae_tile_size: int | None = rule(None, ge=64, multiple_of=8)  # pixels for tiled VAE encode/decode; None -> tile_size
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"  # auto -> cuda, then mps, then cpu
-    seed: int = 0  # used only when the model samples the latent at inference
+    seed: int = rule(0, ge=0, le=SEED_MAX)  # used only when the model samples the latent at inference
     # VAE GroupNorm statistics when tiling: "global" = estimated once on a downscaled copy of
     # the whole input and shared by all tiles (no colour shifts between tiles); "tile" = per
     # tile. (UNet latent tiles always normalise per tile and are blended, as in OSEDiff.)
     tile_norm: Literal["global", "tile"] = "global"
 
     def __post_init__(self) -> None:
-        if self.tile_size < 64 or self.tile_size % 8:
-            raise ValueError(f"tile_size must be a multiple of 8 and >= 64, got {self.tile_size}")
+        check_fields(self)
         vt = self.vae_tile_size if self.vae_tile_size is not None else self.tile_size
-        if vt < 64 or vt % 8:
-            raise ValueError(f"vae_tile_size must be a multiple of 8 and >= 64, got {vt}")
-        if self.tile_overlap < 0 or self.tile_overlap % 8 or self.tile_overlap >= min(self.tile_size, vt):
-            raise ValueError(f"tile_overlap must be a multiple of 8, >= 0 and < the tile size, got {self.tile_overlap}")
-        if self.color_fix not in COLOR_FIXES:
-            raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
+        if self.tile_overlap >= min(self.tile_size, vt):
+            raise ValueError(f"tile_overlap must be smaller than the tile size, got {self.tile_overlap}")
 
 
 @dataclass

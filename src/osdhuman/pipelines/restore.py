@@ -40,6 +40,8 @@ from osdhuman.outputs import (
 )
 from osdhuman.pipelines.people import PeopleConfig
 
+from osdhuman.config import rule, SEED_MAX
+
 __all__ = [
     "ENV_BASE_MODEL",
     "ENV_HFIE_ENCODER",
@@ -71,7 +73,7 @@ class RestoreConfig:
     base_model: str | None = None  # None -> the one saved with the weights, else "tiny"
     hfie_encoder: str | None = None  # RAM checkpoint path (None -> saved path)
     fuse: bool = True  # fold the LoRA into the base weights at load (faster); False keeps it apart
-    timestep: int | None = None  # None -> recorded with the weights (999 for OSDHuman; HAODiff uses 199)
+    timestep: int | None = rule(None, ge=0)  # None -> recorded with the weights (999 for OSDHuman; HAODiff uses 199)
     # None -> recorded with the weights; dape_lq when ``dape`` is set
     prompt_source: Literal["hfie_lq", "hfie_hq", "text", "null", "dape_lq", "dape_hq"] | None = None
     # DAPE prompts (OSEDiff): its DAPE.pth over the RAM checkpoint ``hfie_encoder``, RAM's tag files
@@ -80,26 +82,26 @@ class RestoreConfig:
     ram_tag_thresholds: str | None = None  # None -> <tag list stem>_threshold.txt beside the tag list
     dape_prompt: str | None = None  # OSEDiff's --prompt, appended: "tags, TEXT,"
     latent_mode: Literal["mode", "sample"] | None = None  # None -> recorded (OSEDiff: sample, ours: mode)
-    tile_size: int = 512
-    tile_overlap: int = 64
-    vae_tile_size: int | None = None
+    tile_size: int = rule(512, ge=1)
+    tile_overlap: int = rule(64, ge=0)
+    vae_tile_size: int | None = rule(None, ge=0)
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"
-    batch_size: int = 1
+    batch_size: int = rule(1, ge=1)
     ext: Literal["png", "jpg", "auto"] = "auto"  # auto: keep png/jpg/webp, else png
     suffix: str = ""
     recursive: bool = False
-    jpeg_quality: int = 95
-    seed: int = 0
+    jpeg_quality: int = rule(95, ge=1, le=100)
+    seed: int = rule(0, ge=0, le=SEED_MAX)
     # resume (default): keep an output whose recorded input + settings match, redo one that
     # differs, never replace a file restore did not write; true writes every output again
     overwrite: bool = False
     people: bool = False  # person-aware: restore HQ-ACF crops of each person, paste them back (people.py)
     person: PeopleConfig = field(default_factory=PeopleConfig)  # crop size, context margin, feather, people_only
     save_crops: bool = False  # people mode: OUTDIR/crops/<name>_people.png before/after contact sheets
-    upscale: float = 1.0  # resize the input by this (bicubic) before restoring: the output is this times the input
-    max_side: int | None = 8192  # refuse an output whose longer side would exceed this (memory guard)
+    upscale: float = rule(1.0, ge=0)  # resize the input by this (bicubic) before restoring: the output is this times the input
+    max_side: int | None = rule(8192, ge=1)  # refuse an output whose longer side would exceed this (memory guard)
 
 
 @dataclass

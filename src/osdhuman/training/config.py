@@ -13,6 +13,8 @@ from osdhuman.degradation.config import DegradationConfig
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.training.lpips import LPIPSConfig
 
+from osdhuman.config import rule, SEED_MAX
+
 __all__ = [
     "TrainConfig",
     "TrainDataConfig",
@@ -34,63 +36,63 @@ class TrainDataConfig:
     source: str = "demo_out"
     # held-out images for validation: a manifest / folder, or null = the source's "val" split
     val_source: Optional[str] = None
-    size: int = 512  # HQ crop side (paper: 512)
+    size: int = rule(512, ge=1)  # HQ crop side (paper: 512)
     # "center" crops of curated 512 images (PERSONA) or LSDIR-style "random" crops of a folder
     crop: Literal["random", "center"] = "random"
     hflip: bool = True
-    num_workers: int = 0
+    num_workers: int = rule(0, ge=0)
     shuffle: bool = True
-    num_val: int = 8  # held-out pairs in every validation pass
-    val_seed: int = 1234  # degradation seeds of the held-out LQ images
+    num_val: int = rule(8, ge=0)  # held-out pairs in every validation pass
+    val_seed: int = rule(1234, ge=0, le=SEED_MAX)  # degradation seeds of the held-out LQ images
 
 
 @dataclass
 class OptimConfig:
     """Two AdamW optimisers (generator, regularizer), constant schedule (docs/reference.md §training)."""
 
-    lr: float = 5e-5
-    regularizer_lr: Optional[float] = None  # null = lr
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    max_grad_norm: float = 1.0  # clip for each optimiser; 0 disables
+    lr: float = rule(5e-5, gt=0)
+    regularizer_lr: Optional[float] = rule(None, gt=0)  # null = lr
+    betas: tuple[float, float] = rule((0.9, 0.999), ge=0, le=0.999999)
+    weight_decay: float = rule(1e-2, ge=0)
+    eps: float = rule(1e-8, gt=0)
+    max_grad_norm: float = rule(1.0, ge=0)  # clip for each optimiser; 0 disables
 
 
 @dataclass
 class LossConfig:
     """Paper Eq. 4: L = lambda_mse * MSE + lambda_lpips * LPIPS + lambda_vsd * VSD."""
 
-    lambda_mse: float = 1.0
-    lambda_lpips: float = 2.0  # lambda1
-    lambda_vsd: float = 1.0  # lambda2; 0 disables VSD and the regularizer update
+    lambda_mse: float = rule(1.0, ge=0)
+    lambda_lpips: float = rule(2.0, ge=0)  # lambda1
+    lambda_vsd: float = rule(1.0, ge=0)  # lambda2; 0 disables VSD and the regularizer update
 
 
 @dataclass
 class VSDConfig:
     """Paper Eq. 6-7 with docs/reference.md §training's choices."""
 
-    t_min: int = 20  # VSD timesteps uniform in {t_min, ..., t_max - 1}
-    t_max: int = 980
-    guidance_scale: float = 7.5  # CFG of the frozen teacher; 1.0 = no guidance (our choice: docs/reference.md)
+    t_min: int = rule(20, ge=0)  # VSD timesteps uniform in {t_min, ..., t_max - 1}
+    t_max: int = rule(980, ge=0)
+    guidance_scale: float = rule(7.5, ge=0)  # CFG of the frozen teacher; 1.0 = no guidance (our choice: docs/reference.md)
     # unconditional branch of CFG: the model's null-prompt (" ") embedding, or zeros when the
     # base model has no text encoder (random presets without one)
     uncond: Literal["null", "zeros"] = "null"
     normalizer: Literal["mean_abs", "none"] = "mean_abs"  # w = mean_CHW |z - x0_fix|
-    normalizer_eps: float = 1e-8
-    reg_t_min: int = 0  # Eq. 7 timesteps uniform in {reg_t_min, ..., reg_t_max - 1}
-    reg_t_max: int = 1000
+    normalizer_eps: float = rule(1e-8, gt=0)
+    reg_t_min: int = rule(0, ge=0)  # Eq. 7 timesteps uniform in {reg_t_min, ..., reg_t_max - 1}
+    reg_t_max: int = rule(1000, ge=0)
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 1000  # steps between checkpoints (0: only at the end)
-    keep: int = 3  # newest checkpoints kept (rotation); 0 keeps all
+    every: int = rule(1000, ge=0)  # steps between checkpoints (0: only at the end)
+    keep: int = rule(3, ge=0)  # newest checkpoints kept (rotation); 0 keeps all
 
 
 @dataclass
 class LoggingConfig:
-    every: int = 10  # steps between TensorBoard / metrics.jsonl records
-    val_every: int = 1000  # steps between validation passes (0: only at the end)
+    every: int = rule(10, ge=0)  # steps between TensorBoard / metrics.jsonl records
+    val_every: int = rule(1000, ge=0)  # steps between validation passes (0: only at the end)
     val_at_start: bool = True  # a validation pass before the first step (baseline)
     tensorboard: bool = True
     progress: bool = True  # tqdm bar
@@ -111,14 +113,14 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    seed: int = 0
-    max_steps: int = 35000  # optimiser steps (paper: 35k at global batch 16)
-    batch_size: int = 4  # PER DEVICE (process) and micro-batch; global = batch * accumulation * processes
-    grad_accum_steps: int = 1
+    seed: int = rule(0, ge=0, le=SEED_MAX)
+    max_steps: int = rule(35000, ge=0)  # optimiser steps (paper: 35k at global batch 16)
+    batch_size: int = rule(4, ge=1)  # PER DEVICE (process) and micro-batch; global = batch * accumulation * processes
+    grad_accum_steps: int = rule(1, ge=1)
     # images per optimiser step over all processes (paper: 16). When set, grad_accum_steps is
     # derived from it: global / (batch_size * processes), which must divide exactly (else an
     # error at start); null = batch_size * grad_accum_steps * processes, whatever that is
-    global_batch_size: Optional[int] = None
+    global_batch_size: Optional[int] = rule(None, ge=1)
     # autocast precision; trainable weights always stay float32. (YAML reads a bare `no` as
     # false, which is accepted and means "no".)
     mixed_precision: Union[Literal["no", "fp16", "bf16"], bool] = "bf16"
@@ -127,15 +129,13 @@ class TrainConfig:
     frozen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     gradient_checkpointing: bool = False
     device: Optional[str] = None  # null = accelerate's choice (GPU per process if any); "cpu" forces CPU
-    max_nonfinite: int = 10  # stop after this many non-finite steps in a row
+    max_nonfinite: int = rule(10, ge=0)  # stop after this many non-finite steps in a row
 
     def __post_init__(self) -> None:
         if self.mixed_precision is False:
             self.mixed_precision = "no"
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if self.batch_size < 1 or self.grad_accum_steps < 1:
-            raise ValueError("batch_size and grad_accum_steps must be >= 1")
         if not (0 <= self.vsd.t_min < self.vsd.t_max <= self.model.num_train_timesteps):
             raise ValueError(f"vsd timesteps [{self.vsd.t_min}, {self.vsd.t_max}) outside the schedule")
         if not (0 <= self.vsd.reg_t_min < self.vsd.reg_t_max <= self.model.num_train_timesteps):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -59,6 +59,13 @@ from osdhuman.training.update import (
     make_optimizer,
 )
 from osdhuman.training.validation import image_grid, psnr_y, save_grid_png, ssim_y
+
+if TYPE_CHECKING:  # annotations only: accelerate and TensorBoard are imported when a run starts
+    from accelerate import Accelerator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from osdhuman.models import OSDHuman
+    from osdhuman.training.lpips import LPIPS
 
 __all__ = ["TrainResult", "TrainingError", "step_seed", "train"]
 
@@ -117,7 +124,7 @@ class _Run:
 
     cfg: TrainConfig
     out: Path
-    accelerator: Any
+    accelerator: Accelerator
     device: torch.device
     rank: int
     world: int
@@ -125,21 +132,25 @@ class _Run:
     ac_dtype: torch.dtype | None
     accum: int
     resume_path: Path | None = None
-    model: Any = None
-    lpips: Any = None
-    gen_params: list = field(default_factory=list)
-    reg_params: list = field(default_factory=list)
-    names: dict = field(default_factory=dict)
-    trainable_names: list = field(default_factory=list)
+    # 2. _build
+    model: OSDHuman | None = None
+    lpips: LPIPS | None = None
+    gen_params: list[nn.Parameter] = field(default_factory=list)
+    reg_params: list[nn.Parameter] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> its name in the model
+    trainable_names: list[str] = field(default_factory=list)
     data: TrainingData | None = None
-    opt_g: Any = None
-    opt_r: Any = None
-    scaler_g: Any = None
-    scaler_r: Any = None
-    step_module: Any = None
-    writer: Any = None
+    opt_g: torch.optim.Optimizer | None = None
+    opt_r: torch.optim.Optimizer | None = None  # None without a regularizer adapter
+    scaler_g: torch.amp.GradScaler | None = None
+    scaler_r: torch.amp.GradScaler | None = None
+    # _prepare_step: the train step, wrapped by accelerate (DDP when distributed)
+    step_module: nn.Module | None = None
+    # 4. _open_logs
+    writer: SummaryWriter | None = None
     jlog: JsonlLog | None = None
     skipped: SkippedLog | None = None
+    # 5. _loop
     step: int = 0
     position: int = 0
     nonfinite_run: int = 0

@@ -11,6 +11,7 @@ from osdhuman.cli._common import (
     check_device,
     check_min,
     check_output_dir,
+    output_lock,
     resolve_config,
 )
 
@@ -98,7 +99,7 @@ def _overrides(args) -> list[str]:
 def run(args) -> int:
     from osdhuman.cli import UsageError
     from osdhuman.curation.config import CurationConfig
-    from osdhuman.curation.detect import DetectorUnavailable
+    from osdhuman.curation.detect import DetectorUnavailable, check_detector
     from osdhuman.curation.runner import OutputDirError, build_dataset
     from osdhuman.curation.scoring import ScoringUnavailable
     from osdhuman.curation.sources import SourceError, parse_specs
@@ -123,8 +124,10 @@ def run(args) -> int:
         if args.dry_run:
             _dry_run(cfg)
             return 0
+        check_detector(cfg.detector)  # before the output folder is made
         cfg, metrics = _metrics_or_fallback(cfg, args.allow_offline_metrics)
-        result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
+        with output_lock(args.out):  # a second run into this folder stops here
+            result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
     except (SourceError, OutputDirError, ScoringUnavailable, DetectorUnavailable) as exc:
         raise UsageError(str(exc)) from None
     _report_unusable_files(result.out / "rejects.parquet")

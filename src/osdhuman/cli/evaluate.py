@@ -121,6 +121,9 @@ def _check(args, cfg, folders: dict[str, str]) -> None:
             raise UsageError(f"{what}: {d}: no image files found")
 
 
+SHOWN_ISSUES = 10  # issues listed on stderr; every one is a row of issues.csv
+
+
 def _report(result, what: str) -> None:
     print(result.table)
     kinds: dict[str, int] = {}
@@ -129,8 +132,10 @@ def _report(result, what: str) -> None:
     if kinds:
         print("issues: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
               + f" (details in {result.out_dir / 'issues.csv'})", file=sys.stderr)
-        for i in result.issues[:10]:
+        for i in result.issues[:SHOWN_ISSUES]:
             print(f"  [{i.kind}] {i.group}/{i.key}: {i.detail}", file=sys.stderr)
+        if len(result.issues) > SHOWN_ISSUES:
+            print(f"  ... and {len(result.issues) - SHOWN_ISSUES} more (see {result.out_dir / 'issues.csv'})", file=sys.stderr)
     for n, why in result.unavailable.items():
         print(f"unavailable: {n}: {why}", file=sys.stderr)
     print(f"{what} written to {result.out_dir}/ (table.md, summary.json, per_image.csv, plots/)")

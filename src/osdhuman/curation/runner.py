@@ -299,7 +299,9 @@ def check_output_dir(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise OutputDirError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / MARKER).exists():
+        from osdhuman.outputs import LOCK_NAME  # the lock this run holds is not a stranger's file
+
+        if any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / MARKER).exists():
             raise OutputDirError(f"{out}: exists, is not empty and is not a build-dataset output; choose another --out")
 
 

@@ -192,8 +192,10 @@ class OutputLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._made = False
 
     def acquire(self) -> OutputLock:
+        self._made = not self.folder.exists()  # a run refused before it wrote anything leaves no folder
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(10):  # retry if the file we locked was unlinked by a run that just ended
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -224,6 +226,9 @@ class OutputLock:
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+        if self._made:
+            with contextlib.suppress(OSError):  # only when still empty
+                self.folder.rmdir()
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

@@ -88,7 +88,7 @@ class YOLOPersonDetector:
         if not Path(cfg.weights).is_file():
             raise DetectorUnavailable(f"{cfg.weights}: YOLO weights file not found")
         try:
-            from ultralytics import YOLO  # optional, AGPL
+            YOLO = _yolo_class()  # optional, AGPL
         except ImportError:
             raise DetectorUnavailable("detector 'yolo' needs ultralytics: pip install 'osdhuman[yolo]'") from None
         self.cfg = cfg
@@ -98,6 +98,18 @@ class YOLOPersonDetector:
         res = self.model.predict(np.ascontiguousarray(rgb[..., ::-1]), classes=[0], conf=self.cfg.yolo_conf,
                                  device=self.cfg.device, verbose=False)[0]
         return res.boxes.xyxy.cpu().numpy().astype(np.float64).reshape(-1, 4)
+
+
+def _yolo_class():
+    """ultralytics' YOLO, with PIL's ``Image.open`` given back: importing ultralytics replaces it by
+    one that, on the first file Pillow cannot identify, tries to pip-install pi-heif and logs
+    errors; osdhuman decodes its own inputs (osdhuman.imageio) and hands YOLO arrays."""
+    from PIL import Image
+    from ultralytics import YOLO
+    from ultralytics.utils import patches
+
+    Image.open = getattr(patches, "_image_open", Image.open)
+    return YOLO
 
 
 def load_yolo(yolo_cls, weights: str):
@@ -133,6 +145,4 @@ def check_detector(cfg: DetectorConfig) -> None:
         raise DetectorUnavailable(f"{cfg.weights}: YOLO weights file not found")
     if importlib.util.find_spec("ultralytics") is None:
         raise DetectorUnavailable("detector 'yolo' needs ultralytics: pip install 'osdhuman[yolo]'")
-    from ultralytics import YOLO
-
-    load_yolo(YOLO, cfg.weights)  # a file it cannot load is named now, not mid-run
+    load_yolo(_yolo_class(), cfg.weights)  # a file it cannot load is named now, not mid-run

@@ -282,6 +282,18 @@ def test_scoring_commands_call_an_unreadable_file_unreadable(command, photos, ca
     assert row and "unreadable_file" in row[0] and "corrupt_image" not in issues, issues
 
 
+def test_build_dataset_calls_an_unreadable_file_unreadable(photos, capsys, monkeypatch):
+    import pandas as pd
+
+    _deny(monkeypatch, photos / "in" / "img1.png")
+    argv = [a.replace("{T}", str(photos)) for a in LOCKED["build-dataset"]] + ["--workers", "1"]  # in this process
+    assert main(argv) == 0, capsys.readouterr().err
+    rej = pd.read_parquet(photos / "out" / "rejects.parquet")
+    reasons = dict(zip(rej["path"].map(lambda p: Path(p).name), rej["reason"]))
+    assert reasons.get("img1.png") == "unreadable_file", reasons
+    assert "unreadable_file" in capsys.readouterr().err
+
+
 def test_reading_an_unreadable_file_is_unreadable_file_for_every_reader(tmp_path, monkeypatch):
     from osdhuman.imageio import ImageReadError, read_rgb
 

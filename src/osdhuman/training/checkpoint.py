@@ -319,7 +319,7 @@ def save_checkpoint(
         _write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_js})
         _write_json(tmp / "COMPLETE", {"step": step, "files": _file_sums(tmp)})
         _fsync_dir(tmp)
-    except BaseException as exc:  # a full disk, a kill signal raised as an exception: no half checkpoint stays
+    except Exception as exc:  # a full disk, ...: no half checkpoint stays (a kill leaves it: the next run sweeps it)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             raise os_error_at_final(exc, tmp, final) from None

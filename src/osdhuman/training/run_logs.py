@@ -129,7 +129,7 @@ def atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
         shutil.rmtree(tmp)
     try:
         write(tmp)
-    except BaseException as exc:  # a full disk: the half-written folder goes; the error names the file
+    except Exception as exc:  # a full disk: the half-written folder goes; the error names the file
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             from osdhuman.training.checkpoint import os_error_at_final

@@ -464,7 +464,10 @@ def _parse_inputs(cfg: CurationConfig, out: Path, metrics: list | None) -> tuple
     created only once the inputs are good: until then the records live in a scratch folder
     beside it (moved in by a rename)."""
     records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
-    scratch = None if out.is_dir() else _scratch(out)
+    from osdhuman.outputs import LOCK_NAME
+
+    started = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())  # more than this run's lock
+    scratch = None if started else _scratch(out)
     try:
         recs = parse_all(cfg, scratch or records_root)
         if any(r.kind == "folder" for r in recs):

@@ -474,13 +474,12 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
 
     data = save(tensors)  # no metadata: the header lists tensors in a fixed order
     n = int.from_bytes(data[:8], "little")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(_safetensors_header(json.loads(data[8:8 + n]), metadata))
-            f.write(memoryview(data)[8 + n:])
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(_safetensors_header(json.loads(data[8:8 + n]), metadata))
+        f.write(memoryview(data)[8 + n:])
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 

@@ -9,10 +9,15 @@ import socket
 
 import pytest
 
+from osdhuman.app.config import (
+    AppConfig,
+    FolderNotAllowed,
+    allowed_folder,
+    allowed_roots,
+)
+
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
-
-from osdhuman.app.config import AppConfig, FolderNotAllowed, allowed_folder, allowed_roots  # noqa: E402
 
 
 def _free_port() -> int:

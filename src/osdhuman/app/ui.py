@@ -12,7 +12,12 @@ import pandas as pd  # noqa: E402
 
 from osdhuman.app import dataset_tab as ds  # noqa: E402
 from osdhuman.app import results_tab as rs  # noqa: E402
-from osdhuman.app.config import AppConfig, FolderNotAllowed, allowed_folder, allowed_roots  # noqa: E402
+from osdhuman.app.config import (  # noqa: E402
+    AppConfig,
+    FolderNotAllowed,
+    allowed_folder,
+    allowed_roots,
+)
 from osdhuman.app.restore_tab import MODES, TINY, RestoreService, check_request  # noqa: E402
 
 

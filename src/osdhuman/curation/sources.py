@@ -267,7 +267,7 @@ def _coco_box_reject(a: dict, bad: dict, skip_crowd: bool, reject_flags: list[st
 def _box4(b) -> tuple[float, float, float, float]:
     """COCO [x, y, w, h] -> four finite floats with w, h > 0 (ValueError / TypeError if not)."""
     if not isinstance(b, (list, tuple)):
-        raise ValueError(f"{b!r} is not a list of 4 numbers [x, y, w, h]")
+        raise TypeError(f"{b!r} is not a list of 4 numbers [x, y, w, h]")
     if len(b) != 4:
         raise ValueError(f"{len(b)} numbers, expected 4")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):

@@ -187,6 +187,18 @@ def test_build_dataset_never_reads_outside_the_image_folder_and_counts_the_rows(
     assert "path_outside_image_dir" in (tmp_path / "ds" / "report.html").read_text()
 
 
+def test_detector_flags_a_build_would_not_use_are_said_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = _outside_sources(tmp_path)["coco"]  # person boxes given: no detector runs
+    with pytest.warns(UserWarning) as seen:  # on the command line: one "osdhuman: UserWarning: ..." line
+        rc = main(["build-dataset", "--source", src, "-o", str(tmp_path / "ds"), "--set", "crop.size=64",
+                   "--workers", "1", "--set", "iqa.metrics=[laplacian_var]", "--no-progress", "--detector", "opencv"])
+    assert rc == 0, capsys.readouterr().err
+    notes = [str(w.message) for w in seen if "--detector" in str(w.message)]
+    assert notes == ["--detector not used: the detector finds people in folder: sources only, and every source "
+                     "here has person boxes"], notes
+
+
 @pytest.mark.parametrize("bbox,detail", [
     ("notalist", "bbox 'notalist' is not a list of 4 numbers [x, y, w, h]"),
     (None, "bbox None is not a list of 4 numbers [x, y, w, h]"),

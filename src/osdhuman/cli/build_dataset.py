@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from osdhuman.cli._common import (
     add_config_args,
@@ -120,11 +121,15 @@ def run(args) -> int:
     check_device(args.device)
     try:
         # the output must not land in a folder we read (a folder: source would ingest it next run)
-        check_output_dir(args.out, [a for s in parse_specs(cfg.sources) for a in s.args])
+        specs = parse_specs(cfg.sources)
+        check_output_dir(args.out, [a for s in specs for a in s.args])
+        for note in unused_detector_flags(args, specs, cfg.detector.kind):
+            warnings.warn(note, stacklevel=1)
         if args.dry_run:
             _dry_run(cfg)
             return 0
-        check_detector(cfg.detector)  # before the output folder is made
+        if any(s.kind == "folder" for s in specs):  # the only sources a detector runs on
+            check_detector(cfg.detector)  # before the output folder is made
         cfg, metrics = _metrics_or_fallback(cfg, args.allow_offline_metrics)
         with output_lock(args.out):  # a second run into this folder stops here
             result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
@@ -134,6 +139,18 @@ def run(args) -> int:
     print(result.summary())
     print(f"report: {result.out / 'report.html'}", file=sys.stdout)
     return 0
+
+
+def unused_detector_flags(args, specs, kind: str) -> list[str]:
+    """What a user would expect a detector flag to do but it will not (said once each, the run goes on)."""
+    given = [f for f, v in (("--detector", args.detector), ("--detector-weights", args.detector_weights)) if v]
+    notes = []
+    if given and not any(s.kind == "folder" for s in specs):
+        notes.append(f"{' and '.join(given)} not used: the detector finds people in folder: sources only, and every "
+                     "source here has person boxes")
+    elif args.detector_weights and kind != "yolo":
+        notes.append(f"--detector-weights {args.detector_weights} not used: it is for --detector yolo (the detector is {kind})")
+    return notes
 
 
 def _dry_run(cfg) -> None:

@@ -70,9 +70,9 @@ def test_refused_requests_tell_the_client_why_and_log_no_traceback(served, capfd
     assert "Traceback" not in log.err + log.out
 
 
-def test_a_path_that_was_never_uploaded_is_refused_with_its_reason(served, tmp_path):
+def test_a_path_that_was_never_uploaded_is_refused_with_its_reason(served, tmp_path, capfd):
     """Sent as raw HTTP (gradio_client would upload it): Gradio refuses the path before the app
-    runs; the client reads why instead of {"error": null}."""
+    runs; the client reads why instead of {"error": null}, the log has no traceback."""
     import httpx
 
     client, _ = served
@@ -84,6 +84,8 @@ def test_a_path_that_was_never_uploaded_is_refused_with_its_reason(served, tmp_p
     stream = httpx.get(f"{url}/{event}", timeout=60).text
     assert "event: error" in stream and "secret.png" in stream and "not uploaded by a user" in stream, stream
     assert '"error": null' not in stream
+    log = capfd.readouterr()
+    assert "Traceback" not in log.err + log.out
 
 
 def test_the_api_advertises_the_types_the_app_takes(served):

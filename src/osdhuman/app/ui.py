@@ -217,4 +217,22 @@ def build_app(cfg: AppConfig | None = None, service: RestoreService | None = Non
             demo.load(d_refresh, d_in, d_out)
         if cfg.results_dir:
             demo.load(r_refresh, r_in, r_out)
+    _refuse_bad_paths_quietly(demo)
     return demo
+
+
+def _refuse_bad_paths_quietly(demo: gr.Blocks) -> None:
+    """A request naming a file that was never uploaded is refused by Gradio while it prepares the
+    values, before any handler runs; that refusal (InvalidPathError) becomes a one-line gr.Error
+    for the client, without a traceback in the log (this app's Blocks only)."""
+    from gradio.exceptions import InvalidPathError
+
+    prepare = demo.preprocess_data
+
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await prepare(*args, **kwargs)
+        except InvalidPathError as exc:
+            raise gr.Error(" ".join(str(exc).split()), print_exception=False) from None
+
+    demo.preprocess_data = preprocess_data

@@ -105,6 +105,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             f = float(value)
         except ValueError:
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+            return int(value)  # exact: a 30-digit seed stays what it is (and the range rule names it)
         if f != int(f):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(f)
@@ -198,11 +202,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text (UTF-8) file: byte {exc.start} is 0x{exc.object[exc.start]:02x}; "
+                              "a config file is YAML text") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
         merged = to_dict(cfg)
@@ -295,6 +302,27 @@ def check_values(cfg: Any, where: str = "") -> None:
             check_values(value, key)
         else:
             check_field(f, value, key)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently, so a typo'd second ``lr:`` would win unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:  # an unhashable key: the base loader reports it
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

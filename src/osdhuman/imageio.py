@@ -174,6 +174,8 @@ def read_rgb_info(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_sid
         raise ImageReadError(p, "not_a_file") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         msg = str(exc)
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system refused the bytes (permission, I/O)
+            raise ImageReadError(p, "unreadable_file", exc.strerror or msg) from None
         reason = "truncated_image" if ("truncated" in msg or "broken" in msg or isinstance(exc, EOFError)) else "corrupt_image"
         raise ImageReadError(p, reason, msg) from None
     if arr.ndim != 3 or arr.shape[2] != 3:
@@ -226,7 +228,7 @@ def scan_images(root: str | os.PathLike, recursive: bool = True) -> tuple[list[P
     return sorted(files), sorted(skipped)
 
 
-def _entry_kind(p: Path) -> str:
+def entry_kind(p: Path) -> str:
     """'file' | 'dir' | 'dangling_link' | 'link_loop' | 'unreadable_entry' | 'other'."""
     try:
         st = os.stat(p)
@@ -250,7 +252,7 @@ def _scan_dir(folder: Path, recursive: bool, files: list[Path], skipped: list[tu
     exts = image_extensions()
     for e in entries:
         p = Path(e.path)
-        kind = _entry_kind(p)
+        kind = entry_kind(p)
         looks_image = p.suffix.lower() in exts
         if kind == "dir":
             if e.name.startswith("."):

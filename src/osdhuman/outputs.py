@@ -192,8 +192,10 @@ class OutputLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._made = False
 
     def acquire(self) -> OutputLock:
+        self._made = not self.folder.exists()  # a run refused before it wrote anything leaves no folder
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(10):  # retry if the file we locked was unlinked by a run that just ended
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -224,6 +226,9 @@ class OutputLock:
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+        if self._made:
+            with contextlib.suppress(OSError):  # only when still empty
+                self.folder.rmdir()
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
@@ -432,4 +437,76 @@ def params_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-__all__ += ["input_fingerprint", "named_os_error", "params_key"]
+def output_name_problem(part: str) -> str | None:
+    """Why ``part`` (a name or a piece of one a user gave, e.g. restore's --suffix) cannot go into an
+    output file name, or None. An output name is one path component inside the output folder: no
+    separator, no ``..``, no control character, not too long for a file system."""
+    if "/" in part or "\\" in part or (os.altsep and os.altsep in part):
+        return "contains a path separator (an output name stays one file name inside the output folder)"
+    if ".." in part:
+        return "contains '..' (an output name stays one file name inside the output folder)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in part):
+        return "contains a control character"
+    if len(part.encode("utf-8", "surrogateescape")) > 200:
+        return "is longer than 200 bytes (file systems allow 255 for a whole name)"
+    return None
+
+
+def unique_output_path(cand: Path, used: set[Path]) -> Path:
+    """``cand``, or ``NAME-2.EXT``, ``NAME-3.EXT``, ... the first one not in ``used`` (resolved paths).
+
+    The one rule for two inputs that map to one output name (``a.jpg`` and ``a.png`` -> ``a.png``):
+    every command keeps both, the later one in sorted order under the next free ``-N`` name, so a
+    collision never costs a file (docs: README, "Output names")."""
+    out, n = cand, 2
+    while out.resolve() in used:
+        out = cand.with_name(f"{cand.stem}-{n}{cand.suffix}")
+        n += 1
+    return out
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None,
+                     fsync: bool = False) -> Path:
+    """Write ``tensors`` (name -> CPU tensor) as a safetensors file, atomically, with ``metadata`` in
+    sorted key order: the library writes the metadata map in an order that changes between processes,
+    so two identical runs would give files with different bytes."""
+    from safetensors.torch import save
+
+    data = save(tensors)  # no metadata: the header lists tensors in a fixed order
+    n = int.from_bytes(data[:8], "little")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(_safetensors_header(json.loads(data[8:8 + n]), metadata))
+        f.write(memoryview(data)[8 + n:])
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def sort_safetensors_metadata(path: str | os.PathLike) -> Path:
+    """Rewrite a safetensors file written by another library with its metadata keys sorted
+    (same tensors, same bytes for the same content in every process)."""
+    path = Path(path)
+    with open(path, "rb") as src:
+        n = int.from_bytes(src.read(8), "little")
+        header = json.loads(src.read(n))
+        meta = header.pop("__metadata__", None)
+        with atomic_path(path) as tmp, open(tmp, "wb") as dst:
+            dst.write(_safetensors_header(header, meta))
+            while block := src.read(1 << 22):
+                dst.write(block)
+    return path
+
+
+def _safetensors_header(tensors_header: dict, metadata: dict | None) -> bytes:
+    """8-byte length + JSON (metadata first, keys sorted; tensors in the given order), padded with
+    spaces to a multiple of 8 bytes as the format asks."""
+    head = {"__metadata__": {str(k): str(metadata[k]) for k in sorted(metadata)}} if metadata else {}
+    head.update({k: v for k, v in tensors_header.items() if k != "__metadata__"})
+    blob = json.dumps(head, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    return len(blob).to_bytes(8, "little") + blob
+
+
+__all__ += ["input_fingerprint", "named_os_error", "output_name_problem", "params_key", "save_safetensors",
+            "sort_safetensors_metadata", "unique_output_path"]

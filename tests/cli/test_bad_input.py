@@ -28,6 +28,13 @@ def qa(tmp_path, monkeypatch):
         (tmp_path / "corrupt" / f"bad{i}.png").write_bytes(b"not an image")
     (tmp_path / "a.txt").write_text("hi")
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n  b: :")
+    (tmp_path / "binary.yaml").write_bytes(bytes(rng.integers(128, 256, 300, dtype=np.uint8)))  # not UTF-8
+    (tmp_path / "dup.yaml").write_text("batch_size: 2\nseed: 1\nbatch_size: 3\n")
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "random.pt").write_bytes(bytes(rng.integers(0, 128, 4000, dtype=np.uint8)))
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "dir.jpg").mkdir()
     return tmp_path
 
 
@@ -107,7 +114,70 @@ USAGE_CASES = {
     "evaluate-device": (["evaluate", "--method", "A={Q}/good", "-o", "{Q}/o", "--device", "bogus"], 2, ["--device", "bogus"]),
     "build-device": (["build-dataset", "--source", "folder:{Q}/good", "-o", "{Q}/o", "--device", "bogus"], 2,
                      ["--device", "bogus"]),
+    # output names stay one file name inside the output folder (nothing written anywhere)
+    "restore-suffix-escape": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--suffix", "/../../victim"],
+                              2, ["--suffix '/../../victim'", "path separator"]),
+    "restore-suffix-subfolder": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--suffix", "x/y"], 2,
+                                 ["--suffix 'x/y'", "path separator"]),
+    "restore-suffix-dotdot": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--suffix", ".."], 2,
+                              ["--suffix '..'", "'..'"]),
+    "restore-suffix-control": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--suffix", "a\nb"], 2,
+                               ["--suffix 'a\\nb'", "control character"]),
+    "restore-suffix-from-set": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--set", "suffix=..\\v"],
+                                2, ["--suffix", "path separator"]),
+    # explicit restore arguments that are not image files
+    "restore-arg-dangling": (["restore", "{Q}/dangling.jpg", "-o", "{Q}/o", "--base-model", "tiny"], 2,
+                             ["{Q}/dangling.jpg", "dangling_link"]),
+    "restore-arg-loop": (["restore", "{Q}/loop.jpg", "-o", "{Q}/o", "--base-model", "tiny"], 2, ["{Q}/loop.jpg", "link_loop"]),
+    "restore-arg-dir": (["restore", "{Q}/dir.jpg", "-o", "{Q}/o", "--base-model", "tiny"], 2,
+                        ["{Q}/dir.jpg", "directory", "no image files"]),
+    # a config file that is not text, or names a key twice
+    **{f"config-binary-{c}": ([*argv, "--config", "{Q}/binary.yaml"], 2, ["{Q}/binary.yaml", "not a text (UTF-8) file"])
+       for c, argv in {
+           "degrade": ["degrade", "{Q}/good", "-o", "{Q}/o"],
+           "restore": ["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny"],
+           "evaluate": ["evaluate", "--method", "A={Q}/good", "-o", "{Q}/o"],
+           "dataset-quality": ["dataset-quality", "--dataset", "A={Q}/good", "-o", "{Q}/o"],
+           "build-dataset": ["build-dataset", "--source", "folder:{Q}/good", "-o", "{Q}/o"],
+           "train": ["train", "-o", "{Q}/o"]}.items()},
+    "config-duplicate-key": (["train", "--config", "{Q}/dup.yaml", "-o", "{Q}/o"], 2,
+                             ["{Q}/dup.yaml", "line 3", "'batch_size' given twice (first on line 1)"]),
+    # NaN / inf where an integer belongs
+    "set-int-nan": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "batch_size=nan"], 2,
+                    ["batch_size", "expected an integer, got 'nan'"]),
+    "set-seed-nan": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "seed=nan"], 2, ["seed", "expected an integer"]),
+    "set-scale-nan": (["degrade", "{Q}/good", "-o", "{Q}/o", "--set", "scale=.nan"], 2, ["scale", "expected an integer"]),
+    "set-tile-inf": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--set", "tile_size=inf"], 2,
+                     ["tile_size", "expected an integer"]),
+    "set-seed-huge": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "seed=123456789012345678901234567890"], 2,
+                      ["seed", "must be <= 4294967295", "123456789012345678901234567890"]),
+    # training sizes the model cannot take, a device this machine lacks
+    "train-size-65": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--set", "data.size=65"],
+                      2, ["data.size=65", "multiples of 8", "try 64"]),
+    "train-size-8": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--set", "data.size=8"],
+                     2, ["data.size=8", "at least 16"]),
+    "train-device-cuda": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--device", "cuda"],
+                          2, ["--device cuda", "CUDA is not available"]),
+    "train-config-device-cuda": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good",
+                                  "--set", "device=cuda"], 2, ["device cuda", "CUDA is not available"]),
+    # flags range-checked as config values are
+    "degrade-seed-2**32": (["degrade", "{Q}/good", "-o", "{Q}/o", "--seed", "4294967296"], 2,
+                           ["--seed must be <= 4294967295, got 4294967296"]),
+    "degrade-seed-30-digits": (["degrade", "{Q}/good", "-o", "{Q}/o", "--seed", "9" * 30], 2, ["--seed must be <= 4294967295"]),
+    "build-workers-neg": (["build-dataset", "--source", "folder:{Q}/good", "-o", "{Q}/o", "--workers", "-2"], 2,
+                          ["--workers must be >= 0, got -2"]),
+    # detector flags that would be ignored, detector weights that cannot be loaded
+    "detector-without-people": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--detector", "yolo"], 2,
+                                ["--detector needs --people"]),
+    "detector-weights-without-people": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny",
+                                         "--detector-weights", "{Q}/random.pt"], 2, ["--detector-weights needs --people"]),
+    "detector-yaml-weights": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--people", "--detector", "yolo",
+                               "--detector-weights", "{Q}/empty.yaml"], 2, ["{Q}/empty.yaml", "not trained weights"]),
+    "detector-random-weights": (["build-dataset", "--source", "folder:{Q}/good", "-o", "{Q}/o", "--detector", "yolo",
+                                 "--detector-weights", "{Q}/random.pt"], 2, ["{Q}/random.pt", "not a YOLO weights file"]),
     # weights
+    "weights-random-bytes": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--weights", "{Q}/random.pt"], 2,
+                             ["{Q}/random.pt", "not a weights file"]),
     "weights-empty": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--weights", "{Q}/emptyweights"], 2,
                       ["{Q}/emptyweights", "no weights recognised", "an empty folder"]),
     "hfie-not-a-checkpoint": (["restore", "{Q}/good", "-o", "{Q}/o", "--base-model", "tiny", "--hfie-encoder", "{Q}/a.txt"],
@@ -115,8 +185,22 @@ USAGE_CASES = {
 }
 
 
+NEEDS = {  # rows that need something this machine may lack
+    "train-device-cuda": "no-cuda", "train-config-device-cuda": "no-cuda",
+    "detector-yaml-weights": "ultralytics", "detector-random-weights": "ultralytics",
+}
+
+
 @pytest.mark.parametrize("case", list(USAGE_CASES))
 def test_bad_command_line_is_one_clear_line(case, qa, capsys):
+    import importlib.util
+
+    import torch
+
+    if NEEDS.get(case) == "no-cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if NEEDS.get(case) == "ultralytics" and importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics is not installed")
     argv, code, needles = USAGE_CASES[case]
     rc, err = _run([*argv, "--no-progress"] if argv[0] not in ("train",) else argv, qa, capsys)
     assert rc == code, err

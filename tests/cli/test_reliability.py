@@ -337,3 +337,21 @@ def test_every_config_dataclass_default_passes_the_value_rules():
                 check_values(cfg)
                 checked += 1
     assert checked >= 20
+
+
+def test_train_on_a_full_disk_names_the_file_and_leaves_no_temp_folder(tmp_path, tiny_disk, capsys):
+    """A real full disk (the 160 KiB tmpfs): one line naming a file of the run, exit 1, no
+    ``.tmp-step-*`` / ``.tmp-final-*`` folder and no temp file left."""
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(3):
+        Image.fromarray(_noise(48, i)).save(good / f"a{i}.png")
+    out = tiny_disk / "run"
+    rc = main(["train", "--config", TINY, "-o", str(out), "--max-steps", "2", "--set", f"data.source={good}",
+               "--set", "data.num_val=1", "--set", "data.size=32", "--set", "checkpoint.every=1",
+               "--set", "logging.val_every=0", "--set", "logging.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and not any("Traceback" in ln for ln in err), err
+    assert err[-1].startswith(f"osdhuman train: error: {out}/") and err[-1].endswith(
+        "no space left on device (free some space or choose another output folder)"), err
+    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-")) or ".osdtmp-" in p.name]

@@ -77,4 +77,6 @@ def test_two_inputs_with_one_output_name(tmp_path):
     Image.fromarray(arr).save(hq / "x.png")
     Image.fromarray(arr).save(hq / "x.jpg")
     s = degrade_folder(hq, tmp_path / "out", seed=1, progress=False)
-    assert s.written == 1 and len(s.skipped) == 1 and "collision" in s.skipped[0][1]
+    # both kept (the one collision rule, README "Output names"): x.jpg -> x.png, x.png -> x-2.png
+    assert s.written == 2 and not s.skipped
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["x-2.png", "x.png"]

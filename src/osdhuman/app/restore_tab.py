@@ -22,6 +22,21 @@ TINY = "tiny preset (UNTRAINED)"
 MODES = {"whole image": (False, False), "people + background": (True, False), "people only": (True, True)}
 
 
+def check_request(paths: list[str], tile) -> str | None:
+    """Why a Restore request cannot run (one line), or None. The tab reads only files uploaded to it
+    (Gradio's upload folder), never another path on the server; the tile is a pixel count the
+    pipeline takes (a multiple of 8, at least 64)."""
+    from gradio.utils import get_upload_folder
+
+    uploads = Path(get_upload_folder()).resolve()
+    for p in paths:
+        if not Path(p).resolve().is_relative_to(uploads):
+            return f"{Path(p).name}: not a file uploaded to this app; upload the photo instead"
+    if tile is None or isinstance(tile, bool) or not float(tile).is_integer() or int(tile) < 64 or int(tile) % 8:
+        return f"tile size {tile!r}: a whole number of pixels, a multiple of 8 and at least 64"
+    return None
+
+
 @dataclass
 class RestoredPhoto:
     name: str

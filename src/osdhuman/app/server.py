@@ -47,5 +47,6 @@ def launch(cfg: AppConfig, block: bool = True):
     allowed = [p for p in (cfg.dataset_dir, cfg.results_dir) if p]
     demo.launch(server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False, quiet=True,
                 prevent_thread_lock=not block, ssr_mode=False, footer_links=[], allowed_paths=allowed or None,
-                enable_monitoring=False, mcp_server=False, pwa=False)
+                enable_monitoring=False, mcp_server=False, pwa=False,
+                show_error=True)  # a refused request tells the client why, in one line
     return demo

@@ -12,22 +12,55 @@ import pandas as pd  # noqa: E402
 
 from osdhuman.app import dataset_tab as ds  # noqa: E402
 from osdhuman.app import results_tab as rs  # noqa: E402
-from osdhuman.app.config import AppConfig  # noqa: E402
-from osdhuman.app.restore_tab import MODES, TINY, RestoreService  # noqa: E402
+from osdhuman.app.config import (  # noqa: E402
+    AppConfig,
+    FolderNotAllowed,
+    allowed_folder,
+    allowed_roots,
+)
+from osdhuman.app.restore_tab import MODES, TINY, RestoreService, check_request  # noqa: E402
+
+
+def _quiet(cls):
+    """``cls`` whose refusal of a request's value (not a choice, not a number, a file type it does not
+    take) reaches the client as its one-line reason, with no traceback in the server's log: a bad
+    request is the sender's mistake, not the app's. A Gradio "template" keeps the same front end."""
+
+    class Quiet(cls):
+        is_template = True  # rendered by the front end of ``cls``
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except Exception as exc:  # noqa: BLE001 - whatever the component refuses is one line to the client
+                value = repr(payload if not isinstance(payload, (list, dict)) else type(payload).__name__)[:80]
+                why = " ".join(str(exc).split())
+                raise gr.Error(f"{self.label or cls.__name__}: {value} is not accepted ({why})", print_exception=False) from None
+
+    Quiet.__name__ = Quiet.__qualname__ = f"Quiet{cls.__name__}"
+    return Quiet
+
+
+File, Dropdown, Radio, Slider, Number = (_quiet(c) for c in (gr.File, gr.Dropdown, gr.Radio, gr.Slider, gr.Number))
+
+
+def _refuse(message: str):
+    """A request the app will not run: the reason goes to the client (and the page), not a traceback to the log."""
+    raise gr.Error(message, print_exception=False)
 
 
 # ---- Restore tab ------------------------------------------------------------------------
 def _restore_tab(service: RestoreService) -> None:
     gr.Markdown(service.banner(), elem_id="restore-banner")
-    files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="restore-upload")
+    files = File(label="Photos", file_count="multiple", file_types=["image"], elem_id="restore-upload")
     with gr.Row():
-        model = gr.Dropdown(service.models(), value=service.models()[0], label="Model", elem_id="restore-model")
-        mode = gr.Radio(list(MODES), value="people + background", label="People mode")
-        upscale = gr.Slider(1, 4, value=1, step=0.5, label="Upscale")
+        model = Dropdown(service.models(), value=service.models()[0], label="Model", elem_id="restore-model")
+        mode = Radio(list(MODES), value="people + background", label="People mode")
+        upscale = Slider(1, 4, value=1, step=0.5, label="Upscale")
     with gr.Row():
-        color_fix = gr.Dropdown(["adain", "wavelet", "none"], value="adain", label="Colour fix")
-        tile = gr.Dropdown([256, 384, 512, 768, 1024], value=512, label="Tile size (px)")
-        precision = gr.Dropdown(["fp32", "bf16", "fp16"], value="fp32", label="Precision")
+        color_fix = Dropdown(["adain", "wavelet", "none"], value="adain", label="Colour fix")
+        tile = Number(512, precision=0, minimum=64, maximum=4096, step=64, label="Tile size (px)")  # an int in the API
+        precision = Dropdown(["fp32", "bf16", "fp16"], value="fp32", label="Precision")
     run = gr.Button("Restore", variant="primary", elem_id="restore-run")
     status = gr.Markdown(elem_id="restore-status")
     pick = gr.Dropdown([], label="Photo", elem_id="restore-pick")
@@ -47,6 +80,8 @@ def _restore_tab(service: RestoreService) -> None:
     def do_run(paths, model_, mode_, up, cf, tile_, prec):
         if not paths:
             return [], gr.update(choices=[], value=None), None, None, {}, None, "Upload one or more photos first."
+        if (problem := check_request([str(p) for p in paths], tile_)) is not None:
+            _refuse(problem)
         try:
             vs, report = service.run([str(p) for p in paths], model_, mode_, up, cf, int(tile_), prec)
         except Exception as exc:  # noqa: BLE001 - shown on the page as one line, the app goes on
@@ -68,6 +103,7 @@ def _restore_tab(service: RestoreService) -> None:
 
 # ---- Dataset tab ------------------------------------------------------------------------
 def _dataset_tab(cfg: AppConfig) -> gr.Blocks:
+    roots = allowed_roots(cfg)
     with gr.Row():
         folder = gr.Textbox(cfg.dataset_dir or "", label="build-dataset output folder", elem_id="dataset-folder", scale=4)
         load = gr.Button("Load", elem_id="dataset-load", scale=1)
@@ -92,8 +128,8 @@ def _dataset_tab(cfg: AppConfig) -> gr.Blocks:
         if not path:
             return [], [], "Point at a `osdhuman build-dataset` output folder.", *([gr.update()] * 4)
         try:
-            df = ds.load_manifest(path)
-        except ds.DatasetError as exc:
+            df = ds.load_manifest(allowed_folder(path, roots))
+        except (ds.DatasetError, FolderNotAllowed) as exc:
             return [], [], f"**{exc}**", *([gr.update()] * 4)
         f = ds.Filters(st, sp or ds.ALL, so or ds.ALL, me, lo, hi, sb or "score", bool(de))
         shown = ds.filter_crops(df, f)
@@ -125,6 +161,7 @@ def _dataset_tab(cfg: AppConfig) -> gr.Blocks:
 
 # ---- Results tab ------------------------------------------------------------------------
 def _results_tab(cfg: AppConfig):
+    roots = allowed_roots(cfg)
     with gr.Row():
         folder = gr.Textbox(cfg.results_dir or "", label="evaluate output folder", elem_id="results-folder", scale=4)
         load = gr.Button("Load", elem_id="results-load", scale=1)
@@ -140,8 +177,8 @@ def _results_tab(cfg: AppConfig):
         if not path:
             return "Point at a `osdhuman evaluate` output folder.", None, gr.update(), gr.update(), []
         try:
-            res = rs.load_results(path)
-        except rs.ResultsError as exc:
+            res = rs.load_results(allowed_folder(path, roots))
+        except (rs.ResultsError, FolderNotAllowed) as exc:
             return f"**{exc}**", None, gr.update(), gr.update(), []
         wide = rs.wide_table(res, sb, bool(de))
         stems = wide["stem"].tolist()
@@ -156,8 +193,8 @@ def _results_tab(cfg: AppConfig):
 
     def show(path, s):
         try:
-            return rs.side_by_side(rs.load_results(path), s) if path and s else []
-        except (rs.ResultsError, OSError):
+            return rs.side_by_side(rs.load_results(allowed_folder(path, roots)), s) if path and s else []
+        except (rs.ResultsError, FolderNotAllowed, OSError):
             return []
 
     stem.change(show, [folder, stem], [pics])
@@ -180,4 +217,22 @@ def build_app(cfg: AppConfig | None = None, service: RestoreService | None = Non
             demo.load(d_refresh, d_in, d_out)
         if cfg.results_dir:
             demo.load(r_refresh, r_in, r_out)
+    _refuse_bad_paths_quietly(demo)
     return demo
+
+
+def _refuse_bad_paths_quietly(demo: gr.Blocks) -> None:
+    """A request naming a file that was never uploaded is refused by Gradio while it prepares the
+    values, before any handler runs; that refusal (InvalidPathError) becomes a one-line gr.Error
+    for the client, without a traceback in the log (this app's Blocks only)."""
+    from gradio.exceptions import InvalidPathError
+
+    prepare = demo.preprocess_data
+
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await prepare(*args, **kwargs)
+        except InvalidPathError as exc:
+            raise gr.Error(" ".join(str(exc).split()), print_exception=False) from None
+
+    demo.preprocess_data = preprocess_data

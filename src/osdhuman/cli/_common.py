@@ -53,6 +53,20 @@ def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = ()) -> None
             raise UsageError(f"{out}: the output folder must not be the input folder {d} or inside it")
 
 
+def output_lock(folder: str | Path, main_process_only: bool = False):
+    """The output folder's lock (osdhuman.outputs.OutputLock) for the length of a ``with`` block:
+    a second run into the same folder stops with 'another osdhuman run is writing here (pid N)'.
+    ``main_process_only``: under a multi-process launch (RANK set) only process 0 takes it."""
+    import contextlib
+    import os
+
+    from osdhuman.outputs import OutputLock
+
+    if main_process_only and int(os.environ.get("RANK", "0") or 0) != 0:
+        return contextlib.nullcontext()
+    return OutputLock(folder)
+
+
 def check_device(device: str | None, flag: str = "--device") -> None:
     """UsageError for a device string torch cannot parse or whose backend is absent ('auto'/None pass)."""
     from osdhuman.cli import UsageError
@@ -73,9 +87,11 @@ def check_device(device: str | None, flag: str = "--device") -> None:
         raise UsageError(f"{flag} {device}: MPS is not available on this machine")
 
 
-def check_min(value: int | None, flag: str, minimum: int) -> None:
-    """UsageError unless ``value`` is None or >= ``minimum``."""
+def check_min(value: int | None, flag: str, minimum: int, maximum: int | None = None) -> None:
+    """UsageError unless ``value`` is None or in [``minimum``, ``maximum``]."""
     from osdhuman.cli import UsageError
 
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+    if value is not None and maximum is not None and value > maximum:
+        raise UsageError(f"{flag} must be <= {maximum}, got {value}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from osdhuman.cli._common import (
     add_config_args,
     check_device,
     check_min,
     check_output_dir,
+    output_lock,
     resolve_config,
 )
 
@@ -98,7 +100,7 @@ def _overrides(args) -> list[str]:
 def run(args) -> int:
     from osdhuman.cli import UsageError
     from osdhuman.curation.config import CurationConfig
-    from osdhuman.curation.detect import DetectorUnavailable
+    from osdhuman.curation.detect import DetectorUnavailable, check_detector
     from osdhuman.curation.runner import OutputDirError, build_dataset
     from osdhuman.curation.scoring import ScoringUnavailable
     from osdhuman.curation.sources import SourceError, parse_specs
@@ -119,18 +121,36 @@ def run(args) -> int:
     check_device(args.device)
     try:
         # the output must not land in a folder we read (a folder: source would ingest it next run)
-        check_output_dir(args.out, [a for s in parse_specs(cfg.sources) for a in s.args])
+        specs = parse_specs(cfg.sources)
+        check_output_dir(args.out, [a for s in specs for a in s.args])
+        for note in unused_detector_flags(args, specs, cfg.detector.kind):
+            warnings.warn(note, stacklevel=1)
         if args.dry_run:
             _dry_run(cfg)
             return 0
+        if any(s.kind == "folder" for s in specs):  # the only sources a detector runs on
+            check_detector(cfg.detector)  # before the output folder is made
         cfg, metrics = _metrics_or_fallback(cfg, args.allow_offline_metrics)
-        result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
+        with output_lock(args.out):  # a second run into this folder stops here
+            result = build_dataset(cfg, args.out, progress=not args.no_progress, metrics=metrics)
     except (SourceError, OutputDirError, ScoringUnavailable, DetectorUnavailable) as exc:
         raise UsageError(str(exc)) from None
     _report_unusable_files(result.out / "rejects.parquet")
     print(result.summary())
     print(f"report: {result.out / 'report.html'}", file=sys.stdout)
     return 0
+
+
+def unused_detector_flags(args, specs, kind: str) -> list[str]:
+    """What a user would expect a detector flag to do but it will not (said once each, the run goes on)."""
+    given = [f for f, v in (("--detector", args.detector), ("--detector-weights", args.detector_weights)) if v]
+    notes = []
+    if given and not any(s.kind == "folder" for s in specs):
+        notes.append(f"{' and '.join(given)} not used: the detector finds people in folder: sources only, and every "
+                     "source here has person boxes")
+    elif args.detector_weights and kind != "yolo":
+        notes.append(f"--detector-weights {args.detector_weights} not used: it is for --detector yolo (the detector is {kind})")
+    return notes
 
 
 def _dry_run(cfg) -> None:

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_output_dir, resolve_config
+    from osdhuman.cli._common import check_min, check_output_dir, resolve_config
+    from osdhuman.config import SEED_MAX
     from osdhuman.degradation import DegradationConfig, degrade_folder
 
     hq, lq = Path(args.hq_dir), Path(args.output_dir)
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{hq}: not a folder")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    check_min(args.seed, "--seed", 0, maximum=SEED_MAX)  # the same range as a config file's seed
     try:
         lq.resolve().relative_to(hq.resolve())
         raise UsageError(f"{lq}: the output folder must not be {hq} or inside it")

@@ -11,6 +11,7 @@ from osdhuman.cli._common import (
     check_device,
     check_min,
     check_output_dir,
+    output_lock,
     resolve_config,
 )
 
@@ -121,6 +122,9 @@ def _check(args, cfg, folders: dict[str, str]) -> None:
             raise UsageError(f"{what}: {d}: no image files found")
 
 
+SHOWN_ISSUES = 10  # issues listed on stderr; every one is a row of issues.csv
+
+
 def _report(result, what: str) -> None:
     print(result.table)
     kinds: dict[str, int] = {}
@@ -129,8 +133,10 @@ def _report(result, what: str) -> None:
     if kinds:
         print("issues: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
               + f" (details in {result.out_dir / 'issues.csv'})", file=sys.stderr)
-        for i in result.issues[:10]:
+        for i in result.issues[:SHOWN_ISSUES]:
             print(f"  [{i.kind}] {i.group}/{i.key}: {i.detail}", file=sys.stderr)
+        if len(result.issues) > SHOWN_ISSUES:
+            print(f"  ... and {len(result.issues) - SHOWN_ISSUES} more (see {result.out_dir / 'issues.csv'})", file=sys.stderr)
     for n, why in result.unavailable.items():
         print(f"unavailable: {n}: {why}", file=sys.stderr)
     print(f"{what} written to {result.out_dir}/ (table.md, summary.json, per_image.csv, plots/)")
@@ -152,9 +158,9 @@ def run_ablation(args) -> int:
     except ValueError as exc:
         raise UsageError(f"--ablation: {exc}") from None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "table_ablation.md", table)
-    atomic_write_text(out / "ablation.json", json.dumps({"row_header": args.row_header or "Run", "runs": runs}, indent=2))
+    with output_lock(out):
+        atomic_write_text(out / "table_ablation.md", table)
+        atomic_write_text(out / "ablation.json", json.dumps({"row_header": args.row_header or "Run", "runs": runs}, indent=2))
     print(table)
     print(f"ablation table written to {out}/table_ablation.md")
     return 0
@@ -179,17 +185,18 @@ def run_evaluate(args) -> int:
     for d in args.merge_with:
         if not (Path(d) / "summary.json").is_file():
             raise UsageError(f"--merge-with {d}: no summary.json there (not an evaluate output folder)")
-    try:
-        result = evaluate_methods(methods, args.reference, args.out, cfg, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    _report(result, "evaluation")
-    if args.merge_with:
-        table = merged_table([*args.merge_with, args.out], digits=cfg.digits)
-        from osdhuman.outputs import atomic_write_text
+    with output_lock(args.out):  # a second run into this folder stops here
+        try:
+            result = evaluate_methods(methods, args.reference, args.out, cfg, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        _report(result, "evaluation")
+        if args.merge_with:
+            table = merged_table([*args.merge_with, args.out], digits=cfg.digits)
+            from osdhuman.outputs import atomic_write_text
 
-        atomic_write_text(Path(args.out) / "table_merged.md", table)
-        print(table)
+            atomic_write_text(Path(args.out) / "table_merged.md", table)
+            print(table)
     return 0
 
 
@@ -201,9 +208,10 @@ def run_dataset_quality(args) -> int:
     cfg = resolve_config(DatasetQualityConfig, args, _overrides(args))
     check_min(cfg.max_images, "--max-images", 0)
     _check(args, cfg, {f"--dataset {n}": d for n, d in datasets.items()})
-    try:
-        result = dataset_quality(datasets, args.out, cfg, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    with output_lock(args.out):  # a second run into this folder stops here
+        try:
+            result = dataset_quality(datasets, args.out, cfg, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
     _report(result, "dataset quality")
     return 0

@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         model, summary = load_pretrained(args.weights, base_model=base, hfie_encoder_path=args.hfie_encoder)
         print(f"osdhuman export: {summary}", file=sys.stderr)
         facts = _card_facts(src) if src.exists() else {}
-        export_diffusers(model, out, card=facts, merge=args.merge)
+        from osdhuman.cli._common import output_lock
+
+        with output_lock(out):  # a second export into this folder stops here
+            export_diffusers(model, out, card=facts, merge=args.merge)
     except WeightsError as exc:
         print(f"osdhuman export: weights error: {exc}", file=sys.stderr)
         return 2

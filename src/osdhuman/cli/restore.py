@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -92,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from osdhuman.pipelines.restore import collect_inputs
 
     cfg = resolve_config(RestoreConfig, args, _flag_overrides(args))
+    from osdhuman.outputs import output_name_problem
+
+    if (problem := output_name_problem(cfg.suffix)) is not None:  # before any work: names stay in OUTDIR
+        raise UsageError(f"--suffix {cfg.suffix!r}: {problem}")
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.weights is None and cfg.base_model is None:
@@ -101,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
     check_device(cfg.device)
     files, missing = collect_inputs(args.inputs, cfg.recursive)
     if not files:  # nothing to do: say why before loading a model
-        gone = [f for f, why in missing if why == "missing_file"]  # the rest: listing skips (not an image, ...)
-        if gone:
-            raise UsageError(f"{gone[0]}: no such file or folder")
+        given = {str(Path(a)) for a in args.inputs}  # an argument's own problem first; then listing skips
+        named = [(f, why) for f, why in missing if f in given]
+        if named:
+            f, why = named[0]
+            raise UsageError(f"{f}: " + ("no such file or folder" if why == "missing_file" else why))
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
     from osdhuman.cli.restore_people import check_people_args

@@ -17,7 +17,7 @@ def add_people_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--boxes", metavar="FILE", help="person boxes from a COCO-style JSON file instead of the detector (implies --people)")
     g.add_argument("--people-only", action="store_true", help="restore only the people; keep the rest of the photo as it is (implies --people)")
     g.add_argument("--save-crops", action="store_true", help="write OUTDIR/crops/<name>_people.png before/after contact sheets")
-    g.add_argument("--detector", choices=["opencv", "yolo"], default="opencv", help="person detector (default opencv, offline)")
+    g.add_argument("--detector", choices=["opencv", "yolo"], help="person detector for --people (default opencv, offline)")
     g.add_argument("--detector-weights", metavar="FILE", help="YOLO11 weights file for --detector yolo")
     g.add_argument("--context-margin", type=float, metavar="M", help="grow each person box: x M (scale, default 1.0) or + M px per side (pixels)")
     g.add_argument("--context-margin-style", choices=["scale", "pixels"], help="how --context-margin applies (default scale)")
@@ -49,6 +49,11 @@ def check_people_args(cfg, args: argparse.Namespace, files) -> tuple[object | No
         raise UsageError(f"--max-side must be >= 64, got {cfg.max_side}")
     if cfg.save_crops and not cfg.people:
         raise UsageError("--save-crops needs --people (or --boxes)")
+    for flag, value in (("--detector", args.detector), ("--detector-weights", args.detector_weights)):
+        if value is not None and not cfg.people:  # it would be ignored: say so instead
+            raise UsageError(f"{flag} needs --people (the detector finds the people --people restores)")
+        if value is not None and args.boxes:
+            raise UsageError(f"{flag} and --boxes both say where the people are; give one")
     too_big = []
     for f, _ in files:
         size = _header_size(f)
@@ -87,9 +92,9 @@ def _detector(args: argparse.Namespace):
     from osdhuman.curation.config import DetectorConfig
     from osdhuman.curation.detect import DetectorUnavailable, check_detector, make_detector
 
-    dcfg = DetectorConfig(kind=args.detector, weights=args.detector_weights)
+    dcfg = DetectorConfig(kind=args.detector or "opencv", weights=args.detector_weights)
     try:
         check_detector(dcfg)
         return make_detector(dcfg)
     except DetectorUnavailable as exc:
-        raise UsageError(f"--detector {args.detector}: {exc}") from None
+        raise UsageError(f"--detector {dcfg.kind}: {exc}") from None

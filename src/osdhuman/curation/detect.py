@@ -88,16 +88,43 @@ class YOLOPersonDetector:
         if not Path(cfg.weights).is_file():
             raise DetectorUnavailable(f"{cfg.weights}: YOLO weights file not found")
         try:
-            from ultralytics import YOLO  # optional, AGPL
+            YOLO = _yolo_class()  # optional, AGPL
         except ImportError:
             raise DetectorUnavailable("detector 'yolo' needs ultralytics: pip install 'osdhuman[yolo]'") from None
         self.cfg = cfg
-        self.model = YOLO(cfg.weights)
+        self.model = load_yolo(YOLO, cfg.weights)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         res = self.model.predict(np.ascontiguousarray(rgb[..., ::-1]), classes=[0], conf=self.cfg.yolo_conf,
                                  device=self.cfg.device, verbose=False)[0]
         return res.boxes.xyxy.cpu().numpy().astype(np.float64).reshape(-1, 4)
+
+
+def _yolo_class():
+    """ultralytics' YOLO, with PIL's ``Image.open`` given back: importing ultralytics replaces it by
+    one that, on the first file Pillow cannot identify, tries to pip-install pi-heif and logs
+    errors; osdhuman decodes its own inputs (osdhuman.imageio) and hands YOLO arrays."""
+    from PIL import Image
+    from ultralytics import YOLO
+    from ultralytics.utils import patches
+
+    Image.open = getattr(patches, "_image_open", Image.open)
+    return YOLO
+
+
+def load_yolo(yolo_cls, weights: str):
+    """``yolo_cls(weights)``, or DetectorUnavailable naming the file and what is wrong with it."""
+    if Path(weights).suffix.lower() in (".yaml", ".yml"):  # ultralytics would build an UNTRAINED model from it
+        raise DetectorUnavailable(f"{weights}: a model description (YAML), not trained weights; give a YOLO "
+                                  "weights file (e.g. yolo11x.pt)")
+    try:
+        return yolo_cls(weights)
+    except Exception as exc:  # noqa: BLE001 - whatever ultralytics raises for a file it cannot use
+        while exc.__cause__ is not None or exc.__context__ is not None:  # the first error says what is wrong
+            exc = exc.__cause__ or exc.__context__
+        detail = " ".join(str(exc).split())[:160]
+        raise DetectorUnavailable(f"{weights}: not a YOLO weights file ultralytics can load "
+                                  f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
 def make_detector(cfg: DetectorConfig):
@@ -118,3 +145,4 @@ def check_detector(cfg: DetectorConfig) -> None:
         raise DetectorUnavailable(f"{cfg.weights}: YOLO weights file not found")
     if importlib.util.find_spec("ultralytics") is None:
         raise DetectorUnavailable("detector 'yolo' needs ultralytics: pip install 'osdhuman[yolo]'")
+    load_yolo(_yolo_class(), cfg.weights)  # a file it cannot load is named now, not mid-run

@@ -84,7 +84,9 @@ def check_output_dir(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise OutputDirError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / MARKER).exists():
+        from osdhuman.outputs import LOCK_NAME  # the lock this run holds is not a stranger's file
+
+        if any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / MARKER).exists():
             raise OutputDirError(f"{out}: exists, is not empty and is not a build-dataset output; choose another --out")
 
 
@@ -138,7 +140,10 @@ def _parse_inputs(cfg: CurationConfig, out: Path, metrics: list | None) -> tuple
     created only once the inputs are good: until then the records live in a scratch folder
     beside it (moved in by a rename)."""
     records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
-    scratch = None if out.is_dir() else _scratch(out)
+    from osdhuman.outputs import LOCK_NAME
+
+    started = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())  # more than this run's lock
+    scratch = None if started else _scratch(out)
     try:
         recs = parse_all(cfg, scratch or records_root)
         if any(r.kind == "folder" for r in recs):

@@ -86,10 +86,25 @@ class ParsedSource:
     sink: Callable[[SourceImage], None] | None = None  # given: images go there (in order), not to .images
 
     def add(self, item: SourceImage) -> None:
+        """Hand ``item`` on, unless its file lies outside the source's image folder: an annotation
+        naming ``../../x.jpg`` or ``/abs/x.jpg`` becomes ``path_outside_image_dir`` rows instead."""
+        image_dir = self.spec.args[-1]
+        if outside_folder(item.path, image_dir):
+            detail = f"{item.key!r} is not a file inside the image folder {image_dir}"
+            for b in item.boxes or [None]:
+                self.rejects.append(reject_row(self.spec.name, item.key, item.path, "path_outside_image_dir", detail, b))
+            return
         if self.sink is None:
             self.images.append(item)
         else:
             self.sink(item)
+
+
+def outside_folder(path: str, folder: str) -> bool:
+    """Whether ``path`` is not below ``folder``, by name (``..`` and absolute names escape; links
+    inside the folder are the user's own)."""
+    rel = os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder)))
+    return rel == "." or rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel)
 
 
 def reject_row(source: str, key: str | None, path: str | None, reason: str, detail: str = "",
@@ -200,8 +215,10 @@ def parse_coco(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource
             continue
         key = table.names[idx]
         try:
+            if "bbox" not in a:
+                raise ValueError("missing (no 'bbox' key)")
             x, y, w, h = _box4(a["bbox"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             out.rejects.append(reject_row(spec.name, key, os.path.join(image_dir, key), "malformed_annotation",
                                           f"annotations[{i}]: bbox {exc}"))
             continue
@@ -249,8 +266,12 @@ def _coco_box_reject(a: dict, bad: dict, skip_crowd: bool, reject_flags: list[st
 
 def _box4(b) -> tuple[float, float, float, float]:
     """COCO [x, y, w, h] -> four finite floats with w, h > 0 (ValueError / TypeError if not)."""
+    if not isinstance(b, (list, tuple)):
+        raise TypeError(f"{b!r} is not a list of 4 numbers [x, y, w, h]")
     if len(b) != 4:
         raise ValueError(f"{len(b)} numbers, expected 4")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
+        raise ValueError(f"{list(b)!r} is not 4 numbers")
     x, y, w, h = float(b[0]), float(b[1]), float(b[2]), float(b[3])
     if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
         raise ValueError(f"non-finite {list(b)}")

@@ -40,6 +40,7 @@ from osdhuman.outputs import (
     input_fingerprint,
     params_key,
     sweep_temp_files,
+    unique_output_path,
 )
 
 __all__ = ["DegradeSummary", "degrade_folder", "image_seed"]
@@ -124,23 +125,25 @@ def _split(skipped: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _all_outputs(files: list[Path], hq_dir: Path, lq_dir: Path):
+def _all_outputs(files: list[Path], hq_dir: Path, lq_dir: Path) -> list[tuple[Path, str, Path]]:
+    """(input, its relative name, its LQ path): the same relative name as .png; two inputs that map
+    to one name (a.jpg, a.png) both keep theirs, the later one as a-2.png (unique_output_path)."""
+    used: set[Path] = set()
+    out = []
     for f in files:
         rel = f.relative_to(hq_dir).as_posix()
-        yield f, rel, lq_dir / Path(rel).with_suffix(".png")
+        lq = unique_output_path(lq_dir / Path(rel).with_suffix(".png"), used)
+        used.add(lq.resolve())
+        out.append((f, rel, lq))
+    return out
 
 
 def _plan(files: list[Path], hq_dir: Path, lq_dir: Path, log: ResumeLog, key: str,
           summary: DegradeSummary) -> list[tuple[Path, str, Path, dict]]:
     """Decide per image: new / redo (say why) / skip (done) / refuse (an unrelated file)."""
-    outputs: dict[Path, str] = {}
     jobs = []
     inputs = {f.resolve() for f in files}
     for f, rel, out in _all_outputs(files, hq_dir, lq_dir):
-        if out in outputs:
-            summary.skipped.append((str(f), f"output_name_collision (with {outputs[out]})"))
-            continue
-        outputs[out] = rel
         if out.resolve() in inputs:
             summary.skipped.append((str(f), "output would overwrite an input"))
             continue

@@ -56,15 +56,19 @@ class EvaluationResult:
 
 
 def index_by_stem(folder: Path, recursive: bool, group: str, issues: list[Issue]) -> dict[str, Path]:
-    """stem -> file; a stem seen twice (a.png and a.jpg, or two subfolders) is an issue, first kept."""
+    """stem -> file. A stem seen twice (a.png and a.jpg, or two subfolders) loses no file: the later
+    one is keyed ``a-2`` (the rule every command follows for names that collide, README "Output
+    names"), and the issue says so."""
     out: dict[str, Path] = {}
     files, skipped = scan_images(folder, recursive=recursive)
     report_skipped(skipped, folder, group, issues)
     for p in files:
-        if p.stem in out:
-            issues.append(Issue(group, p.stem, "duplicate_stem", f"{p} ignored: {out[p.stem]} has the same stem"))
-            continue
-        out[p.stem] = p
+        key, n = p.stem, 2
+        while key in out:
+            key, n = f"{p.stem}-{n}", n + 1
+        if key != p.stem:
+            issues.append(Issue(group, p.stem, "duplicate_stem", f"{p} scored as {key}: {out[p.stem]} has the same stem"))
+        out[key] = p
     return out
 
 

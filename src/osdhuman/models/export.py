@@ -54,11 +54,9 @@ def exact_conv_lora(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from osdhuman.outputs import save_safetensors  # metadata in sorted order: same bytes every run
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, metadata)
 
 
 def _lora_tensors(root: torch.nn.Module, prefix: str) -> tuple[dict, dict[str, int], dict[str, float]]:
@@ -110,6 +108,10 @@ def _write_lora_file(out: Path, tensors: dict, metadata: dict) -> None:
     StableDiffusionPipeline.save_lora_weights(
         str(out), unet_lora_layers={k.removeprefix("unet."): v.detach().cpu().contiguous() for k, v in tensors.items()},
         unet_lora_adapter_metadata=metadata, safe_serialization=True)
+    from osdhuman.outputs import sort_safetensors_metadata
+
+    for f in sorted(Path(out).glob("*.safetensors")):  # diffusers writes the metadata in a per-process order
+        sort_safetensors_metadata(f)
 
 
 def export_diffusers(model: OSDHuman, out: str | Path, *, base_model_id: str | None = None,

@@ -192,7 +192,7 @@ def read_ram_checkpoint(path: str) -> dict:
 def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int]:
     """Keep only RAM's image encoder (``visual_encoder.*``, ``image_proj.*``; buffers dropped)
     in a safetensors file that ``load_ram_encoder`` reads: (path, tensors written)."""
-    from safetensors.torch import save_file
+    from osdhuman.outputs import save_safetensors
 
     path = str(ram_path)
     if not Path(path).is_file():
@@ -207,9 +207,7 @@ def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int
         raise WeightsError(f"{path}: no visual_encoder.* tensors. " + _layout_help(path))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(keep, str(tmp), metadata={"format": "osdhuman-ram-encoder", "source": Path(path).name})
-    tmp.replace(out)
+    save_safetensors(keep, out, {"format": "osdhuman-ram-encoder", "source": Path(path).name})
     return out, len(keep)
 
 

@@ -323,16 +323,13 @@ class OSDHuman(nn.Module):
 
     def save_weights(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write osdhuman_weights.safetensors (trainable tensors) + osdhuman_config.json."""
-        from safetensors.torch import save_file
-
         from osdhuman.config import to_dict
+        from osdhuman.outputs import save_safetensors
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
-        tmp = d / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-        tmp.replace(d / WEIGHTS_FILE)
+        save_safetensors(tensors, d / WEIGHTS_FILE, {"format": FORMAT, "version": str(FORMAT_VERSION)})
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": to_dict(self.config),
                 "has_regularizer": self.has_regularizer, "untrained_base": self.random_base,
                 "parameter_counts": self.parameter_counts(), **(extra or {})}

@@ -22,6 +22,7 @@ import numpy as np
 
 from osdhuman.imageio import (
     ImageReadError,
+    entry_kind,
     read_rgb,
     scan_images,
     write_image,
@@ -33,10 +34,12 @@ from osdhuman.outputs import (
     encode_image,
     hold_output_lock,
     input_fingerprint,
+    output_name_problem,
     params_key,
     path_identity,
     release_output_lock,
     sweep_temp_files,
+    unique_output_path,
 )
 from osdhuman.pipelines.people import PeopleConfig
 
@@ -141,10 +144,15 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tup
             files, skipped = scan_images(p, recursive=recursive)
             found += [(f, f.relative_to(p)) for f in files]
             missing += skipped  # not an image, dangling link, link loop, ... (named in the report)
+            if not files and not skipped:  # a folder argument (even one named dir.jpg) with nothing to restore
+                missing.append((str(p), "directory (no image files in it" + (
+                    ")" if recursive else "; --recursive descends into sub-folders)")))
         elif p.is_file():
             found.append((p, Path(p.name)))
-        else:
-            missing.append((str(p), "missing_file"))
+        else:  # said as a folder listing says it
+            kind = entry_kind(p) if os.path.lexists(p) else "missing_file"
+            missing.append((str(p), kind if kind in ("dangling_link", "link_loop", "unreadable_entry", "missing_file")
+                            else "not_a_regular_file"))
     return found, missing
 
 
@@ -156,18 +164,16 @@ def _out_ext(src: Path, ext: str) -> str:
 
 
 def plan_outputs(files: list[tuple[Path, Path]], out_dir: Path, ext: str, suffix: str) -> list[Path]:
-    """One output path per input; refuses (OutputCollisionError) to overwrite any input and
-    de-duplicates clashing names (``name-2.png``)."""
+    """One output path per input; refuses (OutputCollisionError) a suffix that is not part of one
+    file name and any output that would overwrite an input; de-duplicates clashing names
+    (``name-2.png``, osdhuman.outputs.unique_output_path)."""
+    if (problem := output_name_problem(suffix)) is not None:
+        raise OutputCollisionError(f"--suffix {suffix!r}: {problem}")
     inputs = {f.resolve() for f, _ in files}
     used: set[Path] = set()
     outs = []
     for src, rel in files:
-        base = out_dir / rel.parent / f"{rel.stem}{suffix}"
-        e = _out_ext(src, ext)
-        cand, n = base.with_name(base.name + e), 2
-        while cand.resolve() in used:
-            cand = base.with_name(f"{base.name}-{n}{e}")
-            n += 1
+        cand = unique_output_path(out_dir / rel.parent / f"{rel.stem}{suffix}{_out_ext(src, ext)}", used)
         if cand.resolve() in inputs:
             raise OutputCollisionError(
                 f"{cand}: writing here would overwrite an input image; choose another output folder "
@@ -393,7 +399,13 @@ def _skip_done(files, outs, records: ResumeLog, key: str, report: RestoreReport,
     keep_files, keep_outs = [], []
     for (src, rel), dst in zip(files, outs):
         rel_out = dst.relative_to(records.folder).as_posix()
-        d = records.decide(rel_out, input_fingerprint(src), key)
+        try:
+            fp = input_fingerprint(src)
+        except OSError as exc:  # permission denied, I/O error: recorded like a file that does not decode
+            report.failed.append((str(src), f"unreadable_file ({exc.strerror or exc})"))
+            log(f"osdhuman restore: skipped {src}: unreadable_file ({exc.strerror or exc})")
+            continue
+        d = records.decide(rel_out, fp, key)
         if d.action == "skip":
             report.kept.append((str(src), str(dst)))
             continue

@@ -32,7 +32,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from osdhuman.outputs import named_os_error, save_safetensors
 
 __all__ = [
     "CheckpointError",
@@ -49,6 +51,8 @@ __all__ = [
     "capture_rng",
     "restore_rng",
     "save_tensors",
+    "sweep_stale_temp",
+    "os_error_at_final",
 ]
 
 FORMAT_VERSION = 1
@@ -73,18 +77,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # a full disk raises from write() with no file name
+        raise named_os_error(exc, path) from None
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors file of contiguous CPU copies (shared storage is fine: each is cloned)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(flat, str(path), metadata=metadata)
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    save_safetensors(flat, path, metadata, fsync=True)  # metadata sorted: same bytes in every process
 
 
 # --- optimizer state: tensors to safetensors, structure to JSON ---------------------------
@@ -304,15 +309,21 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    write_weights(tmp / "weights")
-    save_tensors(trainable, tmp / "trainable.safetensors")
-    for name, opt in optimizers.items():
-        optimizer_state_to_files(opt, param_names, tmp / f"optimizer-{name}")
-    rng_t, rng_js = capture_rng()
-    save_tensors(rng_t, tmp / "rng.safetensors")
-    _write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_js})
-    _write_json(tmp / "COMPLETE", {"step": step, "files": _file_sums(tmp)})
-    _fsync_dir(tmp)
+    try:
+        write_weights(tmp / "weights")
+        save_tensors(trainable, tmp / "trainable.safetensors")
+        for name, opt in optimizers.items():
+            optimizer_state_to_files(opt, param_names, tmp / f"optimizer-{name}")
+        rng_t, rng_js = capture_rng()
+        save_tensors(rng_t, tmp / "rng.safetensors")
+        _write_json(tmp / "state.json", {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_js})
+        _write_json(tmp / "COMPLETE", {"step": step, "files": _file_sums(tmp)})
+        _fsync_dir(tmp)
+    except Exception as exc:  # a full disk, ...: no half checkpoint stays (a kill leaves it: the next run sweeps it)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise os_error_at_final(exc, tmp, final) from None
+        raise
     if final.exists():  # same step saved again (e.g. end of a resumed run that had nothing left)
         old = root / f".old-step-{step:08d}-{os.getpid()}"
         final.rename(old)
@@ -336,6 +347,31 @@ def load_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.T
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')} (this version reads {FORMAT_VERSION})")
     return state, trainable, rng
+
+
+def os_error_at_final(exc: OSError, tmp: Path, final: Path) -> OSError:
+    """``exc`` naming the file it is about under its final name (``step-N/...``, not ``.tmp-step-...``);
+    the checkpoint folder when the error named no file."""
+    name = exc.filename
+    if name is not None and str(name).startswith(str(tmp)):
+        name = str(final) + str(name)[len(str(tmp)):]
+    exc = type(exc)(exc.errno, exc.strerror or str(exc), str(name if name is not None else final)) if exc.errno \
+        else OSError(str(exc), str(final))
+    return exc
+
+
+def sweep_stale_temp(out: Path) -> list[Path]:
+    """Remove the temp folders a killed or failed run left (``checkpoints/.tmp-step-*``,
+    ``.old-step-*``, ``.tmp-final-*``, ``.old-final-*``). Only under the output folder's lock."""
+    gone = []
+    for root, marks in ((Path(out) / "checkpoints", (".tmp-step-", ".old-step-")), (Path(out), (".tmp-", ".old-"))):
+        if not root.is_dir():
+            continue
+        for d in root.iterdir():
+            if d.is_dir() and not d.is_symlink() and d.name.startswith(marks):
+                shutil.rmtree(d, ignore_errors=True)
+                gone.append(d)
+    return gone
 
 
 def rotate_checkpoints(root: Path, keep: int) -> list[Path]:

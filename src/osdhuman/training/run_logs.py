@@ -127,7 +127,15 @@ def atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception as exc:  # a full disk: the half-written folder goes; the error names the file
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            from osdhuman.training.checkpoint import os_error_at_final
+
+            raise os_error_at_final(exc, tmp, final) from None
+        raise
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
         final.rename(old)

@@ -158,3 +158,37 @@ def test_the_cycle_checker_sees_late_imports(tmp_path):
             SRC = saved
     assert graph["osdhuman.pkg.c"] == {"osdhuman.pkg.a"}
     assert _cycles(graph) == [["osdhuman.pkg.a", "osdhuman.pkg.b"]]
+
+
+WRITER = SRC / "outputs.py"  # the one module that moves files into place
+
+
+def _renames(path: Path) -> list[int]:
+    """Lines of ``path`` that move a file into place: ``os.replace`` / ``os.rename`` /
+    ``shutil.move``, or ``x.replace(y)`` / ``x.rename(y)`` with one non-string argument (a
+    Path's; str.replace takes two, pandas' rename takes keywords or a string)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        f = node.func
+        if isinstance(f.value, ast.Name) and (f.value.id, f.attr) in {("os", "replace"), ("os", "rename"),
+                                                                      ("shutil", "move")}:
+            lines.append(node.lineno)
+        elif f.attr in ("replace", "rename") and len(node.args) == 1 and not node.keywords \
+                and not isinstance(node.args[0], ast.Constant):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_write_module_moves_files_into_place():
+    bad = [f"{p.relative_to(SRC)}:{n}" for p in sorted(SRC.rglob("*.py")) if p != WRITER for n in _renames(p)]
+    assert not bad, "temp-then-rename outside osdhuman/outputs.py (use its atomic_* / replace_dir):\n" + "\n".join(bad)
+    assert _renames(WRITER), "the checker no longer sees outputs.py's own renames"
+
+
+def test_the_rename_checker_sees_each_form(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os, shutil\nos.replace(a, b)\nshutil.move(a, b)\ntmp.rename(final)\n"
+                 "s.replace('a', 'b')\ndf.rename(columns={})\nsizes.rename('count')\np.replace(q)\n")
+    assert _renames(f) == [2, 3, 4, 8]

@@ -30,6 +30,8 @@ from typing import Any, Iterable, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from osdhuman.outputs import atomic_write_text
+
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides", "check_fields", "check_values", "rule", "Rule", "SEED_MAX"]
@@ -344,17 +346,4 @@ def _deep_update(base: dict, new: dict, where: str) -> None:
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically); return the path."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.osdtmp-{os.getpid()}")  # osdhuman.outputs.TMP_MARK: swept by reruns
-    try:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None or ".osdtmp-" in str(exc.filename):
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
-        raise
-    return path
+    return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-TMP_MARK = ".osdtmp-"  # = osdhuman.outputs.TMP_MARK (imageio stays a leaf)
+from osdhuman.outputs import TMP_MARK, atomic_path
+
 # files osdhuman writes beside its images (degrade / restore folders are inputs of the next
 # command): not reported as skipped entries
 OWN_FILES = frozenset({"params.jsonl", "skipped.jsonl", "config.yaml", "restore_config.yaml", "restore_report.json",
@@ -193,17 +194,11 @@ def write_image(arr: np.ndarray, path: str | os.PathLike, quality: int = 95, ove
     p = Path(path)
     if not overwrite and p.exists():
         raise FileExistsError(f"{p}: exists and overwrite=False")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}{TMP_MARK}{os.getpid()}")
     img = Image.fromarray(np.ascontiguousarray(arr))
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(p.suffix.lower(), None)
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    try:
+    with atomic_path(p) as tmp:
         img.save(tmp, format=fmt, **kwargs)
-        tmp.replace(p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return p
 
 

@@ -1,11 +1,16 @@
 """Writing a run's outputs so that nothing is lost and nothing half-made looks complete.
 
-Shared by every command that writes files (degrade, restore, evaluate, train):
+The one module that moves files into place (an architecture test checks that nothing else
+calls ``os.replace`` / ``rename``). Shared by every command that writes files:
 
-* :func:`atomic_write_text` / :func:`atomic_write_bytes` / :func:`atomic_path`: write to a
-  hidden temp file in the same folder, then ``os.replace`` it onto the final name, so a
-  reader (or a rerun after kill -9 / a full disk) sees the old file or the new one, never
-  a torn one. Temp names carry :data:`TMP_MARK` so a rerun can sweep what a killed run left.
+* :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` /
+  :func:`atomic_path` (images, anything a library writes to a path) and
+  :func:`save_safetensors` (metadata in a fixed order): write to a hidden temp file in the
+  same folder, then ``os.replace`` it onto the final name, so a reader (or a rerun after
+  kill -9 / a full disk) sees the old file or the new one, never a torn one. Temp names carry
+  :data:`TMP_MARK` so a rerun can sweep what a killed run left (:func:`sweep_temp_files`).
+* :func:`atomic_dir` / :func:`replace_dir`: the same for a whole folder (checkpoints,
+  ``final/``, parsed records), through a ``.tmp-NAME-PID`` folder swapped into place.
 * :class:`OutputLock`: an ``fcntl.flock`` on ``OUT/.osdhuman.lock``; a second run into the
   same folder stops with a clear message while the first runs. The kernel drops the lock
   when its process dies, so a killed run never leaves a stale lock behind.
@@ -27,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -45,9 +51,13 @@ __all__ = [
     "ResumeDecision",
     "ResumeLog",
     "WriterPool",
+    "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_json",
     "atomic_write_text",
+    "os_error_at_final",
+    "replace_dir",
     "encode_image",
     "encode_png",
     "hold_output_lock",
@@ -103,6 +113,57 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> Path:
+    """``obj`` as JSON text (``json.dumps`` options in ``dumps``), written atomically."""
+    return atomic_write_text(path, json.dumps(obj, **dumps))
+
+
+def os_error_at_final(exc: OSError, tmp: Path, final: Path) -> OSError:
+    """``exc`` naming the file it is about under its final name (``step-N/...``, not the temp
+    folder it was written in); ``final`` itself when the error named no file."""
+    name = exc.filename
+    if name is not None and str(name).startswith(str(tmp)):
+        name = str(final) + str(name)[len(str(tmp)):]
+    if not exc.errno:
+        return OSError(str(exc), str(final))
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(name if name is not None else final))
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the finished folder ``tmp`` onto ``final``: an existing ``final`` is renamed aside
+    (``.old-NAME-PID``), the new one takes its name, then the old one is removed. A kill
+    between the two renames leaves both folders, never a half one (the sweep of the next run
+    takes the ``.old-`` one)."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def atomic_dir(final: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` a whole folder beside ``final`` (``.tmp-NAME-PID``), then :func:`replace_dir`
+    it into place. On an error the half-written folder goes and an OSError names its file
+    under the final name (a full disk raises from write() with no name of its own)."""
+    final = Path(final)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise os_error_at_final(exc, tmp, final) from None
+        raise
+    return replace_dir(tmp, final)
 
 
 def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:

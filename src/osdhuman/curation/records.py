@@ -36,6 +36,7 @@ from osdhuman.config import from_dict
 from osdhuman.curation import schema
 from osdhuman.curation.config import LabelConfig
 from osdhuman.curation.sources import SourceImage, SourceSpec, parse_source
+from osdhuman.outputs import replace_dir
 
 RECORDS_VERSION = "records-1"
 PART_IMAGES = 10_000  # images per part file (rounded up to whole shards)
@@ -165,7 +166,7 @@ def spill_source(spec: SourceSpec, labels_dict: dict, root: str, shard_size: int
     if final.exists():  # the same content listed again
         shutil.rmtree(tmp)
     else:
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     for old in root_p.glob(f"{spec.name}{SEP}*"):  # earlier versions of this source's records
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 from osdhuman.curation.config import CurationConfig
 from osdhuman.charts import histogram_svg
 from osdhuman.curation.schema import metric_column
+from osdhuman.outputs import atomic_write_text
 
 THUMB = 160
 
@@ -142,7 +142,7 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
     for n in names + ["score"]:
         col = "score" if n == "score" else metric_column(n)
         p = rdir / f"hist_{n}.svg"
-        p.write_text(histogram_svg(n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n)))
+        atomic_write_text(p, histogram_svg(n, scored[col].to_numpy(np.float64), chosen[col].to_numpy(np.float64), lower.get(n)))
         hists.append(p.name)
     for stale in rdir.glob("hist_*"):  # an earlier run's (other metrics, or PNGs of older versions)
         if stale.name not in hists:
@@ -241,8 +241,4 @@ two splits{'' if cfg.dedup.keep_duplicates else '; one image per group keeps its
 <h2>Selected crops (best first, up to {n_th})</h2>{sheet(sel_rows, True)}
 <h2>Scored but not selected (worst first, up to {n_th})</h2>{sheet(rej_scored, False)}
 </body></html>"""
-    path = out / "report.html"
-    tmp = path.with_name(f".report.html.tmp{os.getpid()}")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(out / "report.html", page)

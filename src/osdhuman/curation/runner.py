@@ -55,7 +55,7 @@ from osdhuman.curation.schema import CANDIDATE_COLUMNS, metric_column
 from osdhuman.curation.scoring import load_metrics, metric_infos
 from osdhuman.curation.shard import ShardWorker, crop_pixels, disambiguate
 from osdhuman.curation.store import ShardStore, sha
-from osdhuman.outputs import atomic_write_bytes
+from osdhuman.outputs import atomic_write_bytes, replace_dir
 
 
 class OutputDirError(ValueError):
@@ -156,7 +156,7 @@ def _parse_inputs(cfg: CurationConfig, out: Path, metrics: list | None) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     if scratch is not None:
         records_root.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scratch, records_root)
+        replace_dir(scratch, records_root)
         recs = [dataclasses.replace(r, dir=str(records_root / Path(r.dir).name)) for r in recs]
     return recs, metrics
 

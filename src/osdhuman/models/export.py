@@ -29,7 +29,6 @@ bias and make bias-less layers unmergeable (peft warns so), so the trained bias 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ import torch
 from osdhuman.models.formats import EXPORT_FORMAT, LORA_FILE
 from osdhuman.models.lora import lora_layers
 from osdhuman.models.osdhuman import OSDHuman
+from osdhuman.outputs import atomic_write_text
 
 __all__ = ["export_diffusers", "exact_conv_lora", "model_card"]
 
@@ -157,8 +157,8 @@ def export_diffusers(model: OSDHuman, out: str | Path, *, base_model_id: str | N
            "vae_lora_alpha": c.effective_vae_lora_alpha, "prompt_source": c.prompt_source,
            "conv_in_lora_rank": unet_meta["rank_pattern"].get("conv_in"), "files": {"unet_lora": LORA_FILE, **files},
            "config": to_dict(c)}
-    _atomic_text(out / "osdhuman_config.json", json.dumps(cfg, indent=2))
-    _atomic_text(out / "README.md", model_card(cfg, card or {}))
+    atomic_write_text(out / "osdhuman_config.json", json.dumps(cfg, indent=2))
+    atomic_write_text(out / "README.md", model_card(cfg, card or {}))
     if merge:
         _write_merged(model, out / "merged")
     return out
@@ -169,12 +169,6 @@ def _write_merged(model: OSDHuman, folder: Path) -> None:
     model.merge_generator_lora()
     model.unet.save_pretrained(str(folder / "unet"))
     model.vae.save_pretrained(str(folder / "vae"))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def model_card(cfg: dict, card: dict) -> str:

@@ -324,7 +324,7 @@ class OSDHuman(nn.Module):
     def save_weights(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write osdhuman_weights.safetensors (trainable tensors) + osdhuman_config.json."""
         from osdhuman.config import to_dict
-        from osdhuman.outputs import save_safetensors
+        from osdhuman.outputs import atomic_write_json, save_safetensors
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -333,7 +333,7 @@ class OSDHuman(nn.Module):
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": to_dict(self.config),
                 "has_regularizer": self.has_regularizer, "untrained_base": self.random_base,
                 "parameter_counts": self.parameter_counts(), **(extra or {})}
-        (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        atomic_write_json(d / CONFIG_FILE, meta, indent=2)
         return d
 
     def load_weights(self, directory: str | Path, strict: bool = True) -> OSDHuman:

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osdhuman.config import SEED_MAX, check_fields, rule
+from osdhuman.config import SEED_MAX, check_fields, rule, to_dict
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
 from osdhuman.models.pretrained import load_pretrained
+from osdhuman.outputs import atomic_write_json
 from osdhuman.pipelines.color_fix import apply_color_fix
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
@@ -180,13 +181,11 @@ class RestorationPipeline:
         return pipe
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        from osdhuman.config import to_dict
-
         if self.model.merged:
             raise ValueError("this pipeline's LoRA is fused into the base weights (fuse=True), so its "
                              "adapters cannot be saved: build it with fuse=False to save it")
         d = self.model.save_weights(directory)
-        (d / PIPELINE_FILE).write_text(json.dumps(to_dict(self.config), indent=2))
+        atomic_write_json(d / PIPELINE_FILE, to_dict(self.config), indent=2)
         return d
 
     # ---------------------------------------------------------------- the one step, any size

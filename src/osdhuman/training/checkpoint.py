@@ -34,7 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from osdhuman.outputs import named_os_error, save_safetensors
+from osdhuman.outputs import named_os_error, os_error_at_final, replace_dir, save_safetensors
 
 __all__ = [
     "CheckpointError",
@@ -52,7 +52,6 @@ __all__ = [
     "restore_rng",
     "save_tensors",
     "sweep_stale_temp",
-    "os_error_at_final",
 ]
 
 FORMAT_VERSION = 1
@@ -324,13 +323,7 @@ def save_checkpoint(
         if isinstance(exc, OSError):
             raise os_error_at_final(exc, tmp, final) from None
         raise
-    if final.exists():  # same step saved again (e.g. end of a resumed run that had nothing left)
-        old = root / f".old-step-{step:08d}-{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    replace_dir(tmp, final)  # the same step saved again (end of a resumed run with nothing left) replaces it
     _fsync_dir(root)
     return final
 
@@ -347,17 +340,6 @@ def load_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.T
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')} (this version reads {FORMAT_VERSION})")
     return state, trainable, rng
-
-
-def os_error_at_final(exc: OSError, tmp: Path, final: Path) -> OSError:
-    """``exc`` naming the file it is about under its final name (``step-N/...``, not ``.tmp-step-...``);
-    the checkpoint folder when the error named no file."""
-    name = exc.filename
-    if name is not None and str(name).startswith(str(tmp)):
-        name = str(final) + str(name)[len(str(tmp)):]
-    exc = type(exc)(exc.errno, exc.strerror or str(exc), str(name if name is not None else final)) if exc.errno \
-        else OSError(str(exc), str(final))
-    return exc
 
 
 def sweep_stale_temp(out: Path) -> list[Path]:

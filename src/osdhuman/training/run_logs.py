@@ -20,7 +20,7 @@ import torch
 
 from osdhuman.outputs import atomic_write_text
 
-__all__ = ["IntervalMean", "JsonlLog", "SkippedLog", "atomic_dir", "tensorboard", "truncate_metrics"]
+__all__ = ["IntervalMean", "JsonlLog", "SkippedLog", "tensorboard", "truncate_metrics"]
 
 
 class JsonlLog:
@@ -120,26 +120,3 @@ def tensorboard(out: Path, enabled: bool, purge_step: int | None = None):
     except ImportError:  # tensorboard not installed: metrics.jsonl still records everything
         return None
     return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
-
-
-def atomic_dir(final: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` a whole folder, then rename it to ``final`` (replacing an old one)."""
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        write(tmp)
-    except Exception as exc:  # a full disk: the half-written folder goes; the error names the file
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            from osdhuman.training.checkpoint import os_error_at_final
-
-            raise os_error_at_final(exc, tmp, final) from None
-        raise
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from osdhuman.config import save_config, to_dict
+from osdhuman.outputs import atomic_dir
 from osdhuman.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -46,7 +47,6 @@ from osdhuman.training.run_logs import (
     IntervalMean,
     JsonlLog,
     SkippedLog,
-    atomic_dir,
     tensorboard,
     truncate_metrics,
 )

@@ -247,7 +247,9 @@ class Rule:
             if self.le is not None and v > self.le:
                 raise ConfigError(f"{where}: must be <= {self.le}, got {v}")
             if self.multiple_of is not None and v % self.multiple_of:
-                raise ConfigError(f"{where}: must be a multiple of {self.multiple_of}, got {v}")
+                m = self.multiple_of
+                near = max(round(v / m) * m, math.ceil(max(self.ge or m, self.gt or 0) / m) * m)
+                raise ConfigError(f"{where}: must be a multiple of {m}, got {v} (nearest: {near})")
         if self.ordered and value is not None and len(value) == 2 and value[1] < value[0]:
             raise ConfigError(f"{where}: must be (lo, hi) with lo <= hi, got {tuple(value)}")
 

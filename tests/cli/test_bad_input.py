@@ -153,9 +153,9 @@ USAGE_CASES = {
                       ["seed", "must be <= 4294967295", "123456789012345678901234567890"]),
     # training sizes the model cannot take, a device this machine lacks
     "train-size-65": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--set", "data.size=65"],
-                      2, ["data.size=65", "multiples of 8", "try 64"]),
+                      2, ["data.size: must be a multiple of 8, got 65 (nearest: 64)"]),
     "train-size-8": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--set", "data.size=8"],
-                     2, ["data.size=8", "at least 16"]),
+                     2, ["data.size: must be >= 16, got 8"]),
     "train-device-cuda": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good", "--device", "cuda"],
                           2, ["--device cuda", "CUDA is not available"]),
     "train-config-device-cuda": (["train", "--config", TINY, "-o", "{Q}/o", "--set", "data.source={Q}/good",

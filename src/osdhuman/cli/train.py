@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(TrainConfig, args, extra)
     out = Path(args.output_dir)
     _check_sources(cfg)
-    _check_size(cfg.data.size)
     check_device(cfg.device, "--device" if args.device else "device")
     check_output_dir(out, [cfg.data.source] if cfg.data.source else [])  # an image-folder source stays clean
     if args.resume == "latest" and find_latest(out / "checkpoints") is None:
@@ -140,21 +139,6 @@ def _check_launcher() -> None:
         f"--num_processes); for {wanted} CPU processes run `accelerate launch --multi_gpu --num_processes "
         f"{wanted} -m osdhuman.cli.train ... --device cpu` or `torchrun --nproc_per_node {wanted} -m "
         "osdhuman.cli.train ... --device cpu`")
-
-
-# the crop side must pass the VAE (it downsamples by 8) and LPIPS's VGG (four 2x poolings down to 1 px)
-SIZE_MULTIPLE, SIZE_MIN = 8, 16
-
-
-def _check_size(size: int) -> None:
-    """UsageError for a training crop size the model cannot take (before anything is written)."""
-    from osdhuman.cli import UsageError
-
-    if size % SIZE_MULTIPLE or size < SIZE_MIN:
-        near = max(SIZE_MIN, round(size / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-        raise UsageError(f"data.size={size}: the model takes crop sizes that are multiples of {SIZE_MULTIPLE} "
-                         f"and at least {SIZE_MIN} (the VAE downsamples by 8; LPIPS's VGG halves it 4 times); "
-                         f"try {near}")
 
 
 def _check_sources(cfg) -> None:

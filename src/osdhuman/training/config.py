@@ -36,7 +36,8 @@ class TrainDataConfig:
     source: str = "demo_out"
     # held-out images for validation: a manifest / folder, or null = the source's "val" split
     val_source: Optional[str] = None
-    size: int = rule(512, ge=1)  # HQ crop side (paper: 512)
+    # HQ crop side (paper: 512): the VAE downsamples by 8, LPIPS's VGG halves it 4 times
+    size: int = rule(512, ge=16, multiple_of=8)
     # "center" crops of curated 512 images (PERSONA) or LSDIR-style "random" crops of a folder
     crop: Literal["random", "center"] = "random"
     hflip: bool = True

@@ -22,23 +22,31 @@ from osdhuman.app.restore_tab import MODES, TINY, RestoreService, check_request 
 
 
 def _quiet(cls):
-    """``cls`` whose refusal of a request's value (not a choice, not a number, a file type it does not
-    take) reaches the client as its one-line reason, with no traceback in the server's log: a bad
-    request is the sender's mistake, not the app's. A Gradio "template" keeps the same front end."""
+    """A factory of ``cls`` components whose refusal of a request's value (not a choice, not a
+    number, a file type it does not take) reaches the client as its one-line reason, with no
+    traceback in the server's log: a bad request is the sender's mistake, not the app's.
 
-    class Quiet(cls):
-        is_template = True  # rendered by the front end of ``cls``
+    The instance's ``preprocess`` is wrapped rather than ``cls`` subclassed: Gradio's component
+    metaclass writes a ``.pyi`` stub beside the module of every new component class, which
+    would be a file written into the installed package at run time."""
 
-        def preprocess(self, payload):
+    def make(*args, **kwargs):
+        comp = cls(*args, **kwargs)
+        original = comp.preprocess
+
+        def preprocess(payload):
             try:
-                return super().preprocess(payload)
+                return original(payload)
             except Exception as exc:  # noqa: BLE001 - whatever the component refuses is one line to the client
                 value = repr(payload if not isinstance(payload, (list, dict)) else type(payload).__name__)[:80]
                 why = " ".join(str(exc).split())
-                raise gr.Error(f"{self.label or cls.__name__}: {value} is not accepted ({why})", print_exception=False) from None
+                raise gr.Error(f"{comp.label or cls.__name__}: {value} is not accepted ({why})",
+                               print_exception=False) from None
 
-    Quiet.__name__ = Quiet.__qualname__ = f"Quiet{cls.__name__}"
-    return Quiet
+        comp.preprocess = preprocess
+        return comp
+
+    return make
 
 
 File, Dropdown, Radio, Slider, Number = (_quiet(c) for c in (gr.File, gr.Dropdown, gr.Radio, gr.Slider, gr.Number))

@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(PY) demo/run.py --out demo_out
 
 test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks demo
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -219,7 +219,8 @@ def _load_release(p: Path, fw: ForeignWeights, base_model: str | None, guidance:
     except MissingTargetError as exc:
         raise WeightsError(f"{p}: unmatched tensors: LoRA for modules the base model {cfg.base_model!r} "
                            f"does not have: {', '.join(exc.names[:5])}") from None
-    width, enc_file = prompt_width(fw.prompt_encoder), fw.files[-1]
+    width = prompt_width(fw.prompt_encoder)
+    enc_file = next((f for f in fw.files if f.endswith("embedding_change_weights.pth")), fw.files[-1])
     if width != model.cross_attention_dim:
         raise WeightsError(f"{enc_file}: its prompts are {width} wide but the base model {cfg.base_model!r} has "
                            f"cross-attention width {model.cross_attention_dim}: these weights need a base model of "

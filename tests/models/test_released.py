@@ -336,3 +336,20 @@ def test_bad_release_folders_are_one_line_exit_2_before_any_image(photo, tmp_pat
     for w in [str(where), *words]:
         assert w in line, (w, line)
     assert not (out / "p.png").exists()
+
+
+def test_inspect_names_family_parts_settings_and_needs(tmp_path, capsys):
+    folder, _ = haodiff_folder(tmp_path / "weights")
+    assert main(["inspect", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "haodiff" and info["timestep"] == 199 and info["guidance_scale"] == 3.5
+    assert info["parts"]["unet_lora"]["ranks"] == [16] and info["lora_scale"] == 1.0
+    assert info["parts"]["prompt_encoder"] == "HAODiffPrompt" and info["prompt_width"] == CROSS
+    assert info["files"] == [str(folder / "pytorch_lora_weights.safetensors"), str(folder / "img_encoder_weights.pth")]
+    assert any(n.startswith("--base-model") for n in info["needs"])
+    assert main(["inspect", str(osdface_folder(tmp_path / "pretrained"))]) == 0
+    out = capsys.readouterr().out
+    assert "osdface" in out and "399" in out and "associate_2.ckpt" in out
+    (folder / "img_encoder_weights.pth").write_bytes(b"garbage")
+    assert main(["inspect", str(folder)]) == 2
+    assert "img_encoder_weights.pth" in capsys.readouterr().err

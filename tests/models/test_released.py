@@ -353,3 +353,17 @@ def test_inspect_names_family_parts_settings_and_needs(tmp_path, capsys):
     (folder / "img_encoder_weights.pth").write_bytes(b"garbage")
     assert main(["inspect", str(folder)]) == 2
     assert "img_encoder_weights.pth" in capsys.readouterr().err
+
+
+def test_haodiff_tiling_offsets_weights_and_blend():
+    from osdhuman.pipelines.gaussian_tiles import gaussian_tile_weights, gaussian_tiled_eps, haodiff_offsets
+
+    assert haodiff_offsets(128, 64, 5) == [0, 59, 64]  # every 59, the last flush with the edge
+    assert haodiff_offsets(96, 64, 5) == [0, 32]
+    w = gaussian_tile_weights(8)
+    assert w.dtype == torch.float64 and torch.equal(w[:, 3], w[:, 4])  # across: centred at 3.5
+    assert w[4, 0] > w[3, 0] and torch.allclose(w[3], w[5])  # down: centred at 4
+    z = torch.randn(1, 4, 96, 128)
+    # a per-pixel map blends back to itself; a map that sees tile borders does not
+    assert torch.allclose(gaussian_tiled_eps(lambda t: 2 * t, z), 2 * z, atol=1e-5)
+    assert torch.equal(gaussian_tiled_eps(lambda t: 2 * t, z[..., :40, :100]), 2 * z[..., :40, :100])  # area <= 64^2: whole

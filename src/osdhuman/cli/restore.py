@@ -42,7 +42,10 @@ def register(subparsers) -> None:
                         "OSDFace sample, OSDHuman mode)")
     p.add_argument("--tile", type=int, metavar="N", help="tile size in pixels (default 512)")
     p.add_argument("--tile-overlap", type=int, metavar="N", help="tile overlap in pixels (default 64)")
-    p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile)")
+    p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile; HAODiff 1024)")
+    p.add_argument("--latent-blend", choices=["smooth", "gaussian"],
+                   help="how latent tiles are blended: smooth (ours: raised-cosine ramps over --tile-overlap) or "
+                        "gaussian (HAODiff's: 5-latent-pixel overlap, Gaussian-weighted eps); default: the family's")
     p.add_argument("--color-fix", choices=["adain", "wavelet", "none"],
                    help="default: the family's (HAODiff wavelet, OSDFace none, OSDHuman / OSEDiff adain)")
     p.add_argument("--bit-depth", type=int, choices=[8, 16], help="16: 16-bit RGB PNG outputs (default 8)")
@@ -78,7 +81,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "timestep": args.timestep, "prompt_source": args.prompt_source,
         "dape": args.dape, "ram_tag_list": args.ram_tag_list, "ram_tag_thresholds": args.ram_tag_thresholds,
         "dape_prompt": args.dape_prompt, "latent_mode": args.latent,
-        "guidance_scale": args.guidance_scale, "bit_depth": args.bit_depth,
+        "guidance_scale": args.guidance_scale, "bit_depth": args.bit_depth, "latent_blend": args.latent_blend,
         "overwrite": True if getattr(args, "overwrite", False) else None,
     }
     from osdhuman.cli.restore_people import people_overrides

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
 from osdhuman.models.families import FAMILIES
-from osdhuman.models.guidance import guided_x0
+from osdhuman.models.guidance import guided_eps, guided_x0, x0_float64
+from osdhuman.pipelines.gaussian_tiles import gaussian_tiled_eps
 from osdhuman.models.pretrained import load_pretrained
 from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
@@ -54,6 +55,10 @@ class PipelineConfig:
     # the whole input and shared by all tiles (no colour shifts between tiles); "tile" = per
     # tile. (UNet latent tiles always normalise per tile and are blended, as in OSEDiff.)
     tile_norm: Literal["global", "tile"] = "global"
+    # latent tiles: "smooth" = ours (x0 blended with raised-cosine ramps over tile_overlap);
+    # "gaussian" = HAODiff's (tile_size/8 latent tiles, 5 latent overlap, Gaussian-weighted eps);
+    # None = the family's (HAODiff: gaussian, else smooth)
+    latent_blend: Literal["smooth", "gaussian"] | None = None
 
     def __post_init__(self) -> None:
         if self.tile_size < 64 or self.tile_size % 8:
@@ -197,6 +202,9 @@ class RestorationPipeline:
         family = FAMILIES[getattr(model, "family", "osdhuman")]
         if "color_fix" not in merged:
             merged["color_fix"] = family.color_fix
+        if family.name == "haodiff":  # their tiling: latent tiles blended by Gaussians, VAE whole up to 1024 px
+            merged.setdefault("latent_blend", "gaussian")
+            merged.setdefault("vae_tile_size", 1024)
         elif merged["color_fix"] != family.color_fix and family.name in ("haodiff", "osdface"):
             model.overrides = [*getattr(model, "overrides", []), f"--color-fix {merged['color_fix']} overrides the "
                                f"{family.name} weights' {family.color_fix}"]
@@ -248,7 +256,12 @@ class RestorationPipeline:
             step = lambda t: guided_x0(m, t, p, getattr(m, "guidance_scale", 1.0), m.config.timestep)
         else:
             step = lambda t: m.predict_x0(t, p)
-        z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
+        if c.latent_blend == "gaussian":
+            g = getattr(m, "guidance_scale", 1.0)
+            eps = gaussian_tiled_eps(lambda t: guided_eps(m, t, p, g, m.config.timestep), z, tile)
+            z_hat = x0_float64(z, eps, m.config.timestep, m.alphas_cumprod)
+        else:
+            z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
         # 6. decoder, tiled; crop
         img = tiled_map(self._tiled_fn(m.decode, m.vae.decoder, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
                         z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)

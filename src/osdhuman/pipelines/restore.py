@@ -82,6 +82,7 @@ class RestoreConfig:
     latent_mode: Literal["mode", "sample"] | None = None  # None -> recorded (OSEDiff: sample, ours: mode)
     guidance_scale: float | None = None  # CFG with the weights' negative prompt; None -> the family's (HAODiff 3.5)
     bit_depth: Literal[8, 16] = 8  # 16: 16-bit RGB PNG outputs (values to 1/65535)
+    latent_blend: Literal["smooth", "gaussian"] | None = None  # latent tiles; None -> the family's (HAODiff: gaussian)
     tile_size: int = 512
     tile_overlap: int = 64
     vae_tile_size: int | None = None
@@ -293,7 +294,7 @@ def _load_pipeline(cfg: RestoreConfig):
     pipe = RestorationPipeline.from_pretrained(
         cfg.weights, base_model=cfg.base_model, guidance_scale=cfg.guidance_scale,
         hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
-        vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
+        vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision, latent_blend=cfg.latent_blend,
         device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
         prompt_source=cfg.prompt_source or ("dape_lq" if cfg.dape else None),
         model_overrides=_model_overrides(cfg))

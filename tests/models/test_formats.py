@@ -79,10 +79,21 @@ def test_export_loads_into_plain_diffusers_with_the_same_eps(tmp_path):
         x = torch.rand(1, 3, 64, 64) * 2 - 1
         assert (m.vae.encode(x).latent_dist.mode() - vae.encode(x).latent_dist.mode()).abs().max() < 1e-5
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nbase_model: ") and "pipeline_tag: image-to-image" in card
+    assert card.startswith("---\n") and "pipeline_tag: image-to-image" in card
+    assert "base_model:" not in card and "NOT Stable Diffusion" in card  # a tiny export claims no SD base
     assert "persona/manifest.parquet" in card and "val/psnr_y" in card and "load_lora_adapter" in card
+    assert "saved at scale 1" in card and "trained at alpha 8" in card and "alpha 8 " not in card.split("trained")[0]
+    for fact in ("latent_dist.mode()", "mean FIRST", "Linear 1536 -> 512", "384x384", "antialias=True",
+                 "attn.q_proj_weight", "(1 - a).sqrt() * eps"):
+        assert fact in card, fact
     cfg = json.loads((out / "osdhuman_config.json").read_text())
     assert cfg["format"] == "osdhuman-export" and cfg["timestep"] == 999 and cfg["lora_rank"] == 4
+    assert cfg["lora_alpha"] == 4 and cfg["lora_scale"] == 1.0 and cfg["trained_lora_alpha"] == 8
+    # the card's arithmetic: B as saved at scale 1 reproduces the model; alpha 8 on top would not
+    from peft.tuners.lora import LoraLayer
+
+    for layer in (mod for mod in unet.modules() if isinstance(mod, LoraLayer)):
+        assert all(v == 1.0 for v in layer.scaling.values())
 
 
 def test_export_round_trip_is_bit_exact(tmp_path):

@@ -367,3 +367,28 @@ def test_haodiff_tiling_offsets_weights_and_blend():
     # a per-pixel map blends back to itself; a map that sees tile borders does not
     assert torch.allclose(gaussian_tiled_eps(lambda t: 2 * t, z), 2 * z, atol=1e-5)
     assert torch.equal(gaussian_tiled_eps(lambda t: 2 * t, z[..., :40, :100]), 2 * z[..., :40, :100])  # area <= 64^2: whole
+
+
+def test_house_style_hfie_release_may_ship_its_encoder(tmp_path):
+    """{"model_state_dict": whole HFIE (encoder.swin.*, encoder.image_proj.*, query, attn.*, norm.*),
+    "hfie_kwargs"}: the shipped encoder is used, no --hfie-encoder needed."""
+    from osdhuman.models import OSDHumanConfig, WeightsError, build_osdhuman
+    from osdhuman.models.pretrained import load_pretrained
+
+    ref = build_osdhuman(OSDHumanConfig(base_model="tiny", compute_null_prompt=False, seed=7))
+    sd = {k: v + 0.01 for k, v in ref.prompt_extractor.state_dict().items()}
+    folder = tmp_path / "release"
+    folder.mkdir()
+    _lora(folder, torch.Generator().manual_seed(1))
+    torch.save({"model_state_dict": sd, "hfie_kwargs": {"timestep": 999}}, folder / "img_encoder_weights.pth")
+    model, summary = load_pretrained(folder, base_model="tiny")
+    assert "HFIE encoder from" in summary and model.config.prompt_source == "hfie_lq"
+    got = model.prompt_extractor.state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert model.prompt_extractor(x).shape == (1, 77, CROSS)
+    sd["encoder.image_proj.weight"] = torch.zeros(3, 3)
+    torch.save({"model_state_dict": sd, "hfie_kwargs": {}}, folder / "img_encoder_weights.pth")
+    with pytest.raises(WeightsError, match="encoder.image_proj.weight"):
+        load_pretrained(folder, base_model="tiny")

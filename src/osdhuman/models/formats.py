@@ -103,6 +103,7 @@ class ForeignWeights:
     prompt_encoder: object = None  # haodiff / osdface: their prompt encoder (an nn.Module), loaded
     files: list[str] = field(default_factory=list)  # every file read
     ignored: list[str] = field(default_factory=list)  # tensors the family's own loader also ignores
+    hfie_encoder: dict[str, torch.Tensor] = field(default_factory=dict)  # house style: HFIE's encoder, if shipped
 
 
 # ------------------------------------------------------------------------------ files
@@ -335,7 +336,9 @@ def _read_embedder(path: Path, fw: ForeignWeights) -> None:
         return
     sd = data.get("model_state_dict") if isinstance(data.get("model_state_dict"), dict) else data
     kwargs = {k: v for k, v in data.items() if str(k).endswith("_kwargs")}
-    fw.head = map_head(sd, where=path, top=list(data))
+    fw.hfie_encoder = {k[len("encoder."):]: v for k, v in sd.items()
+                       if str(k).startswith("encoder.") and torch.is_tensor(v)}  # RAM's Swin-L, when shipped
+    fw.head = map_head({k: v for k, v in sd.items() if not str(k).startswith("encoder.")}, where=path, top=list(data))
     fw.recorded.update({k: v for kw in kwargs.values() if isinstance(kw, dict) for k, v in kw.items()
                         if k in ("timestep", "prompt_source")})
     fw.family = "osdhuman"

@@ -164,6 +164,8 @@ def load_pretrained(
     fw = read_weights(p)
     if fw.prompt_encoder is not None:
         return _load_release(p, fw, base_model, guidance_scale, overrides)
+    if fw.hfie_encoder and not hfie_encoder_path and overrides.get("prompt_source", "hfie_lq").startswith("hfie"):
+        return _load_with_shipped_encoder(p, fw, base_model, overrides)
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"),
                      hfie_encoder_path=hfie_encoder_path, **overrides)
     if cfg.base_model in (None, ""):
@@ -184,6 +186,37 @@ def load_pretrained(
     model.family = fw.family if fw.family in FAMILIES else "osdhuman"
     model.guidance_scale, model.overrides = 1.0, []
     return model, summarize(fw, cfg) + _prompt_note(model)
+
+
+def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | None,
+                               overrides: dict) -> tuple[OSDHuman, str]:
+    """An HFIE release whose embedder file also holds the encoder (``encoder.swin.*``,
+    ``encoder.image_proj.*``): that encoder, loaded strictly, instead of --hfie-encoder."""
+    from osdhuman.models.config import SWIN_L_RAM, TINY_SWIN
+    from osdhuman.models.hfie import HFIE, SwinEncoder
+
+    cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"), **overrides)
+    cfg = replace(cfg, base_model=cfg.base_model or "tiny")
+    model = build_osdhuman(replace(cfg, prompt_source="null"), text_encoder=False)
+    swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
+    if cfg.base_model != "tiny":
+        swin["img_size"] = cfg.hfie_image_size
+    encoder = SwinEncoder(**swin)
+    own = encoder.state_dict()
+    shipped = fw.hfie_encoder
+    bad = [f"encoder.{k}" for k in sorted(set(own) ^ set(shipped))] + [
+        f"encoder.{k}: file {tuple(shipped[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in shipped if k in own and shipped[k].shape != own[k].shape]
+    if bad:
+        raise WeightsError(f"{fw.files[-1]}: its encoder.* tensors are not RAM's Swin-L image encoder under "
+                           f"osdhuman's names (first mismatches: {', '.join(bad[:4])})")
+    encoder.load_state_dict(shipped)
+    model.prompt_extractor = HFIE(encoder, cross_dim=model.cross_attention_dim, query_len=cfg.hfie_query_len,
+                                  heads=cfg.hfie_heads).eval()
+    model.config = cfg
+    _check_and_load(model, fw, _model_tensors(model, fw))
+    model.weights_source, model.family, model.guidance_scale, model.overrides = str(p), "osdhuman", 1.0, []
+    return model, summarize(fw, cfg) + f"; HFIE encoder from {fw.files[-1]} ({len(shipped)} tensors)"
 
 
 def prompt_width(encoder) -> int:

@@ -392,3 +392,14 @@ def test_house_style_hfie_release_may_ship_its_encoder(tmp_path):
     torch.save({"model_state_dict": sd, "hfie_kwargs": {}}, folder / "img_encoder_weights.pth")
     with pytest.raises(WeightsError, match="encoder.image_proj.weight"):
         load_pretrained(folder, base_model="tiny")
+
+
+def test_overriding_what_our_own_weights_record_is_said(tmp_path):
+    from osdhuman.models import OSDHumanConfig, build_osdhuman
+    from osdhuman.models.pretrained import load_pretrained
+
+    build_osdhuman(OSDHumanConfig(base_model="tiny", compute_null_prompt=False)).save_weights(tmp_path / "w")
+    model, _ = load_pretrained(tmp_path / "w", timestep=500)
+    assert model.config.timestep == 500 and model.overrides == ["--timestep 500 overrides the osdhuman weights' 999"]
+    model, _ = load_pretrained(tmp_path / "w", timestep=999)
+    assert model.overrides == []

@@ -157,8 +157,13 @@ def load_pretrained(
     kind = classify(p)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if kind == "osdhuman":
+        from osdhuman.models.osdhuman import read_saved_config
+
+        saved = read_saved_config(p).get("config", {})
         model = load_osdhuman(p, base_model=base_model, hfie_encoder_path=hfie_encoder_path, **overrides)
         c = model.config
+        model.family, model.guidance_scale = "osdhuman", 1.0
+        model.overrides = _generic_notes("osdhuman", saved, overrides)
         return model, (f"weights: osdhuman from {p}: rank {c.lora_rank}, alpha {c.lora_alpha:g}, "
                        f"prompt {c.prompt_source}, timestep {c.timestep}" + _prompt_note(model))
     fw = read_weights(p)
@@ -184,8 +189,17 @@ def load_pretrained(
     _check_and_load(model, fw, _model_tensors(model, fw))
     model.weights_source = str(p)
     model.family = fw.family if fw.family in FAMILIES else "osdhuman"
-    model.guidance_scale, model.overrides = 1.0, []
+    model.guidance_scale = 1.0
+    model.overrides = _generic_notes(model.family, {"timestep": fw.recorded.get("timestep"),
+                                                    "prompt_source": fw.recorded.get("prompt_source")}, overrides)
     return model, summarize(fw, cfg) + _prompt_note(model)
+
+
+def _generic_notes(family: str, recorded: dict, overrides: dict) -> list[str]:
+    """Lines for the user's overrides of a timestep / prompt source the weights record."""
+    flags = {"timestep": "--timestep", "prompt_source": "--prompt-source"}
+    return [f"{flags[k]} {overrides[k]} overrides the {family} weights' {recorded[k]}"
+            for k in flags if k in overrides and recorded.get(k) is not None and overrides[k] != recorded[k]]
 
 
 def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | None,

@@ -257,8 +257,11 @@ def test_restore_haodiff_folder_through_the_cli_16_bit(photo, tmp_path, capsys):
     assert np.abs(arr / 65535.0 - ref).max() <= 0.5 / 65535 + 1e-6
     # guidance and timestep matter: the override changes the pixels
     rc = main(["restore", str(photo), "-o", str(tmp_path / "o2"), "--weights", str(folder), "--base-model", "tiny",
-               "--latent", "mode", "--bit-depth", "16", "--guidance-scale", "1", "--no-progress", "--device", "cpu"])
+               "--latent", "mode", "--bit-depth", "16", "--guidance-scale", "1", "--color-fix", "none",
+               "--no-progress", "--device", "cpu"])
     assert rc == 0
+    rep2 = json.loads((tmp_path / "o2" / "restore_report.json").read_text())
+    assert "--color-fix none overrides the haodiff weights' wavelet" in rep2["model"]["overrides"]
     arr2 = cv2.imread(str(tmp_path / "o2" / "p.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
     assert np.abs(arr2.astype(float) - arr.astype(float)).max() > 100
     assert "--guidance-scale 1 overrides the haodiff weights' 3.5" in capsys.readouterr().err
@@ -356,7 +359,11 @@ def test_inspect_names_family_parts_settings_and_needs(tmp_path, capsys):
 
 
 def test_haodiff_tiling_offsets_weights_and_blend():
-    from osdhuman.pipelines.gaussian_tiles import gaussian_tile_weights, gaussian_tiled_eps, haodiff_offsets
+    from osdhuman.pipelines.gaussian_tiles import (
+        gaussian_tile_weights,
+        gaussian_tiled_eps,
+        haodiff_offsets,
+    )
 
     assert haodiff_offsets(128, 64, 5) == [0, 59, 64]  # every 59, the last flush with the edge
     assert haodiff_offsets(96, 64, 5) == [0, 32]

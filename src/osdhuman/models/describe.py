@@ -29,7 +29,11 @@ def describe_weights(path: str | Path) -> dict:
     p = Path(path).expanduser()
     kind = classify(p)
     if kind == "osdhuman":
-        from osdhuman.models.osdhuman import CONFIG_FILE, WEIGHTS_FILE, read_saved_config
+        from osdhuman.models.osdhuman import (
+            CONFIG_FILE,
+            WEIGHTS_FILE,
+            read_saved_config,
+        )
 
         cfg = read_saved_config(p).get("config", {})
         fam = FAMILIES["osdhuman"]

@@ -38,7 +38,7 @@ from osdhuman.models.formats import EXPORT_FORMAT, LORA_FILE
 from osdhuman.models.lora import lora_layers
 from osdhuman.models.osdhuman import OSDHuman
 
-__all__ = ["export_diffusers", "exact_conv_lora", "model_card"]
+__all__ = ["exact_conv_lora", "export_diffusers", "model_card"]
 
 FILES = {"vae_encoder_lora": "vae_encoder_lora.safetensors", "hfie_head": "hfie_head.safetensors",
          "prompt": "prompt.safetensors", "conv_in": "unet_conv_in.safetensors"}
@@ -204,7 +204,7 @@ def model_card(cfg: dict, card: dict) -> str:
         f"| UNet LoRA | rank {r}, saved at scale 1 (alpha = rank = {r} as saved; trained at alpha {trained:g}, "
         f"scale {trained / r:g}, already multiplied into B: apply it at scale 1) (conv_in: exact rank "
         f"{cfg.get('conv_in_lora_rank') or '-'}, scale 1) |",
-        f"| VAE-encoder LoRA | " + (f"rank {vr}, saved at scale 1 (alpha = rank = {vr} as saved; trained at alpha "
+        "| VAE-encoder LoRA | " + (f"rank {vr}, saved at scale 1 (alpha = rank = {vr} as saved; trained at alpha "
                                    f"{cfg.get('trained_vae_lora_alpha') or 0:g})" if vr else "none") + " |",
         f"| prompt | {cfg['prompt_source']} |", f"| training data | {data} |", "",
     ]

@@ -44,10 +44,10 @@ from osdhuman.models.osdface_prompt import OSDFACE_CODEBOOK_FILE, OSDFACE_EMBED_
 
 __all__ = [
     "EMBEDDER_FILES",
-    "RELEASE_HELP",
     "EXPORT_FORMAT",
     "HEAD_KEY_TABLE",
     "LORA_FILE",
+    "RELEASE_HELP",
     "ForeignWeights",
     "LoraPart",
     "classify",

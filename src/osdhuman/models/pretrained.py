@@ -21,7 +21,13 @@ import torch
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.families import FAMILIES
-from osdhuman.models.formats import RELEASE_HELP, ForeignWeights, classify, most_common, read_weights
+from osdhuman.models.formats import (
+    RELEASE_HELP,
+    ForeignWeights,
+    classify,
+    most_common,
+    read_weights,
+)
 from osdhuman.models.lora import MissingTargetError
 from osdhuman.models.osdhuman import OSDHuman, build_osdhuman, load_osdhuman
 

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
 from osdhuman.models.families import FAMILIES
 from osdhuman.models.guidance import guided_eps, guided_x0, x0_float64
-from osdhuman.pipelines.gaussian_tiles import gaussian_tiled_eps
 from osdhuman.models.pretrained import load_pretrained
 from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
+from osdhuman.pipelines.gaussian_tiles import gaussian_tiled_eps
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
 __all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
@@ -205,7 +205,7 @@ class RestorationPipeline:
         if family.name == "haodiff":  # their tiling: latent tiles blended by Gaussians, VAE whole up to 1024 px
             merged.setdefault("latent_blend", "gaussian")
             merged.setdefault("vae_tile_size", 1024)
-        elif merged["color_fix"] != family.color_fix and family.name in ("haodiff", "osdface"):
+        if merged["color_fix"] != family.color_fix and family.name in ("haodiff", "osdface"):
             model.overrides = [*getattr(model, "overrides", []), f"--color-fix {merged['color_fix']} overrides the "
                                f"{family.name} weights' {family.color_fix}"]
         pipe = cls(model, PipelineConfig(**merged), fuse=fuse)
@@ -251,7 +251,7 @@ class RestorationPipeline:
         enc = lambda t: m.encode_latent(t, sample=sample, generator=generator)
         z = tiled_map(self._tiled_fn(enc, m.vae.encoder, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
                       x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
-        # 5. Eq. 2 at t = 999, latent tiles
+        # 5. Eq. 2 at the family's timestep, latent tiles
         if FAMILIES[family].x0_float64:  # the released families: their CFG and float64 x0
             step = lambda t: guided_x0(m, t, p, getattr(m, "guidance_scale", 1.0), m.config.timestep)
         else:

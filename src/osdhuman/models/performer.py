@@ -8,10 +8,12 @@ maps queries and keys through positive random features exp(w.x - |x|^2/2) of a s
 matrix (nb_features x dim_head), with the query stabiliser taken per token and the key
 stabiliser per head, and then runs linear attention (Choromanski et al. 2021).
 
-Why our own and not the ``performer-pytorch`` package HAODiff uses (1.1.4): that release
-imports ``distutils`` (gone from Python 3.12) and needs pinned ``local-attention`` /
-``axial-positional-embedding`` versions for current torch, and it redraws the projection
-matrices every 1000 calls when a module is left in training mode. Here the projection matrix
+Why our own and not the ``performer-pytorch`` package HAODiff uses (1.1.4): it runs with
+torch 2.14 on Python 3.11 only when installed without its dependencies' current versions
+(``local-attention`` 1.4.4 and ``axial-positional-embedding`` 0.2.1 pinned; we used it so for
+the equality check in docs/reference.md §Released weights), it imports ``distutils`` (gone
+from Python 3.12), and it redraws the projection matrices every 1000 calls when a module is
+left in training mode. Here the projection matrix
 is a buffer loaded from the weights file and is never redrawn, so a restore is the same on
 every call. Parameter names follow that package's state dict, so a released file loads as is.
 """

@@ -39,7 +39,8 @@ def describe_weights(path: str | Path) -> dict:
         fam = FAMILIES["osdhuman"]
         return {"path": str(p), "kind": kind, "family": "osdhuman",
                 "parts": {"unet_lora": {"rank": cfg.get("lora_rank"), "alpha": cfg.get("lora_alpha")},
-                          "vae_encoder_lora": {"rank": cfg.get("vae_lora_rank"), "alpha": cfg.get("vae_lora_alpha")},
+                          "vae_encoder_lora": {"rank": cfg.get("vae_lora_rank") or cfg.get("lora_rank"),
+                                               "alpha": cfg.get("vae_lora_alpha") or cfg.get("lora_alpha")},
                           "conv_in": bool(cfg.get("train_conv_in"))},
                 "timestep": cfg.get("timestep", fam.timestep), "guidance_scale": fam.guidance_scale,
                 "latent": cfg.get("latent_mode_infer", fam.latent), "color_fix": fam.color_fix,

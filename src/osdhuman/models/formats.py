@@ -366,6 +366,8 @@ def _read_export(folder: Path) -> ForeignWeights:
     cfg = json.loads((folder / "osdhuman_config.json").read_text())
     fw = _read_lora_file(_lora_file_in(folder), "osdhuman-export")
     fw.path, fw.family = folder, "osdhuman"
+    fw.files = [str(folder / "osdhuman_config.json"), str(_lora_file_in(folder))] + [
+        str(folder / name) for name in cfg.get("files", {}).values() if name != LORA_FILE]
     fw.recorded.update(cfg)
     files = cfg.get("files", {})
     vae_name = files.get("vae_encoder_lora")

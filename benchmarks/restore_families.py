@@ -10,7 +10,8 @@ Random weights at the released sizes on one shared base UNet / VAE (SD-2.1-base 
             wavelet colour fix. Its encoder sizes are not published: SwinIR's x4 setting is
             assumed (embed 180, 6 stages of 6 blocks, window 8, mlp 2, 3 branches, absolute
             position embedding) with the Performer heads' defaults (4 layers, 6 heads of 128).
-Each row: the prompt alone and the whole restore, min of ``--repeats`` after one warm-up.
+Each row: the prompt alone and the whole restore, min of ``--repeats`` interleaved rounds after
+one warm-up each.
 """
 
 from __future__ import annotations
@@ -53,16 +54,6 @@ def _hfie(tiny: bool, cross: int):
     return HFIE(SwinEncoder(**dict(TINY_SWIN if tiny else SWIN_L_RAM)), cross_dim=cross).eval()
 
 
-def _min_time(fn, repeats: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def families_compare(args) -> int:
     from osdhuman.models import OSDHumanConfig, build_osdhuman
     from osdhuman.pipelines import PipelineConfig, RestorationPipeline
@@ -73,21 +64,36 @@ def families_compare(args) -> int:
     tiny, cross = args.base_model == "tiny", model.cross_attention_dim
     null = model.prompt_extractor
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    rows = []
-    for name, make, family, t, guidance, fix, blend in (
-            ("OSEDiff (null prompt)", lambda: null, "osediff", 999, 1.0, "adain", "smooth"),
-            ("OSDHuman (HFIE)", lambda: _hfie(tiny, cross), "osdhuman", 999, 1.0, "adain", "smooth"),
-            ("HAODiff (dual prompt, CFG 3.5)", lambda: _haodiff_encoder(tiny, cross), "haodiff", 199, 3.5,
-             "wavelet", "gaussian")):
-        model.prompt_extractor = make().to(pipe.device, pipe.dtype)
+    families = [
+        ("OSEDiff (null prompt)", null, "osediff", 999, 1.0, "adain", "smooth"),
+        ("OSDHuman (HFIE)", _hfie(tiny, cross), "osdhuman", 999, 1.0, "adain", "smooth"),
+        ("HAODiff (dual prompt, CFG 3.5)", _haodiff_encoder(tiny, cross), "haodiff", 199, 3.5, "wavelet", "gaussian")]
+
+    def use(entry) -> None:
+        _, enc, family, t, guidance, fix, blend = entry
+        model.prompt_extractor = enc.to(pipe.device, pipe.dtype)
         model.family, model.guidance_scale = family, guidance
         model.config = replace(model.config, timestep=t)
         pipe.config = replace(pipe.config, color_fix=fix, latent_blend=blend)
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
         with torch.no_grad():
-            prompt_s = _min_time(lambda: model.prompt_extractor(x.to(pipe.device, pipe.dtype)), args.repeats)
-        total_s = _min_time(lambda: pipe.restore_tensor(x), args.repeats)
-        rows.append((name, f"{t}", f"{2 if guidance > 1 else 1}", f"{prompt_s:.2f}", f"{total_s:.2f}"))
-        print("  done", name, flush=True)
+            fn()
+        return time.perf_counter() - t
+
+    best = {e[0]: [math.inf, math.inf] for e in families}
+    for e in families:  # warm-up
+        use(e)
+        pipe.restore_tensor(x)
+    for r in range(args.repeats):  # interleaved rounds: a busy machine slows every family alike
+        for e in families:
+            use(e)
+            best[e[0]][0] = min(best[e[0]][0], timed(lambda: model.prompt_extractor(x.to(pipe.device, pipe.dtype))))
+            best[e[0]][1] = min(best[e[0]][1], timed(lambda: pipe.restore_tensor(x)))
+        print(f"  round {r + 1} done", flush=True)
+    rows = [(e[0], f"{e[3]}", f"{2 if e[4] > 1 else 1}", f"{best[e[0]][0]:.2f}", f"{best[e[0]][1]:.2f}")
+            for e in families]
     head = ("family", "timestep", "UNet passes", "prompt s", "s / 512 image")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))

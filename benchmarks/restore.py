@@ -78,7 +78,14 @@ def main(argv=None) -> int:
     ap.add_argument("--ram-tag-list", default=None, help="RAM's ram_tag_list.txt for --prompt-source dape_lq")
     ap.add_argument("--people", action="store_true",
                     help="person-aware restore of a 1080p photo with 4 people, time per stage (benchmarks/restore_people.py)")
+    ap.add_argument("--families", action="store_true",
+                    help="OSEDiff, OSDHuman and HAODiff side by side, s per 512 image (benchmarks/restore_families.py)")
     args = ap.parse_args(argv)
+    if args.families:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        from restore_families import families_compare
+
+        return families_compare(args)
 
     from osdhuman.models import OSDHumanConfig, build_osdhuman
     from osdhuman.pipelines import PipelineConfig, RestorationPipeline

@@ -79,10 +79,21 @@ def test_export_loads_into_plain_diffusers_with_the_same_eps(tmp_path):
         x = torch.rand(1, 3, 64, 64) * 2 - 1
         assert (m.vae.encode(x).latent_dist.mode() - vae.encode(x).latent_dist.mode()).abs().max() < 1e-5
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nbase_model: ") and "pipeline_tag: image-to-image" in card
+    assert card.startswith("---\n") and "pipeline_tag: image-to-image" in card
+    assert "base_model:" not in card and "NOT Stable Diffusion" in card  # a tiny export claims no SD base
     assert "persona/manifest.parquet" in card and "val/psnr_y" in card and "load_lora_adapter" in card
+    assert "saved at scale 1" in card and "trained at alpha 8" in card and "alpha 8 " not in card.split("trained")[0]
+    for fact in ("latent_dist.mode()", "mean FIRST", "Linear 1536 -> 512", "384x384", "antialias=True",
+                 "attn.q_proj_weight", "(1 - a).sqrt() * eps"):
+        assert fact in card, fact
     cfg = json.loads((out / "osdhuman_config.json").read_text())
     assert cfg["format"] == "osdhuman-export" and cfg["timestep"] == 999 and cfg["lora_rank"] == 4
+    assert cfg["lora_alpha"] == 4 and cfg["lora_scale"] == 1.0 and cfg["trained_lora_alpha"] == 8
+    # the card's arithmetic: B as saved at scale 1 reproduces the model; alpha 8 on top would not
+    from peft.tuners.lora import LoraLayer
+
+    for layer in (mod for mod in unet.modules() if isinstance(mod, LoraLayer)):
+        assert all(v == 1.0 for v in layer.scaling.values())
 
 
 def test_export_round_trip_is_bit_exact(tmp_path):
@@ -147,9 +158,9 @@ def test_legacy_lora_down_up_and_processor_keys_import(tmp_path):
         assert (model.unet_eps(z, t, p) - unet(z, t, encoder_hidden_states=p).sample).abs().max() < 1e-5
 
 
-def test_group_release_layout_imports_every_tensor(tmp_path):
-    """HAODiff / OSDFace house style: pytorch_lora_weights.safetensors (rank 16 = alpha, no
-    metadata) + an embedder .pth; timestep given by the user (HAODiff: 199)."""
+def test_group_house_style_hfie_head_imports_every_tensor(tmp_path):
+    """The group's house style for an HFIE release: pytorch_lora_weights.safetensors (rank 16 =
+    alpha, no metadata) + img_encoder_weights.pth = {"model_state_dict": head, "*_kwargs": ...}."""
     from peft.utils import get_peft_model_state_dict
 
     unet = _peft_unet(ATTN, rank=16, alpha=16.0)
@@ -157,22 +168,28 @@ def test_group_release_layout_imports_every_tensor(tmp_path):
     save_file(lora, str(tmp_path / "pytorch_lora_weights.safetensors"))
     ref = build_osdhuman(OSDHumanConfig(base_model="tiny", compute_null_prompt=False))
     g = torch.Generator().manual_seed(3)
-    head = {"module.query": torch.randn(1, 77, 32, generator=g)}  # (1, L, D) and a DDP prefix
+    head = {"query": torch.randn(1, 77, 32, generator=g)}  # (1, L, D) is taken as (L, D)
     for k, v in ref.prompt_extractor.attn.state_dict().items():
-        head[f"module.cross_attn.{k}"] = torch.randn(v.shape, generator=g)
-    head["module.norm.weight"], head["module.norm.bias"] = torch.rand(32, generator=g), torch.rand(32, generator=g)
-    torch.save(head, tmp_path / "img_encoder_weights.pth")
+        head[f"attn.{k}"] = torch.randn(v.shape, generator=g)
+    head["norm.weight"], head["norm.bias"] = torch.rand(32, generator=g), torch.rand(32, generator=g)
+    torch.save({"model_state_dict": head, "hfie_kwargs": {"heads": 8, "timestep": 999}},
+               tmp_path / "img_encoder_weights.pth")
     assert classify(tmp_path) == "group-release"
-    model, summary = load_pretrained(tmp_path, timestep=199)
-    assert model.config.timestep == 199 and model.config.lora_rank == 16 and model.config.lora_alpha == 16
-    assert "HFIE head 9 tensors" in summary and "timestep 199" in summary
+    model, summary = load_pretrained(tmp_path)
+    assert model.config.timestep == 999 and model.config.lora_rank == 16 and model.config.lora_alpha == 16
+    assert "HFIE head 9 tensors" in summary and "timestep 999" in summary
     pe = model.prompt_extractor
-    assert torch.equal(pe.query, head["module.query"][0])
-    assert torch.equal(pe.attn.k_proj_weight, head["module.cross_attn.k_proj_weight"])
-    assert torch.equal(pe.norm.bias, head["module.norm.bias"])
+    assert torch.equal(pe.query, head["query"][0])
+    assert torch.equal(pe.attn.k_proj_weight, head["attn.k_proj_weight"])
+    assert torch.equal(pe.norm.bias, head["norm.bias"])
     z, t, p = _inputs()
     with torch.no_grad():
         assert (model.unet_eps(z, t, p) - unet(z, t, encoder_hidden_states=p).sample).abs().max() < 1e-5
+    # a guessed alias (a DDP prefix, another attention name) is not a layout any release uses
+    torch.save({"model_state_dict": {f"module.{k}": v for k, v in head.items()}, "hfie_kwargs": {}},
+               tmp_path / "img_encoder_weights.pth")
+    with pytest.raises(WeightsError, match="embedder not understood.*module.query"):
+        load_pretrained(tmp_path)
 
 
 def _osediff_pkl(path):

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "restore",
     "evaluate",
     "export",
+    "inspect",
     "app",
 ]
 

@@ -25,7 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--hfie-encoder", metavar="FILE", help="RAM ram_swin_large_14m.pth: HFIE's image encoder, and DAPE's RAM "
                    "(env OSDHUMAN_HFIE_ENCODER)")
     p.add_argument("--no-fuse", action="store_true", help="keep the LoRA apart from the base weights (default: fused at load)")
-    p.add_argument("--timestep", type=int, metavar="T", help="override the one-step timestep the weights record (HAODiff: 199)")
+    p.add_argument("--timestep", type=int, metavar="T", help="override the one-step timestep the weights record "
+                   "(HAODiff 199, OSDFace 399, OSEDiff / OSDHuman 999); a warning says so and the report records it")
+    p.add_argument("--guidance-scale", type=float, metavar="S", help="classifier-free guidance with the weights' "
+                   "negative prompt (default: the family's: HAODiff 3.5, others 1 = none)")
     p.add_argument("--prompt-source", choices=["hfie_lq", "hfie_hq", "text", "null", "dape_lq", "dape_hq"],
                    help="override the prompt source the weights record (OSEDiff weights: dape_lq with --dape, "
                         "or null)")
@@ -36,11 +39,17 @@ def register(subparsers) -> None:
     p.add_argument("--ram-tag-thresholds", metavar="FILE", help="RAM's per-class thresholds (ram_tag_list_threshold.txt)")
     p.add_argument("--dape-prompt", metavar="TEXT", help="user text appended to the DAPE tags (OSEDiff's --prompt)")
     p.add_argument("--latent", choices=["mode", "sample"],
-                   help="LQ latent: posterior mode or a seeded sample (default: recorded; OSEDiff samples)")
+                   help="LQ latent: posterior mode or a seeded sample (default: the family's: OSEDiff, HAODiff and "
+                        "OSDFace sample, OSDHuman mode)")
     p.add_argument("--tile", type=int, metavar="N", help="tile size in pixels (default 512)")
     p.add_argument("--tile-overlap", type=int, metavar="N", help="tile overlap in pixels (default 64)")
-    p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile)")
-    p.add_argument("--color-fix", choices=["adain", "wavelet", "none"])
+    p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile; HAODiff 1024)")
+    p.add_argument("--latent-blend", choices=["smooth", "gaussian"],
+                   help="how latent tiles are blended: smooth (ours: raised-cosine ramps over --tile-overlap) or "
+                        "gaussian (HAODiff's: 5-latent-pixel overlap, Gaussian-weighted eps); default: the family's")
+    p.add_argument("--color-fix", choices=["adain", "wavelet", "none"],
+                   help="default: the family's (HAODiff wavelet, OSDFace none, OSDHuman / OSEDiff adain)")
+    p.add_argument("--bit-depth", type=int, choices=[8, 16], help="16: 16-bit RGB PNG outputs (default 8)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--batch-size", type=int, metavar="N")
@@ -73,6 +82,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "timestep": args.timestep, "prompt_source": args.prompt_source,
         "dape": args.dape, "ram_tag_list": args.ram_tag_list, "ram_tag_thresholds": args.ram_tag_thresholds,
         "dape_prompt": args.dape_prompt, "latent_mode": args.latent,
+        "guidance_scale": args.guidance_scale, "bit_depth": args.bit_depth, "latent_blend": args.latent_blend,
         "overwrite": True if getattr(args, "overwrite", False) else None,
     }
     from osdhuman.cli.restore_people import people_overrides
@@ -99,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--suffix {cfg.suffix!r}: {problem}")
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.bit_depth == 16 and (cfg.ext == "jpg" or cfg.people):
+        raise UsageError("--bit-depth 16 writes 16-bit PNG: it cannot go with --ext jpg or --people")
+    if cfg.guidance_scale is not None and cfg.guidance_scale < 0:
+        raise UsageError(f"--guidance-scale must be >= 0, got {cfg.guidance_scale}")
     if cfg.weights is None and cfg.base_model is None:
         raise UsageError("no weights configured.\n" + HOW_TO + "\n(--base-model tiny runs an untrained toy model for smoke tests)")
     # with --recursive an output inside a folder input would be restored again on the next run

@@ -38,7 +38,7 @@ from osdhuman.models.lora import lora_layers
 from osdhuman.models.osdhuman import OSDHuman
 from osdhuman.outputs import atomic_write_text
 
-__all__ = ["export_diffusers", "exact_conv_lora", "model_card"]
+__all__ = ["exact_conv_lora", "export_diffusers", "model_card"]
 
 FILES = {"vae_encoder_lora": "vae_encoder_lora.safetensors", "hfie_head": "hfie_head.safetensors",
          "prompt": "prompt.safetensors", "conv_in": "unet_conv_in.safetensors"}
@@ -152,9 +152,12 @@ def export_diffusers(model: OSDHuman, out: str | Path, *, base_model_id: str | N
         files["conv_in"] = FILES["conv_in"]
     c = model.config
     base = base_model_id or c.base_model
-    cfg = {"format": EXPORT_FORMAT, "version": 1, "base_model": base, "timestep": c.timestep,
-           "lora_rank": c.lora_rank, "lora_alpha": c.lora_alpha, "vae_lora_rank": c.effective_vae_lora_rank,
-           "vae_lora_alpha": c.effective_vae_lora_alpha, "prompt_source": c.prompt_source,
+    # the files hold B times alpha / r: they are at scale 1, i.e. alpha = rank as saved
+    cfg = {"format": EXPORT_FORMAT, "version": 1, "base_model": base, "base_is_random": c.is_random,
+           "timestep": c.timestep, "lora_rank": c.lora_rank, "lora_alpha": float(c.lora_rank), "lora_scale": 1.0,
+           "trained_lora_alpha": c.lora_alpha, "vae_lora_rank": c.effective_vae_lora_rank,
+           "vae_lora_alpha": float(c.effective_vae_lora_rank or 0) or None, "vae_lora_scale": 1.0,
+           "trained_vae_lora_alpha": c.effective_vae_lora_alpha, "prompt_source": c.prompt_source,
            "conv_in_lora_rank": unet_meta["rank_pattern"].get("conv_in"), "files": {"unet_lora": LORA_FILE, **files},
            "config": to_dict(c)}
     atomic_write_text(out / "osdhuman_config.json", json.dumps(cfg, indent=2))
@@ -172,51 +175,78 @@ def _write_merged(model: OSDHuman, folder: Path) -> None:
 
 
 def model_card(cfg: dict, card: dict) -> str:
-    """README.md in the Hugging Face model-card layout (YAML header, then how to load)."""
+    """README.md in the Hugging Face model-card layout (YAML header, then how to load), with
+    what a diffusers user needs to restore with no osdhuman code."""
     base = cfg["base_model"]
-    hub_base = base if isinstance(base, str) and base.count("/") == 1 and not base.startswith((".", "/")) else \
-        "stabilityai/stable-diffusion-2-1-base"
+    random_base = bool(cfg.get("base_is_random")) or base in ("tiny", "sd21-random")
+    named = isinstance(base, str) and base.count("/") == 1 and not base.startswith((".", "/"))
+    hub_base = base if named else "stabilityai/stable-diffusion-2-1-base"
     metrics = card.get("metrics") or {}
     data = card.get("training_data") or "not recorded"
-    lines = [
-        "---", f"base_model: {hub_base}", "license: apache-2.0", "library_name: diffusers",
-        "pipeline_tag: image-to-image",
+    r, vr = cfg["lora_rank"], cfg.get("vae_lora_rank")
+    trained = cfg.get("trained_lora_alpha", cfg["lora_alpha"])
+    header = ["---"] + ([] if random_base else [f"base_model: {hub_base}"]) + [
+        "license: apache-2.0", "library_name: diffusers", "pipeline_tag: image-to-image",
         "tags:", "- image-restoration", "- human-body-restoration", "- one-step-diffusion", "- lora", "- osdhuman",
-        "---", "", "# OSDHuman weights", "",
+        "---", ""]
+    base_row = (f"`{base}`: a random test preset of osdhuman, NOT Stable Diffusion; these weights restore nothing"
+                if random_base else f"`{base}`")
+    lines = header + [
+        "# OSDHuman weights", "",
         "One-step human body restoration (Gong, Wang et al., ICML 2025), exported by "
         "[osdhuman](https://pypi.org/project/osdhuman/).", "",
         "| field | value |", "|---|---|",
-        f"| base model | `{base}` |", f"| timestep | {cfg['timestep']} |",
-        f"| UNet LoRA | rank {cfg['lora_rank']}, alpha {cfg['lora_alpha']:g} (conv_in: exact rank "
+        f"| base model | {base_row} |", f"| timestep | {cfg['timestep']} |",
+        f"| UNet LoRA | rank {r}, saved at scale 1 (alpha = rank = {r} as saved; trained at alpha {trained:g}, "
+        f"scale {trained / r:g}, already multiplied into B: apply it at scale 1) (conv_in: exact rank "
         f"{cfg.get('conv_in_lora_rank') or '-'}, scale 1) |",
-        f"| VAE-encoder LoRA | rank {cfg['vae_lora_rank']}, alpha {cfg['vae_lora_alpha']:g} |",
+        "| VAE-encoder LoRA | " + (f"rank {vr}, saved at scale 1 (alpha = rank = {vr} as saved; trained at alpha "
+                                   f"{cfg.get('trained_vae_lora_alpha') or 0:g})" if vr else "none") + " |",
         f"| prompt | {cfg['prompt_source']} |", f"| training data | {data} |", "",
     ]
     if metrics:
         lines += ["## Last validation metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in metrics.items()]
         lines.append("")
+    base_flag = base if not named or random_base else hub_base
     lines += [
         "## Use with osdhuman", "", "```bash", "osdhuman restore photos/ -o restored/ --weights THIS_FOLDER \\",
-        "    --base-model stabilityai/stable-diffusion-2-1-base --hfie-encoder ram_swin_large_14m.pth", "```", "",
+        f"    --base-model {base_flag} --hfie-encoder ram_swin_large_14m.pth", "```", "",
         "```python", "from osdhuman.pipelines import RestorationPipeline",
         'pipe = RestorationPipeline.from_pretrained("THIS_FOLDER", hfie_encoder="ram_swin_large_14m.pth")',
         'restored = pipe(PIL.Image.open("person.jpg")).images[0]', "```", "",
         "## Use the UNet LoRA with diffusers alone", "",
         "```python", "from diffusers import UNet2DConditionModel",
         f'unet = UNet2DConditionModel.from_pretrained("{hub_base}", subfolder="unet")',
-        'unet.load_lora_adapter("THIS_FOLDER/pytorch_lora_weights.safetensors", prefix="unet")',
+        'unet.load_lora_adapter("THIS_FOLDER/pytorch_lora_weights.safetensors", prefix="unet")  # scale 1',
         "```", "",
         "The trained conv_in weight is inside that file as an exact LoRA (rank in*k*k, B @ A = the weight "
         "change), so diffusers applies it; its trained bias is one more line:", "",
         "```python", "from safetensors.torch import load_file",
         'unet.conv_in.bias.data.copy_(load_file("THIS_FOLDER/unet_conv_in.safetensors")["conv_in.bias"])',
         "```", "",
-        "Every LoRA here is at scale 1 (alpha = rank; the scale is baked into B). "
+        "Every LoRA here is at scale 1 (alpha = rank; the trained alpha / rank is baked into B): a loader "
+        "that applies alpha / rank from `trained_lora_alpha` on top would scale the change twice. "
         "The VAE-encoder LoRA loads the same way: "
-        '`vae.load_lora_adapter("THIS_FOLDER/vae_encoder_lora.safetensors", prefix="vae")`. '
-        "The prompt comes from the HFIE head (`hfie_head.safetensors`: a 77-token learned query attending, through "
-        "`nn.MultiheadAttention(1024, 8, kdim=512, vdim=512)` and a LayerNorm, to RAM's Swin-L image tokens); "
-        "osdhuman runs it for you.", "",
+        '`vae.load_lora_adapter("THIS_FOLDER/vae_encoder_lora.safetensors", prefix="vae")`.', "",
+        "## Restore with no osdhuman code", "",
+        "1. `lq`: the image as float in [-1, 1], (1, 3, H, W), H and W multiples of 8.",
+        "2. Prompt (HFIE), when `prompt` is `hfie_lq`: resize `(lq + 1) / 2` to 384x384 (bicubic, "
+        "`antialias=True`, `align_corners=False`), clamp to [0, 1], normalise with ImageNet mean "
+        "(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); run RAM's Swin-L image encoder "
+        "(`ram_swin_large_14m.pth`, keys `visual_encoder.*`; timm's `swin_large_patch4_window12_384`) to its "
+        "final LayerNorm: 12x12 tokens of 1536; put their mean FIRST (145 tokens); apply RAM's `image_proj` "
+        "(Linear 1536 -> 512). Then `p = LayerNorm(MHA(query, tokens, tokens))` with "
+        "`nn.MultiheadAttention(1024, 8, kdim=512, vdim=512, batch_first=True)`; from `hfie_head.safetensors`: "
+        "`query` (77, 1024), `attn.q_proj_weight`, `attn.k_proj_weight`, `attn.v_proj_weight`, `attn.in_proj_bias`, "
+        "`attn.out_proj.weight`, `attn.out_proj.bias` (the MHA's own names), `norm.weight`, `norm.bias`. "
+        "For `null` / `text` prompts the embedding is `prompt.safetensors` `embeds`.",
+        "3. `z = vae.encode(lq).latent_dist.mode() * 0.18215` (the posterior mode; with the VAE-encoder LoRA).",
+        f"4. `eps = unet(z, {cfg['timestep']}, encoder_hidden_states=p).sample` (LoRA and conv_in applied).",
+        "5. `a = alphas_cumprod[t]` of SD's scaled_linear schedule (betas from 0.00085 to 0.012 in sqrt space, "
+        "1000 steps): `x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()`, in float32 or float64 (at t = 999 "
+        "eps errors are amplified 14.6x).",
+        "6. `image = vae.decode(x0 / 0.18215).sample.clamp(-1, 1)`; osdhuman then applies an AdaIN colour fix "
+        "against `lq` by default and tiles images larger than 512 px.", "",
     ]
     return "\n".join(lines)

@@ -12,9 +12,15 @@ Kinds (``ForeignWeights.kind``):
                        (``lora.down`` / ``lora.up``, ``processor`` names: converted with
                        diffusers' own ``convert_unet_state_dict_to_peft``), ``unet.`` /
                        ``vae.`` prefixes or none, kohya ``.alpha`` scalars;
-* ``group-release``    the authors' group layout (HAODiff, OSDFace): a folder with
-                       ``pytorch_lora_weights.safetensors`` and an embedder file whose keys
-                       are mapped onto the HFIE head by ``HEAD_KEY_TABLE``;
+* ``osdface``         OSDFace's folder: ``pytorch_lora_weights.safetensors``,
+                       ``embedding_change_weights.pth`` and ``associate_2.ckpt`` (VQ-VAE
+                       encoder + codebook) -> ``osdface_prompt``;
+* ``group-release``    a LoRA file beside ``img_encoder_weights.pth`` (or another embedder
+                       file); resolved when read into
+                       ``haodiff`` (``{"model_state_dict", "swinir_kwargs", "performer_kwargs"}``
+                       -> ``haodiff_prompt``) or the group's house style for an HFIE head
+                       (``{"model_state_dict": {query, attn.*, norm.*}, "<name>_kwargs": ...}``);
+                       anything else is refused with its top-level keys and first tensors;
 * ``osediff``          OSEDiff's ``osediff.pkl`` (``torch.save`` of a plain dict).
 
 Pickles are read with ``torch.load(weights_only=True)``: one that needs code is refused.
@@ -32,12 +38,16 @@ from pathlib import Path
 import torch
 
 from osdhuman.models.errors import WeightsError
+from osdhuman.models.families import FAMILIES
+from osdhuman.models.haodiff_prompt import HAODIFF_ENCODER_FILE
+from osdhuman.models.osdface_prompt import OSDFACE_CODEBOOK_FILE, OSDFACE_EMBED_FILE
 
 __all__ = [
     "EMBEDDER_FILES",
     "EXPORT_FORMAT",
     "HEAD_KEY_TABLE",
     "LORA_FILE",
+    "RELEASE_HELP",
     "ForeignWeights",
     "LoraPart",
     "classify",
@@ -49,27 +59,17 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 EXPORT_FORMAT = "osdhuman-export"
 EMBEDDER_FILES = ("img_encoder_weights.pth", "img_encoder_weights.safetensors", "embedding_change_weights.pth",
                   "embedding_change_weights.safetensors", "hfie_head.safetensors")
+RELEASE_HELP = (f"HAODiff keeps {HAODIFF_ENCODER_FILE} beside the LoRA file; OSDFace keeps {OSDFACE_EMBED_FILE} "
+                f"and {OSDFACE_CODEBOOK_FILE} there")
 _TENSOR_EXT = (".safetensors", ".pth", ".pt", ".bin", ".pkl", ".ckpt")
 _LORA_KEY = re.compile(r"^(?P<mod>.+?)\.(?P<ab>lora_A|lora_B)(?:\.(?P<adapter>[^.]+))?\.(?P<p>weight|bias)$")
 _ALPHA_KEY = re.compile(r"^(?P<mod>.+)\.alpha$")
 
-# HFIE head: our parameter name -> names other releases use (after stripping a module prefix).
-# nn.MultiheadAttention keeps q/k/v apart (q_proj_weight ...) when kdim != embed_dim, as ours
-# does (kdim 512, embed 1024); packed in_proj_weight is split when the shapes allow it.
-HEAD_KEY_TABLE: dict[str, tuple[str, ...]] = {
-    "query": ("query", "queries", "learnable_query", "learned_query", "query_embed", "query_embeds",
-              "query_tokens", "prompt_query", "learnable_queries", "q"),
-    "attn.q_proj_weight": ("attn.q_proj_weight", "q_proj.weight"),
-    "attn.k_proj_weight": ("attn.k_proj_weight", "k_proj.weight"),
-    "attn.v_proj_weight": ("attn.v_proj_weight", "v_proj.weight"),
-    "attn.in_proj_bias": ("attn.in_proj_bias",),
-    "attn.out_proj.weight": ("attn.out_proj.weight", "out_proj.weight"),
-    "attn.out_proj.bias": ("attn.out_proj.bias", "out_proj.bias"),
-    "norm.weight": ("norm.weight", "ln.weight", "layer_norm.weight", "norm_out.weight", "post_norm.weight"),
-    "norm.bias": ("norm.bias", "ln.bias", "layer_norm.bias", "norm_out.bias", "post_norm.bias"),
-}
-_HEAD_PREFIXES = ("module.", "model.", "hfie.", "head.", "embedder.", "img_encoder.", "prompt_extractor.")
-_ATTN_ALIASES = ("cross_attn.", "mha.", "attention.", "multihead_attn.", "attn.")
+# HFIE head: our parameter names (nn.MultiheadAttention keeps q/k/v apart when kdim != embed_dim,
+# as ours does: kdim 512, embed 1024). No public file uses other names, so no aliases are guessed.
+HEAD_KEY_TABLE: tuple[str, ...] = (
+    "query", "attn.q_proj_weight", "attn.k_proj_weight", "attn.v_proj_weight", "attn.in_proj_bias",
+    "attn.out_proj.weight", "attn.out_proj.bias", "norm.weight", "norm.bias")
 
 
 @dataclass
@@ -99,6 +99,11 @@ class ForeignWeights:
     prompt: dict[str, torch.Tensor] = field(default_factory=dict)  # embeds / null_prompt_embeds
     recorded: dict = field(default_factory=dict)  # rank, alpha, timestep, config ... as recorded
     default_alpha: dict[str, float] = field(default_factory=dict)  # part -> alpha for all modules
+    family: str = "lora"  # osdhuman | osediff | haodiff | osdface | lora (osdhuman.models.families)
+    prompt_encoder: object = None  # haodiff / osdface: their prompt encoder (an nn.Module), loaded
+    files: list[str] = field(default_factory=list)  # every file read
+    ignored: list[str] = field(default_factory=list)  # tensors the family's own loader also ignores
+    hfie_encoder: dict[str, torch.Tensor] = field(default_factory=dict)  # house style: HFIE's encoder, if shipped
 
 
 # ------------------------------------------------------------------------------ files
@@ -172,6 +177,8 @@ def classify(path: str | Path) -> str:
         if (p / "osediff.pkl").is_file():
             return "osediff"
         if (p / LORA_FILE).is_file() or (p / "pytorch_lora_weights.bin").is_file():
+            if any((p / n).is_file() for n in (OSDFACE_EMBED_FILE, OSDFACE_CODEBOOK_FILE)):
+                return "osdface"
             return "group-release" if _embedder_file(p) else "diffusers-lora"
         found = sorted(x.name for x in p.iterdir())[:12]
         raise WeightsError(f"{p}: no weights recognised (expected osdhuman_config.json, {LORA_FILE} or "
@@ -201,12 +208,15 @@ def read_weights(path: str | Path) -> ForeignWeights:
         return _read_export(p)
     if kind == "osediff":
         return _read_osediff(p / "osediff.pkl")
-    if kind in ("group-release", "diffusers-lora"):
-        fw = _read_lora_file(_lora_file_in(p), kind)
+    if kind in ("group-release", "diffusers-lora", "osdface"):
+        lora = _lora_file_in(p)
+        fw = _read_lora_file(lora, kind)
+        fw.path, fw.files = p, [str(lora)]
+        if kind == "osdface":
+            _read_osdface(p, fw)
         emb = _embedder_file(p)
-        if emb is not None:
-            fw.head = map_head(load_tensor_file(emb)[0], where=emb)
-        fw.path = p
+        if kind == "group-release" and emb is not None:
+            _read_embedder(emb, fw)
         return fw
     data, meta = load_tensor_file(p)  # a single file
     if "state_dict_unet" in data:
@@ -305,47 +315,72 @@ def _read_lora_file(path: Path, kind: str, loaded: tuple[dict, dict] | None = No
     return fw
 
 
-# ------------------------------------------------------------------------------ HFIE head
-def map_head(sd: dict, where: Path) -> dict[str, torch.Tensor]:
-    """An embedder file's tensors -> our HFIE head names (``HEAD_KEY_TABLE``), every tensor
-    accounted for; packed ``in_proj_weight`` split into q / k / v when it is square per part."""
-    sd = {k: v for k, v in sd.items() if torch.is_tensor(v)}
-    norm: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        for p in _HEAD_PREFIXES:
-            if k.startswith(p):
-                k = k[len(p):]
-        for alias in _ATTN_ALIASES:
-            if k.startswith(alias):
-                k = "attn." + k[len(alias):]
-                break
-        norm[k] = v
-    if "attn.in_proj_weight" in norm:
-        w = norm.pop("attn.in_proj_weight")
-        if w.ndim != 2 or w.shape[0] % 3:
-            raise WeightsError(f"{where}: in_proj_weight of shape {tuple(w.shape)} is not 3 stacked projections")
-        norm["attn.q_proj_weight"], norm["attn.k_proj_weight"], norm["attn.v_proj_weight"] = w.chunk(3)
-    if "attn.in_proj_bias" not in norm and all(f"attn.{c}_proj.bias" in norm for c in "qkv"):
-        norm["attn.in_proj_bias"] = torch.cat([norm.pop(f"attn.{c}_proj.bias") for c in "qkv"])
-    out, unknown = {}, []
-    for k, v in norm.items():
-        ours = next((o for o, names in HEAD_KEY_TABLE.items() if k in names or k == o), None)
-        if ours is None:
-            unknown.append(k)
-            continue
-        out[ours] = v.reshape(v.shape[-2:]) if ours == "query" and v.ndim == 3 and v.shape[0] == 1 else v
-    if unknown:
-        raise WeightsError(f"{where}: {len(unknown)} embedder tensor(s) match no HFIE head parameter "
-                           f"(query, MultiheadAttention, LayerNorm): {', '.join(unknown[:6])}"
-                           + (f" ... ({len(unknown)})" if len(unknown) > 6 else ""))
-    return out
+# ------------------------------------------------------------------------------ embedders
+def _family_defaults(fw: ForeignWeights, family: str) -> None:
+    f = FAMILIES[family]
+    fw.family = fw.kind = family
+    fw.recorded.update({"timestep": f.timestep, "guidance_scale": f.guidance_scale, "latent_mode": f.latent,
+                        "color_fix": f.color_fix})
+
+
+def _read_osdface(folder: Path, fw: ForeignWeights) -> None:
+    from osdhuman.models.osdface_prompt import load_osdface_encoder
+
+    for name in (OSDFACE_EMBED_FILE, OSDFACE_CODEBOOK_FILE):
+        if not (folder / name).is_file():
+            raise WeightsError(f"{folder / name}: not found: an OSDFace folder needs {OSDFACE_EMBED_FILE} and "
+                               f"{OSDFACE_CODEBOOK_FILE} (the VQ-VAE encoder + codebook) beside {LORA_FILE}")
+    fw.prompt_encoder = load_osdface_encoder(folder / OSDFACE_CODEBOOK_FILE, folder / OSDFACE_EMBED_FILE)
+    fw.ignored = list(fw.prompt_encoder.ignored)
+    fw.files += [str(folder / OSDFACE_EMBED_FILE), str(folder / OSDFACE_CODEBOOK_FILE)]
+    _family_defaults(fw, "osdface")
+
+
+def _read_embedder(path: Path, fw: ForeignWeights) -> None:
+    """HAODiff's encoder file, or the house style holding an HFIE head; else WeightsError."""
+    data = load_tensor_file(path)[0]
+    fw.files.append(str(path))
+    if "swinir_kwargs" in data or "performer_kwargs" in data:
+        from osdhuman.models.haodiff_prompt import load_haodiff_encoder
+
+        fw.prompt_encoder = load_haodiff_encoder(path, data)
+        fw.ignored = list(fw.prompt_encoder.ignored)
+        _family_defaults(fw, "haodiff")
+        return
+    sd = data.get("model_state_dict") if isinstance(data.get("model_state_dict"), dict) else data
+    kwargs = {k: v for k, v in data.items() if str(k).endswith("_kwargs")}
+    fw.hfie_encoder = {k[len("encoder."):]: v for k, v in sd.items()
+                       if str(k).startswith("encoder.") and torch.is_tensor(v)}  # RAM's Swin-L, when shipped
+    fw.head = map_head({k: v for k, v in sd.items() if not str(k).startswith("encoder.")}, where=path, top=list(data))
+    fw.recorded.update({k: v for kw in kwargs.values() if isinstance(kw, dict) for k, v in kw.items()
+                        if k in ("timestep", "prompt_source")})
+    fw.family = "osdhuman"
+
+
+def map_head(sd: dict, where: Path, top: list | None = None) -> dict[str, torch.Tensor]:
+    """An HFIE head state dict (our names, ``HEAD_KEY_TABLE``), every tensor accounted for;
+    a (1, L, D) query is taken as (L, D). Anything else: WeightsError with the file's top-level
+    keys and the first tensors that match nothing."""
+    tensors = {str(k): v for k, v in sd.items() if torch.is_tensor(v)}
+    unknown = [k for k in tensors if k not in HEAD_KEY_TABLE]
+    if unknown or not tensors:
+        keys = ", ".join(map(str, (top if top is not None else list(sd))[:8]))
+        raise WeightsError(f"{where}: embedder not understood (neither HAODiff's SwinIR + Performer encoder nor an "
+                           f"HFIE head); top-level keys: {keys or 'none'}; first unmatched tensors: "
+                           f"{', '.join(unknown[:6]) or 'no tensors'}" + (f" ... ({len(unknown)})" if len(unknown) > 6 else ""))
+    q = tensors.get("query")
+    if q is not None and q.ndim == 3 and q.shape[0] == 1:
+        tensors["query"] = q.reshape(q.shape[-2:])
+    return tensors
 
 
 # ------------------------------------------------------------------------------ our export
 def _read_export(folder: Path) -> ForeignWeights:
     cfg = json.loads((folder / "osdhuman_config.json").read_text())
     fw = _read_lora_file(_lora_file_in(folder), "osdhuman-export")
-    fw.path = folder
+    fw.path, fw.family = folder, "osdhuman"
+    fw.files = [str(folder / "osdhuman_config.json"), str(_lora_file_in(folder))] + [
+        str(folder / name) for name in cfg.get("files", {}).values() if name != LORA_FILE]
     fw.recorded.update(cfg)
     files = cfg.get("files", {})
     vae_name = files.get("vae_encoder_lora")
@@ -374,7 +409,7 @@ def _read_osediff(path: Path, data: dict | None = None) -> ForeignWeights:
     missing = [k for k in ("state_dict_unet", "state_dict_vae") if k not in data]
     if missing:
         raise WeightsError(f"{path}: an OSEDiff checkpoint needs {', '.join(missing)}; it holds: {_listing(data)}")
-    fw = ForeignWeights(kind="osediff", path=path)
+    fw = ForeignWeights(kind="osediff", path=path, family="osediff", files=[str(path)])
     _parse_lora_dict({f"unet.{k}": v for k, v in data["state_dict_unet"].items()}, path, fw)
     _parse_lora_dict({f"vae.{k}": v for k, v in data["state_dict_vae"].items()}, path, fw)
     ranks = {"unet": data.get("rank_unet"), "vae": data.get("rank_vae")}

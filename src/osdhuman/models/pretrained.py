@@ -20,7 +20,14 @@ import torch
 
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.models.errors import WeightsError
-from osdhuman.models.formats import ForeignWeights, classify, most_common, read_weights
+from osdhuman.models.families import FAMILIES
+from osdhuman.models.formats import (
+    RELEASE_HELP,
+    ForeignWeights,
+    classify,
+    most_common,
+    read_weights,
+)
 from osdhuman.models.lora import MissingTargetError
 from osdhuman.models.osdhuman import OSDHuman, build_osdhuman, load_osdhuman
 
@@ -66,6 +73,8 @@ def config_for(fw: ForeignWeights, **overrides) -> OSDHumanConfig:
     if vae_pattern:
         raise WeightsError(f"{fw.path}: VAE-encoder LoRA alphas differ between modules; osdhuman supports one")
     recorded = {k: fw.recorded[k] for k in ("timestep", "prompt_source") if k in fw.recorded}
+    if "latent_mode" in fw.recorded:
+        recorded["latent_mode_infer"] = fw.recorded["latent_mode"]
     if fw.kind == "osdhuman-export":  # everything but the LoRA layout, which the files give
         layout = {"lora_rank", "lora_alpha", "vae_lora_rank", "vae_lora_alpha", "unet_lora_targets",
                   "vae_lora_targets", "unet_lora_rank_pattern", "unet_lora_alpha_pattern", "lora_init"}
@@ -141,29 +150,41 @@ def summarize(fw: ForeignWeights, cfg: OSDHumanConfig) -> str:
 
 def load_pretrained(
     path: str | Path, base_model: str | None = None, hfie_encoder_path: str | None = None,
-    **overrides,
+    guidance_scale: float | None = None, **overrides,
 ) -> tuple[OSDHuman, str]:
     """(model, one-line summary) for weights of any supported kind at ``path`` (or hub id).
 
     ``overrides``: OSDHumanConfig fields (e.g. timestep=199, prompt_source="null") applied on
-    top of what the files record; None values are ignored."""
+    top of what the files record; None values are ignored. ``guidance_scale``: classifier-free
+    guidance with a negative prompt (families that have one; default: the family's).
+    The model carries ``family``, ``guidance_scale`` and ``overrides`` (one line per setting
+    that differs from what the weights record: the caller prints and records them)."""
     p = resolve_weights_path(path)
     kind = classify(p)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if kind == "osdhuman":
+        from osdhuman.models.osdhuman import read_saved_config
+
+        saved = read_saved_config(p).get("config", {})
         model = load_osdhuman(p, base_model=base_model, hfie_encoder_path=hfie_encoder_path, **overrides)
         c = model.config
+        model.family, model.guidance_scale = "osdhuman", 1.0
+        model.overrides = _generic_notes("osdhuman", saved, overrides)
         return model, (f"weights: osdhuman from {p}: rank {c.lora_rank}, alpha {c.lora_alpha:g}, "
                        f"prompt {c.prompt_source}, timestep {c.timestep}" + _prompt_note(model))
     fw = read_weights(p)
+    if fw.prompt_encoder is not None:
+        return _load_release(p, fw, base_model, guidance_scale, overrides)
+    if fw.hfie_encoder and not hfie_encoder_path and overrides.get("prompt_source", "hfie_lq").startswith("hfie"):
+        return _load_with_shipped_encoder(p, fw, base_model, overrides)
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"),
                      hfie_encoder_path=hfie_encoder_path, **overrides)
     if cfg.base_model in (None, ""):
         cfg = replace(cfg, base_model="tiny")
     if cfg.prompt_source.startswith("hfie") and not fw.head:
-        raise WeightsError(f"{p}: no HFIE head (query / attention / norm) in these files; an HFIE model needs "
-                           "it (the authors' layout keeps it in img_encoder_weights.pth beside the LoRA file), "
-                           "or choose a prompt source that needs none (--prompt-source null)")
+        raise WeightsError(f"{p}: a LoRA with no prompt encoder beside it: no HFIE head, and none of the released "
+                           f"encoders ({RELEASE_HELP}); add the missing file, or choose a prompt source that needs "
+                           "none (--prompt-source null)")
     needs_text = ((cfg.prompt_source in ("text", "null") and "embeds" not in fw.prompt)
                   or (cfg.compute_null_prompt and "null_prompt_embeds" not in fw.prompt))  # VSD's CFG
     try:
@@ -173,7 +194,104 @@ def load_pretrained(
                            f"does not have: {', '.join(exc.names[:5])}") from None
     _check_and_load(model, fw, _model_tensors(model, fw))
     model.weights_source = str(p)
+    model.family = fw.family if fw.family in FAMILIES else "osdhuman"
+    model.guidance_scale = 1.0
+    model.overrides = _generic_notes(model.family, {"timestep": fw.recorded.get("timestep"),
+                                                    "prompt_source": fw.recorded.get("prompt_source")}, overrides)
     return model, summarize(fw, cfg) + _prompt_note(model)
+
+
+def _generic_notes(family: str, recorded: dict, overrides: dict) -> list[str]:
+    """Lines for the user's overrides of a timestep / prompt source the weights record."""
+    flags = {"timestep": "--timestep", "prompt_source": "--prompt-source"}
+    return [f"{flags[k]} {overrides[k]} overrides the {family} weights' {recorded[k]}"
+            for k in flags if k in overrides and recorded.get(k) is not None and overrides[k] != recorded[k]]
+
+
+def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | None,
+                               overrides: dict) -> tuple[OSDHuman, str]:
+    """An HFIE release whose embedder file also holds the encoder (``encoder.swin.*``,
+    ``encoder.image_proj.*``): that encoder, loaded strictly, instead of --hfie-encoder."""
+    from osdhuman.models.config import SWIN_L_RAM, TINY_SWIN
+    from osdhuman.models.hfie import HFIE, SwinEncoder
+
+    cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"), **overrides)
+    cfg = replace(cfg, base_model=cfg.base_model or "tiny")
+    model = build_osdhuman(replace(cfg, prompt_source="null"), text_encoder=False)
+    swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
+    if cfg.base_model != "tiny":
+        swin["img_size"] = cfg.hfie_image_size
+    encoder = SwinEncoder(**swin)
+    own = encoder.state_dict()
+    shipped = fw.hfie_encoder
+    bad = [f"encoder.{k}" for k in sorted(set(own) ^ set(shipped))] + [
+        f"encoder.{k}: file {tuple(shipped[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in shipped if k in own and shipped[k].shape != own[k].shape]
+    if bad:
+        raise WeightsError(f"{fw.files[-1]}: its encoder.* tensors are not RAM's Swin-L image encoder under "
+                           f"osdhuman's names (first mismatches: {', '.join(bad[:4])})")
+    encoder.load_state_dict(shipped)
+    model.prompt_extractor = HFIE(encoder, cross_dim=model.cross_attention_dim, query_len=cfg.hfie_query_len,
+                                  heads=cfg.hfie_heads).eval()
+    model.config = cfg
+    _check_and_load(model, fw, _model_tensors(model, fw))
+    model.weights_source, model.family, model.guidance_scale, model.overrides = str(p), "osdhuman", 1.0, []
+    return model, summarize(fw, cfg) + f"; HFIE encoder from {fw.files[-1]} ({len(shipped)} tensors)"
+
+
+def prompt_width(encoder) -> int:
+    """The context width a released prompt encoder gives (its last layer's output size)."""
+    if hasattr(encoder, "head_config"):
+        return int(encoder.head_config.embed_dim)
+    return int(encoder.embedding_change.conv2.weight.shape[0])
+
+
+def _override_notes(fw: ForeignWeights, overrides: dict, guidance: float | None) -> list[str]:
+    """One line per user setting that differs from what the family records."""
+    fam = fw.family
+    pairs = [("timestep", "--timestep", fw.recorded["timestep"]),
+             ("latent_mode_infer", "--latent", fw.recorded["latent_mode"]),
+             ("prompt_source", "--prompt-source", "its own prompt encoder")]
+    notes = [f"{flag} {overrides[key]} overrides the {fam} weights' {rec}"
+             for key, flag, rec in pairs if key in overrides and overrides[key] != rec]
+    if guidance is not None and guidance != fw.recorded["guidance_scale"]:
+        notes.append(f"--guidance-scale {guidance:g} overrides the {fam} weights' {fw.recorded['guidance_scale']:g}")
+    return notes
+
+
+def _load_release(p: Path, fw: ForeignWeights, base_model: str | None, guidance: float | None,
+                  overrides: dict) -> tuple[OSDHuman, str]:
+    """HAODiff / OSDFace: the UNet LoRA on the base model, their own prompt encoder, their settings."""
+    user_prompt = overrides.pop("prompt_source", None)
+    notes = _override_notes(fw, {**overrides, **({"prompt_source": user_prompt} if user_prompt else {})}, guidance)
+    cfg = config_for(fw, base_model=base_model, prompt_source=user_prompt or "null", **overrides)
+    if cfg.base_model in (None, ""):
+        cfg = replace(cfg, base_model="tiny")
+    try:
+        model = build_osdhuman(cfg, text_encoder=bool(user_prompt) and user_prompt in ("text", "null"))
+    except MissingTargetError as exc:
+        raise WeightsError(f"{p}: unmatched tensors: LoRA for modules the base model {cfg.base_model!r} "
+                           f"does not have: {', '.join(exc.names[:5])}") from None
+    width = prompt_width(fw.prompt_encoder)
+    enc_file = next((f for f in fw.files if f.endswith("embedding_change_weights.pth")), fw.files[-1])
+    if width != model.cross_attention_dim:
+        raise WeightsError(f"{enc_file}: its prompts are {width} wide but the base model {cfg.base_model!r} has "
+                           f"cross-attention width {model.cross_attention_dim}: these weights need a base model of "
+                           f"width {width} (SD-2.1-base for the released files: --base-model)")
+    _check_and_load(model, fw, _model_tensors(model, fw))
+    if not user_prompt:
+        model.prompt_extractor = fw.prompt_encoder
+    model.weights_source = str(p)
+    model.family = fw.family
+    model.guidance_scale = float(guidance if guidance is not None else fw.recorded["guidance_scale"])
+    model.overrides = notes
+    fam = FAMILIES[fw.family]
+    summary = (f"weights: {fw.family} from {p}: unet {len(fw.unet)} LoRA (rank {cfg.lora_rank}, alpha "
+               f"{cfg.lora_alpha:g}, scale {cfg.lora_alpha / cfg.lora_rank:g}); prompt: "
+               f"{fam.prompt if not user_prompt else user_prompt}; timestep {cfg.timestep}; guidance "
+               f"{model.guidance_scale:g}; latent {cfg.latent_mode_infer}"
+               + (f"; {len(fw.ignored)} tensor(s) ignored as {fw.family}'s own loader does" if fw.ignored else ""))
+    return model, summary
 
 
 def _prompt_note(model: OSDHuman) -> str:

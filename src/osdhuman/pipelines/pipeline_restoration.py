@@ -8,7 +8,8 @@ Steps of ``__call__`` (diffusers style):
   2. prompt p = HFIE(LQ) once per image, on the whole image (Eq. 5)
   3. pad to a multiple of 8 (reflect)
   4. z_L = VAE encoder (tiled above ``vae_tile_size``)
-  5. z_hat = Eq. 2 at t = 999 (latent tiles above ``tile_size``, smooth blending)
+  5. z_hat = Eq. 2 at the family's timestep (999; HAODiff 199 with CFG on its negative
+     prompt, OSDFace 399; ``osdhuman.models.guidance``), latent tiles above ``tile_size``
   6. image = VAE decoder (tiled), crop back to H x W
   7. colour fix (adain | wavelet | none) against the input
 """
@@ -27,9 +28,12 @@ import torch.nn.functional as F
 
 from osdhuman.config import SEED_MAX, check_fields, rule, to_dict
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
+from osdhuman.models.families import FAMILIES
+from osdhuman.models.guidance import guided_eps, guided_x0, x0_float64
 from osdhuman.models.pretrained import load_pretrained
 from osdhuman.outputs import atomic_write_json
 from osdhuman.pipelines.color_fix import apply_color_fix
+from osdhuman.pipelines.gaussian_tiles import gaussian_tiled_eps
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
 __all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
@@ -53,6 +57,10 @@ class PipelineConfig:
     # the whole input and shared by all tiles (no colour shifts between tiles); "tile" = per
     # tile. (UNet latent tiles always normalise per tile and are blended, as in OSEDiff.)
     tile_norm: Literal["global", "tile"] = "global"
+    # latent tiles: "smooth" = ours (x0 blended with raised-cosine ramps over tile_overlap);
+    # "gaussian" = HAODiff's (tile_size/8 latent tiles, 5 latent overlap, Gaussian-weighted eps);
+    # None = the family's (HAODiff: gaussian, else smooth)
+    latent_blend: Literal["smooth", "gaussian"] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -128,6 +136,15 @@ class RestorationPipeline:
     def untrained(self) -> bool:
         return self.model.untrained
 
+    def settings(self) -> dict:
+        """What decides the pixels, for reports: family, timestep, guidance, latent, colour fix,
+        and the user's overrides of what the weights record."""
+        m = self.model
+        return {"family": getattr(m, "family", "osdhuman"), "timestep": m.config.timestep,
+                "guidance_scale": getattr(m, "guidance_scale", 1.0), "latent": m.config.latent_mode_infer,
+                "color_fix": self.config.color_fix, "weights": m.weights_source,
+                "overrides": list(getattr(m, "overrides", []))}
+
     def _place(self) -> None:
         m = self.model.to(device=self.device, dtype=self.dtype)
         if self.dtype == torch.float16:
@@ -147,7 +164,7 @@ class RestorationPipeline:
         cls, weights: str | Path | None = None, *, base_model: str | None = None,
         hfie_encoder: str | None = None, model_config: OSDHumanConfig | None = None,
         fuse: bool = True, timestep: int | None = None, prompt_source: str | None = None,
-        model_overrides: dict | None = None, **pipeline_kwargs,
+        guidance_scale: float | None = None, model_overrides: dict | None = None, **pipeline_kwargs,
     ) -> RestorationPipeline:
         """``weights``: our folder (``save_pretrained`` / training), our diffusers export, a
         diffusers / peft LoRA file or folder, the authors' group layout, OSEDiff's
@@ -156,13 +173,16 @@ class RestorationPipeline:
         ``model_config``) and flagged ``untrained``. ``timestep`` / ``prompt_source``
         override what the files record, and so do ``model_overrides`` (OSDHumanConfig fields,
         e.g. ``dape_path`` / ``ram_tag_list`` / ``latent_mode_infer``; None values ignored);
-        ``pipeline_kwargs`` override PipelineConfig fields."""
+        ``pipeline_kwargs`` override PipelineConfig fields; ``color_fix`` left out (or None)
+        is the family's (HAODiff: wavelet, OSDFace: none, else adain). ``guidance_scale``:
+        classifier-free guidance for families with a negative prompt (HAODiff: 3.5)."""
         saved: dict = {}
         summary = ""
         extra = {k: v for k, v in (model_overrides or {}).items() if v is not None}
         if weights is not None:
             model, summary = load_pretrained(weights, base_model=base_model, hfie_encoder_path=hfie_encoder,
-                                             timestep=timestep, prompt_source=prompt_source, **extra)
+                                             timestep=timestep, prompt_source=prompt_source,
+                                             guidance_scale=guidance_scale, **extra)
             pf = Path(weights) / PIPELINE_FILE
             if pf.is_file():
                 saved = json.loads(pf.read_text())
@@ -176,6 +196,15 @@ class RestorationPipeline:
             summary = model.prompt_summary
         known = set(PipelineConfig.__dataclass_fields__)
         merged = {k: v for k, v in {**saved, **pipeline_kwargs}.items() if k in known and v is not None}
+        family = FAMILIES[getattr(model, "family", "osdhuman")]
+        if "color_fix" not in merged:
+            merged["color_fix"] = family.color_fix
+        if family.name == "haodiff":  # their tiling: latent tiles blended by Gaussians, VAE whole up to 1024 px
+            merged.setdefault("latent_blend", "gaussian")
+            merged.setdefault("vae_tile_size", 1024)
+        if merged["color_fix"] != family.color_fix and family.name in ("haodiff", "osdface"):
+            model.overrides = [*getattr(model, "overrides", []), f"--color-fix {merged['color_fix']} overrides the "
+                               f"{family.name} weights' {family.color_fix}"]
         pipe = cls(model, PipelineConfig(**merged), fuse=fuse)
         pipe.weights_summary = summary
         return pipe
@@ -200,9 +229,13 @@ class RestorationPipeline:
         ov = (c.tile_overlap if tile_overlap is None else tile_overlap) // 8
         m = self.model
         lq = lq.to(self.device, torch.float32)
+        family = getattr(m, "family", "osdhuman")
+        in_hw = lq.shape[-2:]
+        if family == "osdface" and in_hw[0] == in_hw[1] != 512:  # OSDFace runs square faces at 512
+            lq = F.interpolate(lq, size=(512, 512), mode="bilinear", align_corners=True)
         _B, _, H, W = lq.shape
-        # 2. prompt from the whole LQ image
-        p = m.prompt_extractor(lq.to(self.dtype))  # (B,77,D)
+        # 2. prompt from the whole LQ image: (B,77,D), or (positive, negative) for HAODiff
+        p = m.prompt_extractor(lq.to(self.dtype))
         # 3. pad to a multiple of 8
         ph, pw = (-H) % 8, (-W) % 8
         x = F.pad(lq, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
@@ -213,15 +246,26 @@ class RestorationPipeline:
         enc = lambda t: m.encode_latent(t, sample=sample, generator=generator)
         z = tiled_map(self._tiled_fn(enc, m.vae.encoder, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
                       x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
-        # 5. Eq. 2 at t = 999, latent tiles
-        step = lambda t: m.predict_x0(t, p)
-        z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
+        # 5. Eq. 2 at the family's timestep, latent tiles
+        if FAMILIES[family].x0_float64:  # the released families: their CFG and float64 x0
+            step = lambda t: guided_x0(m, t, p, getattr(m, "guidance_scale", 1.0), m.config.timestep)
+        else:
+            step = lambda t: m.predict_x0(t, p)
+        if c.latent_blend == "gaussian":
+            g = getattr(m, "guidance_scale", 1.0)
+            eps = gaussian_tiled_eps(lambda t: guided_eps(m, t, p, g, m.config.timestep), z, tile)
+            z_hat = x0_float64(z, eps, m.config.timestep, m.alphas_cumprod)
+        else:
+            z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
         # 6. decoder, tiled; crop
         img = tiled_map(self._tiled_fn(m.decode, m.vae.decoder, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
                         z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)
         img = img[..., :H, :W].clamp(-1, 1)
         # 7. colour fix
-        return apply_color_fix(img, lq, color_fix or c.color_fix)
+        img = apply_color_fix(img, lq, color_fix or c.color_fix)
+        if img.shape[-2:] != in_hw:  # back to the input's size
+            img = F.interpolate(img, size=tuple(in_hw), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+        return img
 
     @staticmethod
     def _tiled_fn(fn, module, x, max_side: int, multiple: int, shared: bool):
@@ -232,9 +276,10 @@ class RestorationPipeline:
         stats.record(fn, downscale_to(x, max_side, multiple))
         return stats.wrap(fn)
 
-    def __call__(self, images: Any, *, batch_size: int = 1, output_type: Literal["pil", "np", "pt"] = "pil",
+    def __call__(self, images: Any, *, batch_size: int = 1, output_type: Literal["pil", "np", "np16", "pt"] = "pil",
                  generator: torch.Generator | None = None, **kwargs) -> RestorationOutput:
-        """images: one or a list of PIL images, (H,W,3) arrays (uint8 or float in [0,1]),
+        """output_type "np16": uint16 (H,W,3) arrays (values to 1/65535).
+        images: one or a list of PIL images, (H,W,3) arrays (uint8 or float in [0,1]),
         (3,H,W) tensors or a (B,3,H,W) tensor in [0,1]. kwargs: tile_size, tile_overlap,
         vae_tile_size, color_fix for this call."""
         if torch.is_tensor(images) and images.ndim == 4:
@@ -261,6 +306,8 @@ class RestorationPipeline:
 def _format(results: Sequence[torch.Tensor], output_type: str) -> Any:
     if output_type == "pt":
         return torch.stack(list(results)) if len({r.shape for r in results}) == 1 else list(results)
+    if output_type == "np16":
+        return [(r.permute(1, 2, 0).double().numpy() * 65535.0 + 0.5).astype(np.uint16) for r in results]
     arrays = [(r.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8) for r in results]
     if output_type == "np":
         return arrays
@@ -268,4 +315,4 @@ def _format(results: Sequence[torch.Tensor], output_type: str) -> Any:
         from PIL import Image
 
         return [Image.fromarray(a) for a in arrays]
-    raise ValueError(f"output_type must be pil | np | pt, got {output_type!r}")
+    raise ValueError(f"output_type must be pil | np | np16 | pt, got {output_type!r}")

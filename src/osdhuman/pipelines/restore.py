@@ -85,10 +85,13 @@ class RestoreConfig:
     ram_tag_thresholds: str | None = None  # None -> <tag list stem>_threshold.txt beside the tag list
     dape_prompt: str | None = None  # OSEDiff's --prompt, appended: "tags, TEXT,"
     latent_mode: Literal["mode", "sample"] | None = None  # None -> recorded (OSEDiff: sample, ours: mode)
-    tile_size: int = rule(512, ge=1)
-    tile_overlap: int = rule(64, ge=0)
-    vae_tile_size: int | None = rule(None, ge=0)
-    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+    guidance_scale: float | None = rule(None, ge=0)  # CFG with the weights' negative prompt; None -> the family's (HAODiff 3.5)
+    bit_depth: Literal[8, 16] = 8  # 16: 16-bit RGB PNG outputs (values to 1/65535)
+    latent_blend: Literal["smooth", "gaussian"] | None = None  # latent tiles; None -> the family's (HAODiff: gaussian)
+    tile_size: int = rule(512, ge=64, multiple_of=8)
+    tile_overlap: int = rule(64, ge=0, multiple_of=8)
+    vae_tile_size: int | None = rule(None, ge=64, multiple_of=8)
+    color_fix: Literal["adain", "wavelet", "none"] | None = None  # None -> the family's (HAODiff wavelet, OSDFace none, else adain)
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"
     batch_size: int = rule(1, ge=1)
@@ -117,6 +120,7 @@ class RestoreReport:
     kept: list[tuple[str, str]] = field(default_factory=list)  # (input, output) left from an earlier run
     people: list[dict] = field(default_factory=list)  # people mode: boxes, crops, timings per photo
     work_units: int = 0  # UNet tile passes of the run (progress units)
+    model: dict = field(default_factory=dict)  # family, timestep, guidance, latent, colour fix, overrides
 
     def to_dict(self) -> dict:
         d = {"restored": [{"input": a, "output": b} for a, b in self.restored],
@@ -124,6 +128,8 @@ class RestoreReport:
              "kept": [{"input": a, "output": b} for a, b in self.kept],
              "untrained_model": self.untrained, "seconds": round(self.seconds, 3),
              "work_units": self.work_units}
+        if self.model:
+            d["model"] = self.model
         if self.people:
             d["people"] = self.people
         return d
@@ -199,7 +205,8 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
         kwargs = {"tile_size": tile, "vae_tile_size": min(tile, c.vae_tile_size or c.tile_size),
                   "tile_overlap": overlap}
     try:
-        return list(pipeline(arrays, batch_size=len(arrays), output_type="np", **kwargs).images)
+        out_type = getattr(pipeline, "output_type", "np")  # "np16" for 16-bit outputs
+        return list(pipeline(arrays, batch_size=len(arrays), output_type=out_type, **kwargs).images)
     except torch.OutOfMemoryError:
         import gc
 
@@ -247,13 +254,16 @@ def _restore_paths(
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
     files, failed = collect_inputs(inputs, cfg.recursive)
-    outs = plan_outputs(files, out_dir, cfg.ext, cfg.suffix)
+    outs = plan_outputs(files, out_dir, "png" if cfg.bit_depth == 16 else cfg.ext, cfg.suffix)
     report = RestoreReport(failed=list(failed), out_dir=str(out_dir))
     t0 = time.perf_counter()
     pipeline = pipeline if pipeline is not None else _load_pipeline(cfg)
     if getattr(pipeline, "weights_summary", ""):
         log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
+    report.model = pipeline.settings() if hasattr(pipeline, "settings") else {}
+    for note in report.model.get("overrides", []):
+        log(f"osdhuman restore: WARNING: {note}")
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _open_records(out_dir, cfg)  # lock, sweep temp files, resume records
     files, outs = _skip_done(files, outs, records, _settings_key(cfg), report, log)
@@ -289,13 +299,15 @@ def _load_pipeline(cfg: RestoreConfig):
         from osdhuman.models import WeightsError
 
         raise WeightsError("no weights configured (RestoreConfig.weights and .base_model are both unset).\n" + HOW_TO)
-    return RestorationPipeline.from_pretrained(
-        cfg.weights, base_model=cfg.base_model,
+    pipe = RestorationPipeline.from_pretrained(
+        cfg.weights, base_model=cfg.base_model, guidance_scale=cfg.guidance_scale,
         hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
-        vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision,
+        vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, precision=cfg.precision, latent_blend=cfg.latent_blend,
         device=cfg.device, seed=cfg.seed, fuse=cfg.fuse, timestep=cfg.timestep,
         prompt_source=cfg.prompt_source or ("dape_lq" if cfg.dape else None),
         model_overrides=_model_overrides(cfg))
+    pipe.output_type = "np16" if cfg.bit_depth == 16 else "np"
+    return pipe
 
 
 def _warn_untrained(pipeline, log) -> None:

@@ -41,6 +41,7 @@ from osdhuman.models.errors import WeightsError
 from osdhuman.models.families import FAMILIES
 from osdhuman.models.haodiff_prompt import HAODIFF_ENCODER_FILE
 from osdhuman.models.osdface_prompt import OSDFACE_CODEBOOK_FILE, OSDFACE_EMBED_FILE
+from osdhuman.models.tensor_files import load_tensor_file
 
 __all__ = [
     "EMBEDDER_FILES",
@@ -107,50 +108,6 @@ class ForeignWeights:
 
 
 # ------------------------------------------------------------------------------ files
-def load_tensor_file(path: Path) -> tuple[dict, dict[str, str]]:
-    """(dict, safetensors metadata) from a safetensors file or a torch pickle (weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: not found")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: empty file")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
-    import pickle
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None and not _looks_pickled(path):  # random or damaged bytes, not a refused pickle
-            raise WeightsError(f"{path}: not a weights file: neither a torch checkpoint (zip or pickle) nor "
-                               "safetensors (damaged, or another kind of file)") from None
-        what = f" (it names {found.group(1)})" if found else ""
-        raise WeightsError(f"{path}: refused: a pickle that needs code to load{what}; osdhuman never "
-                           "executes pickled code. Save its tensors as a plain dict or safetensors.") from None
-    except KeyError:  # the legacy reader's magic-number lookup on text or other non-pickle bytes
-        raise WeightsError(f"{path}: not a weights file: neither a torch checkpoint (zip or pickle) nor "
-                           "safetensors (damaged, or another kind of file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({str(exc).splitlines()[0]})") from None
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj, {}
-
-
-def _looks_pickled(path: Path) -> bool:
-    """Whether the file starts as torch checkpoints do: a zip archive or a pickle stream (PROTO 2-5)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
-
-
 def _listing(d: dict, n: int = 6) -> str:
     keys = list(d)
     more = f" ... ({len(keys)} keys)" if len(keys) > n else ""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
+from osdhuman.models.tensor_files import load_tensor_file
 from osdhuman.models.performer import Performer
 from osdhuman.models.swinir_features import SwinIRFeatures, SwinIRFeaturesConfig
 
@@ -128,8 +129,6 @@ def _head_shapes(sd: dict, prefix: str) -> tuple[int, int]:
 
 def load_haodiff_encoder(path: Path, data: dict | None = None) -> HAODiffPrompt:
     """The encoder of an ``img_encoder_weights.pth`` dict, every tensor checked; WeightsError if not."""
-    from osdhuman.models.formats import load_tensor_file
-
     path = Path(path)
     data = data if data is not None else load_tensor_file(path)[0]
     need = ("model_state_dict", "swinir_kwargs", "performer_kwargs")

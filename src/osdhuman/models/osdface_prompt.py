@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
+from osdhuman.models.tensor_files import load_tensor_file
 
 __all__ = ["OSDFACE_CODEBOOK_FILE", "OSDFACE_EMBED_FILE", "OSDFacePrompt", "load_osdface_encoder"]
 
@@ -206,8 +207,6 @@ def _arch(sd: dict, where: Path) -> dict:
 
 
 def load_osdface_encoder(codebook_file: Path, embed_file: Path) -> OSDFacePrompt:
-    from osdhuman.models.formats import load_tensor_file
-
     data = load_tensor_file(codebook_file)[0]
     state = data.get("state_dict")
     if not isinstance(state, dict) or not any(str(k).startswith(PREFIX) for k in state):

@@ -300,7 +300,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 
 @pytest.mark.parametrize("override,needle", [
     ("seed=-5", "seed: must be >= 0, got -5"),
-    ("data.size=-64", "data.size: must be >= 1, got -64"),
+    ("data.size=-64", "data.size: must be >= 16, got -64"),
     ("optim.lr=0", "optim.lr: must be > 0"),
     ("loss.lambda_vsd=nan", "loss.lambda_vsd: must be a finite number"),
     ("degradation.stage1.noise.gray_prob=1.5", "gray_prob"),

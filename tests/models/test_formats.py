@@ -132,7 +132,7 @@ def test_diffusers_saved_peft_lora_imports_with_diffusers_eps(tmp_path):
     meta = unet.peft_config["default"].to_dict()
     StableDiffusionPipeline.save_lora_weights(str(tmp_path), unet_lora_layers=sd, unet_lora_adapter_metadata=meta)
     assert classify(tmp_path) == "diffusers-lora"
-    model, summary = load_pretrained(tmp_path, prompt_source="null")
+    model, summary = load_pretrained(tmp_path, prompt_source="null", base_model="tiny")
     assert "alpha 8" in summary and f"unet {len(sd) // 2} LoRA" in summary
     z, t, p = _inputs()
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_legacy_lora_down_up_and_processor_keys_import(tmp_path):
         legacy[f"unet.{k}"] = v
     assert any(".processor.to_q_lora.down." in k for k in legacy)
     save_file(legacy, str(tmp_path / "old_lora.safetensors"))
-    model, _ = load_pretrained(tmp_path / "old_lora.safetensors", prompt_source="null")
+    model, _ = load_pretrained(tmp_path / "old_lora.safetensors", prompt_source="null", base_model="tiny")
     z, t, p = _inputs()
     with torch.no_grad():
         assert (model.unet_eps(z, t, p) - unet(z, t, encoder_hidden_states=p).sample).abs().max() < 1e-5
@@ -175,7 +175,7 @@ def test_group_house_style_hfie_head_imports_every_tensor(tmp_path):
     torch.save({"model_state_dict": head, "hfie_kwargs": {"heads": 8, "timestep": 999}},
                tmp_path / "img_encoder_weights.pth")
     assert classify(tmp_path) == "group-release"
-    model, summary = load_pretrained(tmp_path)
+    model, summary = load_pretrained(tmp_path, base_model="tiny")
     assert model.config.timestep == 999 and model.config.lora_rank == 16 and model.config.lora_alpha == 16
     assert "HFIE head 9 tensors" in summary and "timestep 999" in summary
     pe = model.prompt_extractor
@@ -232,7 +232,7 @@ def test_osediff_pkl_imports_every_tensor_with_its_eps(tmp_path):
     n_lora = sum(1 for k in sd_unet if "lora_B" in k)
     assert len(fw.unet) == n_lora and len(fw.vae) == sum(1 for k in sd_vae if "lora_B" in k)
     assert set(fw.conv_in) == {"weight", "bias"}
-    model, summary = load_pretrained(tmp_path / "osediff.pkl")
+    model, summary = load_pretrained(tmp_path / "osediff.pkl", base_model="tiny")
     assert model.config.prompt_source == "null" and model.config.lora_alpha == 8.0  # peft's old default
     assert model.config.train_conv_in and "osediff" in summary
     z, t, p = _inputs()
@@ -282,7 +282,7 @@ def test_bad_weight_files_name_the_file_and_tensor(tmp_path, case):
         save_file({"something.weight": torch.zeros(2)}, str(f))
         expect = ["not understood", "something.weight"]
     with pytest.raises(WeightsError) as err:
-        load_pretrained(f, prompt_source="null")
+        load_pretrained(f, prompt_source="null", base_model="tiny")
     msg = str(err.value)
     assert str(f) in msg and "\n" not in msg
     for word in expect:
@@ -293,7 +293,7 @@ def test_unknown_module_in_a_lora_file_is_unmatched(tmp_path):
     save_file({"unet.no_such.proj.lora_A.weight": torch.zeros(4, 8), "unet.no_such.proj.lora_B.weight": torch.zeros(8, 4)},
               str(tmp_path / "x.safetensors"))
     with pytest.raises(WeightsError, match="no_such.proj"):
-        load_pretrained(tmp_path / "x.safetensors", prompt_source="null")
+        load_pretrained(tmp_path / "x.safetensors", prompt_source="null", base_model="tiny")
 
 
 def test_hfie_model_from_a_lora_only_file_asks_for_the_head(tmp_path):

@@ -21,6 +21,7 @@ from osdhuman.config import rule, SEED_MAX
 __all__ = [
     "RANDOM_BASE_MODELS",
     "SD21_BASE_TEXT_ENCODER_CONFIG",
+    "SD21_BASE_ID",
     "SD21_BASE_UNET_CONFIG",
     "SD21_BASE_VAE_CONFIG",
     "SWIN_L_RAM",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 RANDOM_BASE_MODELS = ("tiny", "sd21-random")
+SD21_BASE_ID = "stabilityai/stable-diffusion-2-1-base"  # the paper's base: the default when none is named
 
 # --- Stable Diffusion 2.1-base, as diffusers' config.json files spell them (no download) ---
 SD21_BASE_UNET_CONFIG: dict = {
@@ -107,8 +109,9 @@ TINY_SWIN: dict = {
 class OSDHumanConfig:
     """Typed configuration of the OSDHuman generator (+ optional VSD regularizer adapter)."""
 
-    # where the frozen SD weights come from: "tiny" | "sd21-random" | local folder | hub id
-    base_model: str = "tiny"
+    # where the frozen SD weights come from: a local folder | hub id (default: SD-2.1-base, from
+    # the local hub cache) | the random presets "tiny" / "sd21-random", only when asked for
+    base_model: str = SD21_BASE_ID
     revision: str | None = None  # hub revision (ignored for folders)
     # LoRA (docs/reference.md §generator): rank 4 everywhere, alpha 8 (scale alpha/r = 2), gaussian init (B = 0)
     lora_rank: int = rule(4, ge=1)

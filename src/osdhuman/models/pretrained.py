@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from osdhuman.models.config import OSDHumanConfig
+from osdhuman.models.config import SD21_BASE_ID, OSDHumanConfig
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.families import FAMILIES
 from osdhuman.models.formats import (
@@ -180,7 +180,7 @@ def load_pretrained(
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"),
                      hfie_encoder_path=hfie_encoder_path, **overrides)
     if cfg.base_model in (None, ""):
-        cfg = replace(cfg, base_model="tiny")
+        cfg = replace(cfg, base_model=SD21_BASE_ID)
     if cfg.prompt_source.startswith("hfie") and not fw.head:
         raise WeightsError(f"{p}: a LoRA with no prompt encoder beside it: no HFIE head, and none of the released "
                            f"encoders ({RELEASE_HELP}); add the missing file, or choose a prompt source that needs "
@@ -216,7 +216,7 @@ def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | No
     from osdhuman.models.hfie import HFIE, SwinEncoder
 
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"), **overrides)
-    cfg = replace(cfg, base_model=cfg.base_model or "tiny")
+    cfg = replace(cfg, base_model=cfg.base_model or SD21_BASE_ID)
     model = build_osdhuman(replace(cfg, prompt_source="null"), text_encoder=False)
     swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
     if cfg.base_model != "tiny":
@@ -266,7 +266,7 @@ def _load_release(p: Path, fw: ForeignWeights, base_model: str | None, guidance:
     notes = _override_notes(fw, {**overrides, **({"prompt_source": user_prompt} if user_prompt else {})}, guidance)
     cfg = config_for(fw, base_model=base_model, prompt_source=user_prompt or "null", **overrides)
     if cfg.base_model in (None, ""):
-        cfg = replace(cfg, base_model="tiny")
+        cfg = replace(cfg, base_model=SD21_BASE_ID)
     try:
         model = build_osdhuman(cfg, text_encoder=bool(user_prompt) and user_prompt in ("text", "null"))
     except MissingTargetError as exc:

@@ -73,7 +73,7 @@ class RestoreConfig:
     """Everything ``osdhuman restore`` needs; saved as OUTDIR/restore_config.yaml."""
 
     weights: str | None = None  # trained weights (any supported format, or a cached hub id); None -> untrained
-    base_model: str | None = None  # None -> the one saved with the weights, else "tiny"
+    base_model: str | None = None  # None -> the one saved with the weights, else SD-2.1-base
     hfie_encoder: str | None = None  # RAM checkpoint path (None -> saved path)
     fuse: bool = True  # fold the LoRA into the base weights at load (faster); False keeps it apart
     timestep: int | None = rule(None, ge=0)  # None -> recorded with the weights (999 for OSDHuman; HAODiff uses 199)

@@ -198,7 +198,7 @@ def degrade_val(d: Demo) -> None:
 
 def restore_lq(d: Demo) -> None:
     """Restore the LQ set when real weights are configured (OSDHUMAN_WEIGHTS, ...), else say how."""
-    from osdhuman.pipelines.restore import demo_restore
+    from osdhuman.cli.weights_env import demo_restore
 
     out = d.out / f"{d.hq.name}_restored"
     if demo_restore([d.lq], out) == 0 and out.is_dir() and any(out.glob("*.png")):

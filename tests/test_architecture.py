@@ -11,7 +11,9 @@ SRC = Path(osdhuman.__file__).parent
 BASE = {"config", "imageio", "outputs", "boxes", "charts", "__init__"}  # shared leaves (and the version in __init__)
 ALLOWED = {
     "cli": None,  # the front end may import anything
-    "app": {"pipelines", "models", "curation", "evaluation", "iqa"},  # a front end beside the CLI, never the CLI
+    # a front end beside the CLI, calling the same functions; from cli/ only how weights are
+    # configured through the environment (cli/weights_env.py)
+    "app": {"pipelines", "models", "curation", "evaluation", "iqa", "cli"},
     "training": {"models", "data", "degradation", "iqa"},
     "pipelines": {"models"},
     "models": set(),
@@ -192,3 +194,14 @@ def test_the_rename_checker_sees_each_form(tmp_path):
     f.write_text("import os, shutil\nos.replace(a, b)\nshutil.move(a, b)\ntmp.rename(final)\n"
                  "s.replace('a', 'b')\ndf.rename(columns={})\nsizes.rename('count')\np.replace(q)\n")
     assert _renames(f) == [2, 3, 4, 8]
+
+
+def test_the_app_takes_from_the_cli_only_how_weights_are_configured():
+    found = set()
+    for path in sorted((SRC / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("osdhuman.cli"):
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("osdhuman.cli")}
+    assert found <= {"osdhuman.cli.weights_env"}, found

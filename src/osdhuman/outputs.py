@@ -60,8 +60,6 @@ __all__ = [
     "replace_dir",
     "encode_image",
     "encode_png",
-    "hold_output_lock",
-    "release_output_lock",
     "file_sha256",
     "sweep_temp_files",
     "write_png",
@@ -228,22 +226,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 class OutputLockedError(RuntimeError):
     """Another run holds the output folder's lock."""
-
-
-_HELD: dict[str, OutputLock] = {}  # locks taken with hold_output_lock, by folder
-
-
-def hold_output_lock(folder: str | os.PathLike) -> OutputLock:
-    """Take ``folder``'s lock until :func:`release_output_lock` (for code that cannot use ``with``)."""
-    lock = OutputLock(folder).acquire()
-    _HELD[os.path.realpath(folder)] = lock
-    return lock
-
-
-def release_output_lock(folder: str | os.PathLike) -> None:
-    lock = _HELD.pop(os.path.realpath(folder), None)
-    if lock is not None:
-        lock.release()
 
 
 class OutputLock:

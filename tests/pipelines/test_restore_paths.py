@@ -7,15 +7,8 @@ import pytest
 from pathlib import Path
 from PIL import Image
 
-from osdhuman.pipelines import (
-    ENV_BASE_MODEL,
-    ENV_HFIE_ENCODER,
-    ENV_WEIGHTS,
-    OutputCollisionError,
-    RestoreConfig,
-    restore_paths,
-    weights_from_env,
-)
+from osdhuman.cli.weights_env import ENV_BASE_MODEL, ENV_HFIE_ENCODER, ENV_WEIGHTS, weights_from_env
+from osdhuman.pipelines import OutputCollisionError, RestoreConfig, restore_paths
 
 
 @pytest.fixture()

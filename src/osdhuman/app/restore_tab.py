@@ -52,7 +52,7 @@ class RestoreService:
     """Holds the loaded pipelines (one per model and precision) and the run folders."""
 
     def __init__(self, cfg: AppConfig):
-        from osdhuman.pipelines.restore import weights_from_env
+        from osdhuman.cli.weights_env import weights_from_env
 
         self.cfg = cfg
         env = weights_from_env()

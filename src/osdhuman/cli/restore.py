@@ -94,12 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from osdhuman.cli import UsageError
     from osdhuman.cli._common import check_device, check_output_dir, resolve_config
     from osdhuman.models import WeightsError
-    from osdhuman.pipelines import (
-        HOW_TO,
-        OutputCollisionError,
-        RestoreConfig,
-        restore_paths,
-    )
+    from osdhuman.cli.weights_env import HOW_TO
+    from osdhuman.pipelines import OutputCollisionError, RestoreConfig, restore_paths
     from osdhuman.pipelines.restore import collect_inputs
 
     cfg = resolve_config(RestoreConfig, args, _flag_overrides(args))
@@ -107,12 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (problem := output_name_problem(cfg.suffix)) is not None:  # before any work: names stay in OUTDIR
         raise UsageError(f"--suffix {cfg.suffix!r}: {problem}")
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.bit_depth == 16 and (cfg.ext == "jpg" or cfg.people):
         raise UsageError("--bit-depth 16 writes 16-bit PNG: it cannot go with --ext jpg or --people")
-    if cfg.guidance_scale is not None and cfg.guidance_scale < 0:
-        raise UsageError(f"--guidance-scale must be >= 0, got {cfg.guidance_scale}")
     if cfg.weights is None and cfg.base_model is None:
         raise UsageError("no weights configured.\n" + HOW_TO + "\n(--base-model tiny runs an untrained toy model for smoke tests)")
     # with --recursive an output inside a folder input would be restored again on the next run

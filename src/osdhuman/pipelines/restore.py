@@ -13,10 +13,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -27,43 +27,36 @@ from osdhuman.imageio import (
     scan_images,
     write_image,
 )
+from osdhuman.config import SEED_MAX, rule, save_config
 from osdhuman.outputs import (
+    OutputLock,
     ResumeLog,
     WriterPool,
     atomic_write_text,
     encode_image,
-    hold_output_lock,
     input_fingerprint,
     output_name_problem,
     params_key,
     path_identity,
-    release_output_lock,
     sweep_temp_files,
     unique_output_path,
 )
 from osdhuman.pipelines.people import PeopleConfig
+from osdhuman.pipelines.people_paths import PeopleRun
+from osdhuman.pipelines.progress import WorkProgress, units_of_file
 
-from osdhuman.config import rule, SEED_MAX
+if TYPE_CHECKING:  # annotations only: the pipeline (torch) is imported when a restore loads it
+    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
 __all__ = [
-    "ENV_BASE_MODEL",
-    "ENV_HFIE_ENCODER",
-    "ENV_WEIGHTS",
-    "HOW_TO",
     "OutputCollisionError",
     "RestoreConfig",
     "RestoreReport",
-    "WeightsSetup",
     "collect_inputs",
-    "demo_restore",
     "plan_outputs",
     "restore_paths",
-    "weights_from_env",
 ]
 
-ENV_WEIGHTS = "OSDHUMAN_WEIGHTS"
-ENV_BASE_MODEL = "OSDHUMAN_BASE_MODEL"
-ENV_HFIE_ENCODER = "OSDHUMAN_HFIE_ENCODER"
 CONFIG_NAME = "restore_config.yaml"
 REPORT_NAME = "restore_report.json"
 
@@ -226,30 +219,24 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
         return restore_with_fallback(pipeline, arrays, log, smaller)
 
 
-def restore_paths(*args, **kwargs) -> RestoreReport:
-    """Restore files / folders into ``out_dir`` (see :func:`_restore_paths`), under the folder's lock."""
-    out_dir = kwargs.get("out_dir", args[1] if len(args) > 1 else None)
-    try:
-        return _restore_paths(*args, **kwargs)
-    finally:
-        release_output_lock(out_dir)
-
-
-def _restore_paths(
-    inputs: Sequence[str | Path], out_dir: str | Path, cfg: RestoreConfig | None = None,
-    pipeline=None, progress: bool = True, log=None, detector=None, boxes=None,
+def restore_paths(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: RestoreConfig | None = None,
+    *,
+    pipeline: RestorationPipeline | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    detector: Callable[[np.ndarray], np.ndarray] | None = None,
+    boxes: dict[str, np.ndarray] | None = None,
 ) -> RestoreReport:
-    """Restore every image in ``inputs`` (files or folders) into ``out_dir``.
+    """Restore every image in ``inputs`` (files or folders) into ``out_dir``, under its lock.
 
     Unreadable files are skipped and listed in the report (and OUTDIR/restore_report.json);
     the resolved config is saved as OUTDIR/restore_config.yaml. Never writes over an input.
     With ``cfg.people``, person boxes come from ``detector`` (RGB uint8 -> (N, 4) boxes) or
     ``boxes`` ({input path: (N, 4) boxes}, e.g. from ``box_file.load_box_file``).
     """
-    from osdhuman.config import save_config
-    from osdhuman.pipelines.people_paths import PeopleRun
-    from osdhuman.pipelines.progress import WorkProgress, units_of_file
-
     cfg = cfg or RestoreConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
@@ -265,7 +252,18 @@ def _restore_paths(
     for note in report.model.get("overrides", []):
         log(f"osdhuman restore: WARNING: {note}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = _open_records(out_dir, cfg)  # lock, sweep temp files, resume records
+    with OutputLock(out_dir):
+        _restore_locked(files, outs, out_dir, cfg, pipeline, report, progress, log, detector, boxes)
+        report.seconds = time.perf_counter() - t0
+        atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2))  # last
+    return report
+
+
+def _restore_locked(files: list[tuple[Path, Path]], outs: list[Path], out_dir: Path, cfg: RestoreConfig,
+                    pipeline: RestorationPipeline, report: RestoreReport, progress: bool,
+                    log: Callable[[str], None], detector, boxes) -> None:
+    """The run inside the folder's lock: resume records, the batches, the writer pool."""
+    records = _open_records(out_dir, cfg)  # sweep temp files, resume records
     files, outs = _skip_done(files, outs, records, _settings_key(cfg), report, log)
     pool = WriterPool()
     save_config(cfg, out_dir / CONFIG_NAME)
@@ -286,10 +284,7 @@ def _restore_paths(
     pool.close()
     report.work_units = bar.done
     bar.close()
-    report.seconds = time.perf_counter() - t0
     records.finish()
-    atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2))  # last
-    return report
 
 
 def _load_pipeline(cfg: RestoreConfig):
@@ -298,7 +293,7 @@ def _load_pipeline(cfg: RestoreConfig):
     if cfg.weights is None and cfg.base_model is None:
         from osdhuman.models import WeightsError
 
-        raise WeightsError("no weights configured (RestoreConfig.weights and .base_model are both unset).\n" + HOW_TO)
+        raise WeightsError("no weights configured: RestoreConfig.weights and .base_model are both unset")
     pipe = RestorationPipeline.from_pretrained(
         cfg.weights, base_model=cfg.base_model, guidance_scale=cfg.guidance_scale,
         hfie_encoder=cfg.hfie_encoder, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
@@ -382,7 +377,6 @@ RECORDS_NAME = "restore_records.jsonl"
 
 
 def _open_records(out_dir: Path, cfg: RestoreConfig) -> ResumeLog:
-    hold_output_lock(out_dir)  # released by restore_paths
     sweep_temp_files(out_dir)
     return ResumeLog(out_dir, RECORDS_NAME, overwrite=cfg.overwrite).load()
 
@@ -454,78 +448,3 @@ def _people_record(people, item, result, dst: Path, out_dir: Path, cfg: RestoreC
         write_image(contact_sheet(result.crops_before[::-1], result.crops_after[::-1], labels=labels[::-1]), sheet_path)
         sheet = str(sheet_path)
     report.people.append(people.record(item, result, str(dst), sheet, cfg.upscale))
-
-
-# ---------------------------------------------------------------------------------------
-@dataclass
-class WeightsSetup:
-    weights: str | None
-    base_model: str | None
-    hfie_encoder: str | None
-    configured: bool
-    message: str
-
-
-HOW_TO = (
-    "To restore with OSDHuman, supply real weights:\n"
-    f"  {ENV_WEIGHTS}=DIR        trained OSDHuman weights (osdhuman_weights.safetensors + osdhuman_config.json,\n"
-    "                             written by `osdhuman train` or OSDHuman.save_weights)\n"
-    f"  {ENV_BASE_MODEL}=DIR     Stable Diffusion 2.1-base in diffusers layout, e.g.\n"
-    "                             `huggingface-cli download stabilityai/stable-diffusion-2-1-base --local-dir DIR`\n"
-    f"  {ENV_HFIE_ENCODER}=FILE  RAM's ram_swin_large_14m.pth (HFIE image encoder), from\n"
-    "                             https://huggingface.co/xinyu1205/recognize_anything_model\n"
-    "or pass --weights / --base-model / --hfie-encoder to `osdhuman restore`."
-)
-
-
-def weights_from_env(env: dict | None = None) -> WeightsSetup:
-    """Are real OSDHuman weights configured through the environment? (for ``make demo``)"""
-    env = os.environ if env is None else env
-    w, b, h = env.get(ENV_WEIGHTS) or None, env.get(ENV_BASE_MODEL) or None, env.get(ENV_HFIE_ENCODER) or None
-    problems = []
-    saved: dict = {}
-    from osdhuman.models import WeightsError
-    from osdhuman.models.formats import classify
-
-    if not w:
-        problems.append(f"{ENV_WEIGHTS} is not set")
-    else:
-        try:
-            classify(w)
-            if (Path(w) / "osdhuman_config.json").is_file():
-                saved = json.loads((Path(w) / "osdhuman_config.json").read_text()).get("config", {})
-        except WeightsError as exc:
-            problems.append(f"{ENV_WEIGHTS}={w}: {exc}")
-        except (OSError, json.JSONDecodeError) as exc:
-            problems.append(f"{w}/osdhuman_config.json unreadable ({exc})")
-    base = b or saved.get("base_model")
-    if saved and base in ("tiny", "sd21-random"):
-        problems.append(f"the weights in {w} were trained on the random preset {base!r}")
-    elif not base:
-        problems.append(f"{ENV_BASE_MODEL} is not set")
-    elif b and Path(b).expanduser().exists() is False and (b.startswith((".", "/", "~")) or b.count("/") != 1):
-        problems.append(f"{ENV_BASE_MODEL}={b}: folder not found")
-    if saved.get("prompt_source", "hfie_lq").startswith("hfie"):
-        enc = h or saved.get("hfie_encoder_path")
-        if not enc:
-            problems.append(f"{ENV_HFIE_ENCODER} is not set")
-        elif not Path(enc).is_file():
-            problems.append(f"HFIE encoder {enc}: file not found")
-    ok = not problems
-    msg = ("real OSDHuman weights configured" if ok else
-           "restoration skipped: no real weights (" + "; ".join(problems) + ").\n" + HOW_TO)
-    return WeightsSetup(w, base, h, ok, msg)
-
-
-def demo_restore(inputs: Sequence[str | Path], out_dir: str | Path, env: dict | None = None, log=print) -> int:
-    """The demo's restore step: restore ``inputs`` into ``out_dir`` when real weights are
-    configured through the environment; otherwise say plainly that it was skipped and how to
-    supply weights. Returns 0 (restored or skipped), 1 if nothing could be restored."""
-    setup = weights_from_env(env)
-    if not setup.configured:
-        log(f"[restore] {setup.message}")
-        return 0
-    cfg = RestoreConfig(weights=setup.weights, base_model=setup.base_model, hfie_encoder=setup.hfie_encoder)
-    report = restore_paths(inputs, out_dir, cfg)
-    log(f"[restore] restored {len(report.restored)} image(s) into {out_dir}; {len(report.failed)} skipped")
-    return 0 if report.restored else 1

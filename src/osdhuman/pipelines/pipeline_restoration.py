@@ -30,7 +30,7 @@ from osdhuman.models.pretrained import load_pretrained
 from osdhuman.pipelines.color_fix import COLOR_FIXES, apply_color_fix
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
-__all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
+__all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "TorchBackend", "resolve_device"]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PIPELINE_FILE = "pipeline_config.json"
@@ -107,6 +107,44 @@ def _to_tensor(img: Any) -> torch.Tensor:
     return t.clamp(0, 1).cpu()
 
 
+class TorchBackend:
+    """The model's PyTorch modules behind the calls ``restore_tensor`` makes (the OpenVINO
+    backend, pipelines/openvino_backend.py, answers the same calls from an export folder)."""
+
+    name = "torch"
+
+    def __init__(self, model: OSDHuman):
+        self.model = model
+
+    @property
+    def sample_latent(self) -> bool:
+        return self.model.config.latent_mode_infer == "sample"
+
+    @property
+    def encoder_module(self) -> torch.nn.Module:  # GroupNorm statistics shared across VAE tiles
+        return self.model.vae.encoder
+
+    @property
+    def decoder_module(self) -> torch.nn.Module:
+        return self.model.vae.decoder
+
+    @property
+    def progress_target(self) -> torch.nn.Module:  # each forward is one UNet tile pass
+        return self.model.unet
+
+    def prompt(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.model.prompt_extractor(lq)  # (B,3,H,W) -> (B,77,D)
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.encode_latent(x, sample=self.sample_latent, generator=generator)  # (B,4,h,w)
+
+    def unet(self, z: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_x0(z, prompt)  # Eq. 2: z_hat (B,4,h,w)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)  # (B,3,8h,8w)
+
+
 class RestorationPipeline:
     """Components: ``model`` (OSDHuman: vae, unet, prompt_extractor) + ``config`` (PipelineConfig)."""
 
@@ -121,6 +159,7 @@ class RestorationPipeline:
         self.device = resolve_device(self.config.device)
         self.dtype = PRECISIONS[self.config.precision]
         self._place()
+        self.backend = TorchBackend(model)
 
     # ---------------------------------------------------------------- components
     @property
@@ -130,6 +169,18 @@ class RestorationPipeline:
     @property
     def untrained(self) -> bool:
         return self.model.untrained
+
+    @property
+    def model_config(self) -> OSDHumanConfig:
+        return self.model.config
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def precision_name(self) -> str:
+        return getattr(self.backend, "precision_name", None) or self.config.precision
 
     def _place(self) -> None:
         m = self.model.to(device=self.device, dtype=self.dtype)
@@ -203,26 +254,25 @@ class RestorationPipeline:
         tile = (tile_size or c.tile_size) // 8
         vtile = (vae_tile_size or c.vae_tile_size or tile_size or c.tile_size) // 8
         ov = (c.tile_overlap if tile_overlap is None else tile_overlap) // 8
-        m = self.model
+        m = self.backend  # encode / unet / decode / prompt: PyTorch modules or an OpenVINO export
         lq = lq.to(self.device, torch.float32)
         _B, _, H, W = lq.shape
         # 2. prompt from the whole LQ image
-        p = m.prompt_extractor(lq.to(self.dtype))  # (B,77,D)
+        p = m.prompt(lq.to(self.dtype))  # (B,77,D)
         # 3. pad to a multiple of 8
         ph, pw = (-H) % 8, (-W) % 8
         x = F.pad(lq, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
         gh, gw = x.shape[-2] // 8, x.shape[-1] // 8
-        sample = m.config.latent_mode_infer == "sample"
         shared = c.tile_norm == "global"
         # 4. VAE encoder, tiled
-        enc = lambda t: m.encode_latent(t, sample=sample, generator=generator)
-        z = tiled_map(self._tiled_fn(enc, m.vae.encoder, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
+        enc = lambda t: m.encode(t, generator=generator)
+        z = tiled_map(self._tiled_fn(enc, m.encoder_module, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
                       x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
         # 5. Eq. 2 at t = 999, latent tiles
-        step = lambda t: m.predict_x0(t, p)
+        step = lambda t: m.unet(t, p)
         z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
         # 6. decoder, tiled; crop
-        img = tiled_map(self._tiled_fn(m.decode, m.vae.decoder, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
+        img = tiled_map(self._tiled_fn(m.decode, m.decoder_module, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
                         z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)
         img = img[..., :H, :W].clamp(-1, 1)
         # 7. colour fix
@@ -231,7 +281,7 @@ class RestorationPipeline:
     @staticmethod
     def _tiled_fn(fn, module, x, max_side: int, multiple: int, shared: bool):
         """fn itself, or fn with GroupNorm statistics of a downscaled whole input (tiling)."""
-        if not shared:
+        if not shared or module is None:  # None: a backend without shared statistics (OpenVINO)
             return fn
         stats = GroupNormStats(module)
         stats.record(fn, downscale_to(x, max_side, multiple))
@@ -247,7 +297,7 @@ class RestorationPipeline:
         elif not isinstance(images, (list, tuple)):
             images = [images]
         tensors = [_to_tensor(im) for im in images]  # 1. each (3,H,W) in [0,1]
-        if generator is None and self.model.config.latent_mode_infer == "sample":
+        if generator is None and self.backend.sample_latent:
             generator = torch.Generator(self.device).manual_seed(self.config.seed)
         results: list[torch.Tensor | None] = [None] * len(tensors)
         i = 0

@@ -40,7 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--tile-overlap", type=int, metavar="N", help="tile overlap in pixels (default 64)")
     p.add_argument("--vae-tile", type=int, metavar="N", help="VAE tile size in pixels (default: --tile)")
     p.add_argument("--color-fix", choices=["adain", "wavelet", "none"])
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="PyTorch compute precision (an OpenVINO "
+                   "export runs at the precision it was exported with)")
+    p.add_argument("--backend", choices=["auto", "torch", "openvino"],
+                   help="auto (default): OpenVINO for a folder written by `export --format openvino`, PyTorch otherwise")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--ext", choices=["png", "jpg", "auto"], help="output format (auto: keep png/jpg/webp)")
@@ -73,10 +76,31 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "dape": args.dape, "ram_tag_list": args.ram_tag_list, "ram_tag_thresholds": args.ram_tag_thresholds,
         "dape_prompt": args.dape_prompt, "latent_mode": args.latent,
         "overwrite": True if getattr(args, "overwrite", False) else None,
+        "backend": args.backend,
     }
     from osdhuman.cli.restore_people import people_overrides
 
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None] + people_overrides(args)
+
+
+def _check_backend(cfg) -> None:
+    """The OpenVINO backend's weights and package, before any work (one line, exit 2)."""
+    from osdhuman.cli import UsageError
+    from osdhuman.models import WeightsError
+    from osdhuman.models.openvino_export import import_openvino, read_openvino_config
+    from osdhuman.pipelines.restore import use_openvino
+
+    try:
+        if cfg.backend == "openvino":
+            import_openvino()  # the missing extra first: it is what the user must fix
+        if use_openvino(cfg):
+            import_openvino()
+            read_openvino_config(cfg.weights)
+            if cfg.device not in ("auto", "cpu"):
+                raise UsageError(f"--device {cfg.device}: the OpenVINO backend runs on the CPU; use --backend torch "
+                                 f"with the PyTorch weights for a GPU")
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     # with --recursive an output inside a folder input would be restored again on the next run
     check_output_dir(args.output, args.inputs if cfg.recursive else ())
     check_device(cfg.device)
+    _check_backend(cfg)
     files, missing = collect_inputs(args.inputs, cfg.recursive)
     if not files:  # nothing to do: say why before loading a model
         gone = [f for f, why in missing if why == "missing_file"]  # the rest: listing skips (not an image, ...)

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
-from osdhuman.outputs import atomic_path, atomic_write_bytes, atomic_write_text
 from osdhuman.models.osdhuman import OSDHuman
+from osdhuman.outputs import atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["OV_FORMAT", "OV_FORMAT_VERSION", "OV_PARTS", "OV_PRECISIONS", "OpenVINOMissing",
            "cpu_supports_bf16", "default_precision", "export_openvino", "import_openvino", "is_openvino_export", "read_openvino_config"]

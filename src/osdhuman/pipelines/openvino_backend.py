@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.models.openvino_export import (
     OV_CONFIG,
-    PROMPT_CONST,
     PROMPT_IR,
     cpu_supports_bf16,
     import_openvino,

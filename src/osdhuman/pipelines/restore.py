@@ -490,7 +490,10 @@ def weights_from_env(env: dict | None = None) -> WeightsSetup:
     saved: dict = {}
     from osdhuman.models import WeightsError
     from osdhuman.models.formats import classify
+    from osdhuman.models.openvino_export import is_openvino_export
 
+    if w and is_openvino_export(w):  # self-contained: no base model or RAM checkpoint to find
+        return WeightsSetup(w, b, h, True, "OpenVINO export configured")
     if not w:
         problems.append(f"{ENV_WEIGHTS} is not set")
     else:

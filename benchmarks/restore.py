@@ -473,6 +473,10 @@ def openvino_compare(model, args) -> int:
     ratio, ratio_med = min(base) / min(ovt), statistics.median(base) / statistics.median(ovt)
     vs_bf16 = min(times["torch eager bf16"]) / min(ovt)
     print(f"  openvino vs torch eager bf16 (min): {vs_bf16:.2f}x; vs fp32 by medians: {ratio_med:.2f}x")
+    with torch.no_grad():  # the colour fix rescales each channel to the input's spread: it magnifies small errors
+        raw = {k: pipes[k].restore_tensor(x, color_fix="none") for k in ("torch eager fp32", ov_name)}  # when the
+    print(f"  PSNR without the colour fix: {_psnr8(raw[ov_name], raw['torch eager fp32']):.1f} dB "  # output is flat
+          f"(raw output spread {raw['torch eager fp32'].std().item():.3f}, input {x.std().item():.3f})", flush=True)
     if args.large:
         del pipes["torch eager bf16"]
         gc.collect()

@@ -23,9 +23,10 @@ Shapes: every input keeps a dynamic batch and a dynamic height / width in the IR
 second export for other sizes.
 
 Precision: ``fp32`` keeps float32 weights and asks for float32 compute; ``bf16`` stores the
-weights as float16 (half the disk) and computes in bfloat16 where the CPU has AVX-512 BF16
-or AMX; ``int8w`` compresses the weights of every MatMul / convolution to 8 bits (nncf,
-asymmetric per channel) and computes as bf16 does. The PSNR each gives against the PyTorch
+weights as float16 (half the disk) and computes the VAE and UNet in bfloat16 where the CPU
+has AVX-512 BF16 or AMX (the HFIE prompt stays float32: see the backend); ``int8w``
+compresses the VAE / UNet weights of every MatMul / convolution to 8 bits (nncf, asymmetric
+per channel) and computes as bf16 does. The PSNR each gives against the PyTorch
 fp32 restore is in README.md ("Restore on a CPU").
 """
 
@@ -186,15 +187,16 @@ def _save_part(ov, module: nn.Module, example: tuple, names: list[str], shapes: 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on Python-side shape checks
         om = ov.convert_model(module, example_input=example, input=[(n, s) for n, s in zip(names, shapes)])
-    if precision == "int8w":
+    if precision == "int8w" and path.stem != PROMPT_IR:  # the prompt keeps 16-bit weights (float32 compute)
         import nncf
 
         om = nncf.compress_weights(om, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    half = precision == "bf16" or (precision == "int8w" and path.stem == PROMPT_IR)  # 16-bit weights on disk
     # the .bin lands first, then the .xml: a folder with an .xml has its .bin
     with atomic_path(path) as tmp_xml, atomic_path(path.with_suffix(".bin")) as tmp_bin:
         staged = tmp_xml.with_name(tmp_xml.name + ".xml")  # save_model writes NAME.xml + NAME.bin
         try:
-            ov.save_model(om, str(staged), compress_to_fp16=precision == "bf16")
+            ov.save_model(om, str(staged), compress_to_fp16=half)
             os.replace(staged, tmp_xml)
             os.replace(staged.with_suffix(".bin"), tmp_bin)
         finally:

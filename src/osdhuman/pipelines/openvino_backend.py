@@ -12,8 +12,9 @@ process and kept in OpenVINO's model cache (``cache_dir``: EXPORT/.ov_cache when
 folder is writable, else ~/.cache/osdhuman/openvino), so a second process loads instead of
 compiling. ``compile_seconds`` says what compiling cost this process.
 
-Precision: what the export was written for; bf16 / int8w compute in bfloat16 only on a CPU
-that has AVX-512 BF16 or AMX; elsewhere they compute in float32 and say so once.
+Precision: what the export was written for; bf16 / int8w compute the VAE and the UNet in
+bfloat16 only on a CPU that has AVX-512 BF16 or AMX (elsewhere in float32, said once); the
+HFIE prompt is always computed in float32.
 
 Difference from the PyTorch path: above one VAE tile (512 px), VAE GroupNorm statistics are
 per tile (PyTorch's ``tile_norm="tile"``), since the IR cannot take the shared statistics.
@@ -56,8 +57,8 @@ class _Part:
     """One IR, compiled once per input shape; ``register_forward_hook`` as on a torch module
     (the progress bar counts UNet passes through it)."""
 
-    def __init__(self, backend: OpenVINOBackend, xml: Path, static: bool = True):
-        self.backend, self.xml, self.static = backend, xml, static
+    def __init__(self, backend: OpenVINOBackend, xml: Path, static: bool = True, f32: bool = False):
+        self.backend, self.xml, self.static, self.f32 = backend, xml, static, f32
         self.compiled: dict[tuple, object] = {}
         self._hooks: list = []
 
@@ -65,7 +66,8 @@ class _Part:
         key = tuple(a.shape for a in arrays) if self.static else ()
         req = self.compiled.get(key)
         if req is None:
-            req = self.compiled[key] = self.backend.compile(self.xml, [a.shape for a in arrays] if self.static else None)
+            req = self.compiled[key] = self.backend.compile(self.xml, [a.shape for a in arrays] if self.static else None,
+                                                            "f32" if self.f32 else self.backend.compute)
         req.infer([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
         outs = [np.array(req.get_output_tensor(i).data, copy=True) for i in range(len(req.model_outputs))]
         for hook in list(self._hooks):
@@ -115,8 +117,10 @@ class OpenVINOBackend:
         pk = self.export["prompt"]
         self.prompt_kind = pk["kind"]
         if self.prompt_kind == "hfie":
-            # its own fixed S x S input; a static batch loses precision in Swin (0.03 on the tiny preset)
-            self.prompt_ir = _Part(self, self.folder / f[PROMPT_IR], static=False)
+            # its own fixed S x S input; a static batch loses precision in Swin (0.03 on the tiny preset).
+            # Always float32: the UNet's cross-attention amplifies a bf16 prompt's 0.7 % error to
+            # 33 dB on the output (41 dB with an fp32 prompt; README "Restore on a CPU"), for ~1 s.
+            self.prompt_ir = _Part(self, self.folder / f[PROMPT_IR], static=False, f32=True)
             self._mean = torch.tensor(pk["mean"], dtype=torch.float32).view(1, 3, 1, 1)
             self._std = torch.tensor(pk["std"], dtype=torch.float32).view(1, 3, 1, 1)
         else:
@@ -132,13 +136,14 @@ class OpenVINOBackend:
         """The export's precision and, when it differs, what the CPU computes in."""
         return self.precision if self.compute == "bf16" or self.precision == "fp32" else f"{self.precision} (computed in fp32)"
 
-    def compile(self, xml: Path, shapes: list[tuple] | None):
-        """A compiled copy of ``xml`` (an infer request), static for ``shapes`` unless None."""
+    def compile(self, xml: Path, shapes: list[tuple] | None, compute: str):
+        """A compiled copy of ``xml`` (an infer request) computing in ``compute`` (f32 | bf16),
+        static for ``shapes`` unless None."""
         t = time.perf_counter()
         model = self.core.read_model(str(xml))
         if shapes is not None:
             model.reshape({i: self.ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
-        hint = {"INFERENCE_PRECISION_HINT": self.compute, "PERFORMANCE_HINT": "LATENCY"}
+        hint = {"INFERENCE_PRECISION_HINT": compute, "PERFORMANCE_HINT": "LATENCY"}
         req = self.core.compile_model(model, "CPU", hint).create_infer_request()
         self.compile_seconds += time.perf_counter() - t
         return req

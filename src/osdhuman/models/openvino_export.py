@@ -8,6 +8,11 @@
     OUT/prompt_encoder.xml|.bin  HFIE (Swin-L + head): the preprocessed (B,3,S,S) image -> prompt
                                (B,77,D); text / null prompts are one constant instead:
     OUT/prompt_embeds.npy      (1,77,D) float32
+    OUT/vae_{encoder,decoder}_stats.xml|.bin   the VAE part -> every GroupNorm's per-sample,
+                               per-group mean and variance, (B, 2 * sum of groups): recorded
+                               once on a downscaled copy of a photo too large for one tile
+    OUT/vae_{encoder,decoder}_shared.xml|.bin  the VAE part normalising with given statistics
+                               (its tiles then agree, as PyTorch's GroupNormStats makes them)
     OUT/osdhuman_config.json   format, osdhuman version, precision, shapes, timestep, scaling,
                                prompt kind, files
 
@@ -23,10 +28,9 @@ Shapes: every input keeps a dynamic batch and a dynamic height / width in the IR
 second export for other sizes.
 
 Precision: ``fp32`` keeps float32 weights and asks for float32 compute; ``bf16`` stores the
-weights as float16 (half the disk) and computes the VAE and UNet in bfloat16 where the CPU
-has AVX-512 BF16 or AMX (the HFIE prompt stays float32: see the backend); ``int8w``
-compresses the VAE / UNet weights of every MatMul / convolution to 8 bits (nncf, asymmetric
-per channel) and computes as bf16 does. The PSNR each gives against the PyTorch
+weights as float16 (half the disk) and computes in bfloat16 where the CPU has AVX-512 BF16
+or AMX; ``int8w`` compresses the weights of every MatMul / convolution to 8 bits (nncf,
+asymmetric per channel) and computes as bf16 does. The PSNR each gives against the PyTorch
 fp32 restore is in README.md ("Restore on a CPU").
 """
 
@@ -156,6 +160,47 @@ class _Decoder(nn.Module):
         return self.model.decode(z_hat)  # (B,3,8h,8w) in [-1,1]
 
 
+class _NormStats(nn.Module):
+    """``inner`` with every GroupNorm of ``root`` tapped. ``record``: returns the statistics of
+    each GroupNorm call in order, (B, 2G) each ([mean, var]), concatenated; ``apply``: takes
+    them (the same layout) instead of its input's."""
+
+    def __init__(self, inner: nn.Module, root: nn.Module, mode: str):
+        super().__init__()
+        self.inner, self.mode = inner, mode
+        self.norms = [m for m in root.modules() if isinstance(m, nn.GroupNorm)]
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None):
+        found, at = [], [0]
+
+        def make(gn: nn.GroupNorm):
+            def forward(inp: torch.Tensor) -> torch.Tensor:
+                b, g = inp.shape[0], gn.num_groups
+                grouped = inp.reshape(b, g, -1)  # (B, G, C/G*H*W)
+                if self.mode == "record":
+                    mean, var = grouped.mean(-1, keepdim=True), grouped.var(-1, unbiased=False, keepdim=True)
+                    found.append(torch.cat([mean, var], 1).flatten(1))  # (B, 2G)
+                else:
+                    o = at[0]
+                    mean, var = stats[:, o:o + g, None], stats[:, o + g:o + 2 * g, None]
+                    at[0] = o + 2 * g
+                y = ((grouped - mean) / torch.sqrt(var + gn.eps)).reshape(inp.shape)
+                if gn.affine:
+                    shape = (1, -1) + (1,) * (inp.ndim - 2)
+                    y = y * gn.weight.reshape(shape) + gn.bias.reshape(shape)
+                return y
+            return forward
+
+        for gn in self.norms:
+            gn.forward = make(gn)
+        try:
+            out = self.inner(x)
+        finally:
+            for gn in self.norms:
+                gn.__dict__.pop("forward", None)
+        return torch.cat(found, 1) if self.mode == "record" else out
+
+
 class _Prompt(nn.Module):
     """HFIE after its preprocessing (resize + ImageNet normalisation stay in PyTorch)."""
 
@@ -187,16 +232,15 @@ def _save_part(ov, module: nn.Module, example: tuple, names: list[str], shapes: 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on Python-side shape checks
         om = ov.convert_model(module, example_input=example, input=[(n, s) for n, s in zip(names, shapes)])
-    if precision == "int8w" and path.stem != PROMPT_IR:  # the prompt keeps 16-bit weights (float32 compute)
+    if precision == "int8w":
         import nncf
 
         om = nncf.compress_weights(om, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    half = precision == "bf16" or (precision == "int8w" and path.stem == PROMPT_IR)  # 16-bit weights on disk
     # the .bin lands first, then the .xml: a folder with an .xml has its .bin
     with atomic_path(path) as tmp_xml, atomic_path(path.with_suffix(".bin")) as tmp_bin:
         staged = tmp_xml.with_name(tmp_xml.name + ".xml")  # save_model writes NAME.xml + NAME.bin
         try:
-            ov.save_model(om, str(staged), compress_to_fp16=half)
+            ov.save_model(om, str(staged), compress_to_fp16=precision == "bf16")
             os.replace(staged, tmp_xml)
             os.replace(staged.with_suffix(".bin"), tmp_bin)
         finally:
@@ -233,6 +277,13 @@ def export_openvino(model: OSDHuman, out: str | Path, *, precision: str = "bf16"
     parts = [("vae_encoder", _Encoder(model), (x,), ["lq"], [[-1, 3, -1, -1]]),
              ("unet_step", _UNetStep(model), (z, p), ["z", "prompt"], [[-1, 4, -1, -1], [-1, 77, d]]),
              ("vae_decoder", _Decoder(model), (z,), ["z_hat"], [[-1, 4, -1, -1]])]
+    for name, inner, root, example, dims in (("vae_encoder", _Encoder(model), model.vae.encoder, x, [-1, 3, -1, -1]),
+                                             ("vae_decoder", _Decoder(model), model.vae.decoder, z, [-1, 4, -1, -1])):
+        with torch.no_grad():
+            stats = _NormStats(inner, root, "record")(example)  # (1, 2 * sum G)
+        parts += [(f"{name}_stats", _NormStats(inner, root, "record"), (example,), ["x"], [dims]),
+                  (f"{name}_shared", _NormStats(inner, root, "apply"), (example, stats), ["x", "stats"],
+                   [dims, [-1, stats.shape[1]]])]
     if kind == "hfie":
         s = model.prompt_extractor.encoder.img_size
         parts.append((PROMPT_IR, _Prompt(model.prompt_extractor), (torch.randn(1, 3, s, s, generator=g),),

@@ -12,12 +12,12 @@ process and kept in OpenVINO's model cache (``cache_dir``: EXPORT/.ov_cache when
 folder is writable, else ~/.cache/osdhuman/openvino), so a second process loads instead of
 compiling. ``compile_seconds`` says what compiling cost this process.
 
-Precision: what the export was written for; bf16 / int8w compute the VAE and the UNet in
-bfloat16 only on a CPU that has AVX-512 BF16 or AMX (elsewhere in float32, said once); the
-HFIE prompt is always computed in float32.
+Precision: what the export was written for; bf16 / int8w compute in bfloat16 only on a CPU
+that has AVX-512 BF16 or AMX; elsewhere they compute in float32 and say so once.
 
-Difference from the PyTorch path: above one VAE tile (512 px), VAE GroupNorm statistics are
-per tile (PyTorch's ``tile_norm="tile"``), since the IR cannot take the shared statistics.
+Tiles: above one VAE tile, ``shared_norm`` records the VAE's GroupNorm statistics on a
+downscaled copy of the whole input (the ``*_stats`` IR, dynamic shapes: compiled once) and
+runs the tiles through the ``*_shared`` IR with them, as the PyTorch path does.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class _Part:
     """One IR, compiled once per input shape; ``register_forward_hook`` as on a torch module
     (the progress bar counts UNet passes through it)."""
 
-    def __init__(self, backend: OpenVINOBackend, xml: Path, static: bool = True, f32: bool = False):
-        self.backend, self.xml, self.static, self.f32 = backend, xml, static, f32
+    def __init__(self, backend: OpenVINOBackend, xml: Path, static: bool = True):
+        self.backend, self.xml, self.static = backend, xml, static
         self.compiled: dict[tuple, object] = {}
         self._hooks: list = []
 
@@ -66,8 +66,7 @@ class _Part:
         key = tuple(a.shape for a in arrays) if self.static else ()
         req = self.compiled.get(key)
         if req is None:
-            req = self.compiled[key] = self.backend.compile(self.xml, [a.shape for a in arrays] if self.static else None,
-                                                            "f32" if self.f32 else self.backend.compute)
+            req = self.compiled[key] = self.backend.compile(self.xml, [a.shape for a in arrays] if self.static else None)
         req.infer([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
         outs = [np.array(req.get_output_tensor(i).data, copy=True) for i in range(len(req.model_outputs))]
         for hook in list(self._hooks):
@@ -89,7 +88,6 @@ class OpenVINOBackend:
     """encode / unet / decode / prompt on torch tensors, run by OpenVINO from an export folder."""
 
     name = "openvino"
-    encoder_module = decoder_module = None  # no shared GroupNorm statistics (see module docstring)
 
     def __init__(self, folder: str | Path, cache_dir: str | Path | None = None, log=None):
         self.ov = import_openvino()
@@ -117,15 +115,19 @@ class OpenVINOBackend:
         pk = self.export["prompt"]
         self.prompt_kind = pk["kind"]
         if self.prompt_kind == "hfie":
-            # its own fixed S x S input; a static batch loses precision in Swin (0.03 on the tiny preset).
-            # Always float32: the UNet's cross-attention amplifies a bf16 prompt's 0.7 % error to
-            # 33 dB on the output (41 dB with an fp32 prompt; README "Restore on a CPU"), for ~1 s.
-            self.prompt_ir = _Part(self, self.folder / f[PROMPT_IR], static=False, f32=True)
+            # its own fixed S x S input; a static batch loses precision in Swin (0.03 on the tiny preset)
+            self.prompt_ir = _Part(self, self.folder / f[PROMPT_IR], static=False)
             self._mean = torch.tensor(pk["mean"], dtype=torch.float32).view(1, 3, 1, 1)
             self._std = torch.tensor(pk["std"], dtype=torch.float32).view(1, 3, 1, 1)
         else:
             self.embeds = torch.from_numpy(np.load(self.folder / f["prompt_embeds"], allow_pickle=False)).float()
         self.sample_latent = self.export.get("latent_mode") == "sample"
+        # VAE part -> (statistics recorder, part with given statistics); _stats: those in use
+        # (an export without them, written before they were added, normalises each tile on its own)
+        self.norms = {p: (_Part(self, self.folder / f[f"vae_{p}_stats"], static=False),
+                          _Part(self, self.folder / f[f"vae_{p}_shared"]))
+                      for p in ("encoder", "decoder") if f"vae_{p}_shared" in f}
+        self._stats: dict[str, np.ndarray | None] = {"encoder": None, "decoder": None}
 
     @property
     def progress_target(self) -> _Part:
@@ -136,19 +138,37 @@ class OpenVINOBackend:
         """The export's precision and, when it differs, what the CPU computes in."""
         return self.precision if self.compute == "bf16" or self.precision == "fp32" else f"{self.precision} (computed in fp32)"
 
-    def compile(self, xml: Path, shapes: list[tuple] | None, compute: str):
-        """A compiled copy of ``xml`` (an infer request) computing in ``compute`` (f32 | bf16),
-        static for ``shapes`` unless None."""
+    def compile(self, xml: Path, shapes: list[tuple] | None):
+        """A compiled copy of ``xml`` (an infer request), static for ``shapes`` unless None."""
         t = time.perf_counter()
         model = self.core.read_model(str(xml))
         if shapes is not None:
             model.reshape({i: self.ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
-        hint = {"INFERENCE_PRECISION_HINT": compute, "PERFORMANCE_HINT": "LATENCY"}
+        hint = {"INFERENCE_PRECISION_HINT": self.compute, "PERFORMANCE_HINT": "LATENCY"}
         req = self.core.compile_model(model, "CPU", hint).create_infer_request()
         self.compile_seconds += time.perf_counter() - t
         return req
 
     # ---------------------------------------------------------------- the calls the pipeline makes
+    def shared_norm(self, part: str, fn, small: torch.Tensor):
+        """``fn`` run with the VAE ``part``'s GroupNorm statistics of ``small`` (a downscaled
+        copy of the whole input): every tile is normalised alike."""
+        if part not in self.norms:
+            return fn
+        stats = self.norms[part][0](small.float().numpy())[0]  # (B, 2 * sum G)
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            self._stats[part] = stats
+            try:
+                return fn(t)
+            finally:
+                self._stats[part] = None
+        return run
+
+    def _vae(self, part: str, plain: _Part, x: np.ndarray) -> list[np.ndarray]:
+        stats = self._stats[part]
+        return plain(x) if stats is None else self.norms[part][1](x, stats)
+
     def prompt(self, lq: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [-1,1] -> (B,77,D): HFIE's preprocessing in PyTorch, the network in OpenVINO."""
         if self.prompt_kind != "hfie":
@@ -162,7 +182,7 @@ class OpenVINOBackend:
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,3,H,W) in [-1,1] -> z_L (B,4,H/8,W/8), times the scaling factor (mode or a seeded sample)."""
-        mean, std = (torch.from_numpy(a) for a in self.enc(x.float().numpy()))
+        mean, std = (torch.from_numpy(a) for a in self._vae("encoder", self.enc, x.float().numpy()))
         if not self.sample_latent:
             return mean
         return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
@@ -173,7 +193,7 @@ class OpenVINOBackend:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z_hat (B,4,h,w) -> (B,3,8h,8w) in [-1,1]."""
-        return torch.from_numpy(self.dec(z.float().numpy())[0])
+        return torch.from_numpy(self._vae("decoder", self.dec, z.float().numpy())[0])
 
 
 class OpenVINOPipeline(RestorationPipeline):

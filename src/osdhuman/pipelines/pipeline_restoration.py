@@ -120,13 +120,12 @@ class TorchBackend:
     def sample_latent(self) -> bool:
         return self.model.config.latent_mode_infer == "sample"
 
-    @property
-    def encoder_module(self) -> torch.nn.Module:  # GroupNorm statistics shared across VAE tiles
-        return self.model.vae.encoder
-
-    @property
-    def decoder_module(self) -> torch.nn.Module:
-        return self.model.vae.decoder
+    def shared_norm(self, part: str, fn, small: torch.Tensor):
+        """``fn`` (the VAE ``part``: encoder | decoder) run with the GroupNorm statistics of
+        ``small``, a downscaled copy of the whole input, so all tiles are normalised alike."""
+        stats = GroupNormStats(self.model.vae.encoder if part == "encoder" else self.model.vae.decoder)
+        stats.record(fn, small)
+        return stats.wrap(fn)
 
     @property
     def progress_target(self) -> torch.nn.Module:  # each forward is one UNet tile pass
@@ -266,26 +265,23 @@ class RestorationPipeline:
         shared = c.tile_norm == "global"
         # 4. VAE encoder, tiled
         enc = lambda t: m.encode(t, generator=generator)
-        z = tiled_map(self._tiled_fn(enc, m.encoder_module, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
+        z = tiled_map(self._tiled_fn(enc, "encoder", x, vtile * 8, 8, shared and max(gh, gw) > vtile),
                       x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
         # 5. Eq. 2 at t = 999, latent tiles
         step = lambda t: m.unet(t, p)
         z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
         # 6. decoder, tiled; crop
-        img = tiled_map(self._tiled_fn(m.decode, m.decoder_module, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
+        img = tiled_map(self._tiled_fn(m.decode, "decoder", z_hat, vtile, 1, shared and max(gh, gw) > vtile),
                         z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)
         img = img[..., :H, :W].clamp(-1, 1)
         # 7. colour fix
         return apply_color_fix(img, lq, color_fix or c.color_fix)
 
-    @staticmethod
-    def _tiled_fn(fn, module, x, max_side: int, multiple: int, shared: bool):
-        """fn itself, or fn with GroupNorm statistics of a downscaled whole input (tiling)."""
-        if not shared or module is None:  # None: a backend without shared statistics (OpenVINO)
+    def _tiled_fn(self, fn, part: str, x, max_side: int, multiple: int, shared: bool):
+        """fn itself, or fn with the VAE ``part``'s GroupNorm statistics of a downscaled whole input (tiling)."""
+        if not shared:
             return fn
-        stats = GroupNormStats(module)
-        stats.record(fn, downscale_to(x, max_side, multiple))
-        return stats.wrap(fn)
+        return self.backend.shared_norm(part, fn, downscale_to(x, max_side, multiple))
 
     def __call__(self, images: Any, *, batch_size: int = 1, output_type: Literal["pil", "np", "pt"] = "pil",
                  generator: torch.Generator | None = None, **kwargs) -> RestorationOutput:

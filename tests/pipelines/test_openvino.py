@@ -175,3 +175,15 @@ def test_bf16_on_a_cpu_without_it_falls_back_to_fp32_once(ov_fp32, tmp_path, mon
     pipe(torch.rand(3, 96, 80), output_type="pt")
     assert len(said) == 1 and "runs in float32" in said[0]
     assert pipe.backend.compute == "f32" and pipe.precision_name == "bf16 (computed in fp32)"
+
+
+def test_the_app_offers_the_export(ov_fp32, photo, tmp_path, monkeypatch):
+    from osdhuman.app.config import AppConfig
+    from osdhuman.app.restore_tab import OPENVINO, TINY, RestoreService
+
+    for name in ("OSDHUMAN_WEIGHTS", "OSDHUMAN_BASE_MODEL", "OSDHUMAN_HFIE_ENCODER"):
+        monkeypatch.delenv(name, raising=False)
+    svc = RestoreService(AppConfig(weights=str(ov_fp32), work_dir=str(tmp_path)))
+    assert svc.models() == [OPENVINO, TINY] and "OpenVINO" in svc.banner()
+    (view,), report = svc.run([str(photo)], OPENVINO, "whole image", tile=64)
+    assert view.after.shape == (96, 80, 3) and report["backend"] == "openvino"

@@ -151,6 +151,11 @@ def test_openvino_folder_given_to_export(ov_fp32, tmp_path, capsys):
     assert main(["export", str(ov_fp32), "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "OpenVINO export (inference only" in err
+    from osdhuman.models import WeightsError
+    from osdhuman.models.pretrained import load_pretrained
+
+    with pytest.raises(WeightsError, match="train and export read the PyTorch weights"):  # train's init_weights
+        load_pretrained(str(ov_fp32))
 
 
 def test_without_the_package_the_extra_is_named(weights, photo, tmp_path, capsys, monkeypatch):

@@ -19,6 +19,13 @@ decoder + SD-2.1's 23-layer CLIP text encoder, per image) beside HFIE's (the sam
 attention layer), interleaved in one run on the same model: each prompt alone, and the whole
 restore with each. Random weights; a stand-in list of 4,585 tag names unless --ram-tag-list.
 
+``--backend openvino``: the OpenVINO export of the same model (``export_openvino``, at
+``--ov-precision``, default the export's own default for this CPU) beside torch eager fp32 and
+torch eager bf16, interleaved, whole restore (HFIE and colour fix inside) of one 512x512 photo
+(skimage's astronaut), min and median of --repeats; the first call's compile time apart; the
+PSNR of each output against torch fp32 on the 8-bit image; ``--large`` side: seconds and the
+peak RSS rise during the call, torch fp32 against OpenVINO. Ends with the one-line summary.
+
 ``sd21-random`` builds SD-2.1-base-sized modules (UNet 866 M, VAE 84 M, Swin-L HFIE) with
 random weights: the cost of the real model without downloading it. The reference column
 is one H100, eager diffusers bf16 (61 ms / image at batch 1, 25 ms / image at batch 8) and
@@ -76,6 +83,12 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-source", choices=["hfie_lq", "dape_lq"], default="hfie_lq",
                     help="dape_lq: time DAPE's prompt beside HFIE's, same run")
     ap.add_argument("--ram-tag-list", default=None, help="RAM's ram_tag_list.txt for --prompt-source dape_lq")
+    ap.add_argument("--backend", choices=["torch", "openvino"], default="torch",
+                    help="openvino: the OpenVINO export beside torch eager fp32 and bf16, interleaved")
+    ap.add_argument("--ov-precision", choices=["fp32", "bf16", "int8w"], default=None,
+                    help="--backend openvino: export precision (default: bf16 where the CPU computes it, else fp32)")
+    ap.add_argument("--ov-dir", default=None, help="--backend openvino: export folder (default: a temp folder; "
+                    "an export already there at this precision is reused)")
     ap.add_argument("--people", action="store_true",
                     help="person-aware restore of a 1080p photo with 4 people, time per stage (benchmarks/restore_people.py)")
     ap.add_argument("--families", action="store_true",
@@ -99,6 +112,8 @@ def main(argv=None) -> int:
         return vs_diffusers(model, args)
     if args.prompt_source == "dape_lq":
         return dape_compare(model, args)
+    if args.backend == "openvino":
+        return openvino_compare(model, args)
     # compiled modules: per-tile GroupNorm (patching norms between tiles would force recompiles)
     pipe = RestorationPipeline(model, PipelineConfig(device=args.device, precision=args.precision,
                                                      tile_size=args.tile, color_fix="adain",
@@ -341,6 +356,158 @@ def dape_compare(model, args) -> int:
           f"(tags {m['dape_tags']:.3f} s, text encoder {m['dape'] - m['dape_tags']:.3f} s); DAPE / HFIE {m['dape'] / m['hfie']:.2f}")
     print(f"  whole restore with HFIE: {m['restore_hfie']:.3f} s; with DAPE: {m['restore_dape']:.3f} s; "
           f"ratio {m['restore_dape'] / m['restore_hfie']:.3f}")
+    return 0
+
+
+class _RssPeak:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms), GiB."""
+
+    def __enter__(self):
+        import os
+        import threading
+
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self._rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page / 2**30
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _photo(side: int) -> torch.Tensor:
+    """skimage's astronaut (a person, 512x512) resized to side x side, (1,3,S,S) in [-1,1]; noise without skimage."""
+    try:
+        import numpy as np
+        from PIL import Image
+        from skimage import data
+
+        a = np.asarray(Image.fromarray(data.astronaut()).resize((side, side), Image.BICUBIC))
+        return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    except ImportError:
+        return torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def _psnr8(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) between two [-1,1] images after rounding both to 8 bits, as the files are written."""
+    q = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round()
+    mse = (q(a) - q(b)).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * __import__("math").log10(255.0**2 / mse)
+
+
+def _ov_export(model, args, precision: str):
+    """The export folder for ``model`` at ``precision`` (made, or reused when it is there)."""
+    import tempfile
+    from pathlib import Path
+
+    from osdhuman.models.openvino_export import (
+        export_openvino,
+        is_openvino_export,
+        read_openvino_config,
+    )
+
+    folder = Path(args.ov_dir or Path(tempfile.gettempdir()) / f"osdhuman-bench-ov-{args.base_model}-{precision}")
+    if is_openvino_export(folder) and read_openvino_config(folder)["precision"] == precision:
+        model.merge_generator_lora()  # what the export holds (and what the torch rows run)
+        print(f"  OpenVINO export reused: {folder}", flush=True)
+        return folder
+    t = time.perf_counter()
+    export_openvino(model, folder, precision=precision)
+    print(f"  OpenVINO export ({precision}) written in {time.perf_counter() - t:.1f} s: {folder}", flush=True)
+    return folder
+
+
+def openvino_compare(model, args) -> int:
+    """torch eager fp32, torch eager bf16 and the OpenVINO export, interleaved on one model and photo."""
+    import copy
+    import gc
+    import statistics
+    import subprocess
+
+    from osdhuman.models.openvino_export import default_precision
+    from osdhuman.pipelines import PipelineConfig, RestorationPipeline
+    from osdhuman.pipelines.openvino_backend import OpenVINOPipeline
+
+    precision = args.ov_precision or default_precision()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # B off zero, as after training
+        for p in model.generator_parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    folder = _ov_export(model, args, precision)
+    gc.collect()
+    tile = max(args.tile, args.size)
+    pipes = {"torch eager fp32": RestorationPipeline(model, PipelineConfig(device="cpu", precision="fp32", tile_size=tile))}
+    pipes["torch eager bf16"] = RestorationPipeline(copy.deepcopy(model), PipelineConfig(device="cpu", precision="bf16", tile_size=tile))
+    ov = OpenVINOPipeline.from_export(folder, tile_size=tile)
+    ov_name = f"openvino {ov.precision_name}"
+    pipes[ov_name] = ov
+    x = _photo(args.size)
+    print(f"{args.base_model} {args.size}x{args.size} batch 1 on the CPU ({torch.get_num_threads()} threads), "
+          f"whole restore (HFIE + colour fix), {args.repeats} interleaved rounds", flush=True)
+    t = time.perf_counter()
+    ov.restore_tensor(x)
+    first = time.perf_counter() - t
+    print(f"  openvino first call {first:.2f} s, of which compiling {ov.backend.compile_seconds:.2f} s "
+          f"(cache {ov.backend.cache_dir})", flush=True)
+    out, times = {}, {k: [] for k in pipes}
+    with torch.no_grad():
+        for k, p in pipes.items():
+            if k != ov_name:
+                p.restore_tensor(x)  # warm-up
+        for _ in range(args.repeats):
+            for k, p in pipes.items():
+                t = time.perf_counter()
+                out[k] = p.restore_tensor(x)
+                times[k].append(time.perf_counter() - t)
+    ref = out["torch eager fp32"]
+    print(f"  {'':24s}   min s   median s   PSNR vs torch fp32 (8-bit)")
+    for k, v in times.items():
+        print(f"  {k:24s} {min(v):7.2f}   {statistics.median(v):8.2f}   {_psnr8(out[k], ref):.1f} dB", flush=True)
+    base, ovt = times["torch eager fp32"], times[ov_name]
+    ratio, ratio_med = min(base) / min(ovt), statistics.median(base) / statistics.median(ovt)
+    vs_bf16 = min(times["torch eager bf16"]) / min(ovt)
+    print(f"  openvino vs torch eager bf16 (min): {vs_bf16:.2f}x; vs fp32 by medians: {ratio_med:.2f}x")
+    with torch.no_grad():  # the colour fix rescales each channel to the input's spread: it magnifies small errors
+        raw = {k: pipes[k].restore_tensor(x, color_fix="none") for k in ("torch eager fp32", ov_name)}  # when the
+    print(f"  PSNR without the colour fix: {_psnr8(raw[ov_name], raw['torch eager fp32']):.1f} dB "  # output is flat
+          f"(raw output spread {raw['torch eager fp32'].std().item():.3f}, input {x.std().item():.3f})", flush=True)
+    if args.large:
+        del pipes["torch eager bf16"]
+        gc.collect()
+        big = _photo(args.large)
+        for k in ("torch eager fp32", ov_name):
+            with _RssPeak() as r, torch.no_grad():
+                t = time.perf_counter()
+                pipes[k].restore_tensor(big)
+                sec = time.perf_counter() - t
+            print(f"  {args.large}x{args.large} {k}: {sec:.1f} s, peak RSS rise during the call "
+                  f"{r.peak - r.start:.2f} GiB (process {r.peak:.2f} GiB)", flush=True)
+    del pipes, ov
+    gc.collect()
+    code = ("import sys,time,torch; from osdhuman.pipelines.openvino_backend import OpenVINOPipeline as P; "
+            f"p=P.from_export(sys.argv[1], tile_size={tile}); p.restore_tensor(torch.zeros(1,3,{args.size},{args.size})); "
+            "print(f'{p.backend.compile_seconds:.2f}')")
+    try:
+        second = subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True,
+                                timeout=1800).stdout.strip().splitlines()[-1]
+        print(f"  openvino compile in a second process (model cache): {second} s", flush=True)
+    except (subprocess.SubprocessError, IndexError):
+        print("  openvino second process: failed", flush=True)
+    print(f"openvino {precision} vs torch eager fp32, {args.size}x{args.size} batch 1, whole restore: "
+          f"{ratio:.2f}x, PSNR {_psnr8(out[ov_name], ref):.1f} dB")
     return 0
 
 

@@ -19,6 +19,7 @@ from osdhuman.imageio import read_rgb
 
 TRAINED = "trained weights"
 TINY = "tiny preset (UNTRAINED)"
+OPENVINO = "trained weights, OpenVINO (CPU)"  # offered when the weights folder is an OpenVINO export
 MODES = {"whole image": (False, False), "people + background": (True, False), "people only": (True, True)}
 
 
@@ -60,6 +61,9 @@ class RestoreService:
         self.base_model = cfg.base_model or env.base_model
         self.hfie = cfg.hfie_encoder or env.hfie_encoder
         self.trained = bool(self.weights) and (cfg.weights is not None or env.configured)
+        from osdhuman.models.openvino_export import is_openvino_export
+
+        self.openvino = self.trained and is_openvino_export(self.weights)
         self.work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="osdhuman-app-"))
         self._pipes: dict = {}
         self._detector = None
@@ -68,9 +72,13 @@ class RestoreService:
 
     # ---- what the tab shows before any run
     def models(self) -> list[str]:
+        if self.openvino:
+            return [OPENVINO, TINY]
         return [TRAINED, TINY] if self.trained else [TINY]
 
     def banner(self) -> str:
+        if self.openvino:
+            return f"Model: OpenVINO export of trained OSDHuman weights from `{self.weights}` (runs on the CPU)."
         if self.trained:
             return f"Model: trained OSDHuman weights from `{self.weights}`."
         return ("**No real weights configured** (set OSDHUMAN_WEIGHTS, OSDHUMAN_BASE_MODEL, OSDHUMAN_HFIE_ENCODER "
@@ -83,7 +91,11 @@ class RestoreService:
 
         key = (model, precision)
         if key not in self._pipes:
-            if model == TRAINED and self.trained:
+            if model == OPENVINO and self.openvino:
+                from osdhuman.pipelines.openvino_backend import OpenVINOPipeline
+
+                pipe = OpenVINOPipeline.from_export(self.weights)
+            elif model == TRAINED and self.trained:
                 pipe = RestorationPipeline.from_pretrained(self.weights, base_model=self.base_model,
                                                            hfie_encoder=self.hfie, precision=precision, device=self.cfg.device)
             else:

@@ -17,10 +17,15 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
         "  osdhuman export runs/osdhuman/final -o release/\n"
-        "  osdhuman export runs/osdhuman/final -o release/ --merge   # also fused unet/ and vae/ folders\n")
+        "  osdhuman export runs/osdhuman/final -o release/ --merge   # also fused unet/ and vae/ folders\n"
+        "  osdhuman export runs/osdhuman/final -o model_openvino/ --format openvino   # restore on a CPU\n")
     p.add_argument("weights", metavar="WEIGHTS", help="weights in any format `restore --weights` reads")
     p.add_argument("-o", "--output", "--out", "--output-dir", dest="output", required=True, metavar="OUT")
-    p.add_argument("--format", choices=["diffusers"], default="diffusers")
+    p.add_argument("--format", choices=["diffusers", "openvino"], default="diffusers",
+                   help="openvino: OpenVINO IR of the fused generator and HFIE, for `restore` on a CPU")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8w"],
+                   help="--format openvino: weights / compute precision (default: bf16 where the CPU computes it "
+                        "natively, else fp32; int8w: 8-bit weights via nncf)")
     p.add_argument("--merge", action="store_true", help="also write fused diffusers folders OUT/merged/{unet,vae}")
     p.add_argument("--base-model", metavar="PATH_OR_ID", help="SD-2.1-base the weights were trained on "
                    "(default: the one they record; env OSDHUMAN_BASE_MODEL)")
@@ -85,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if src.exists() and out.resolve() == src.resolve():
         raise UsageError(f"{out}: the output folder must not be the weights folder")
     base = args.base_model or os.environ.get("OSDHUMAN_BASE_MODEL") or None
+    if args.format == "openvino":
+        return _run_openvino(args, out, base)
+    if args.precision:
+        raise UsageError("--precision applies to --format openvino only")
     try:
         model, summary = load_pretrained(args.weights, base_model=base, hfie_encoder_path=args.hfie_encoder)
         print(f"osdhuman export: {summary}", file=sys.stderr)
@@ -97,6 +106,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"osdhuman export: weights error: {exc}", file=sys.stderr)
         return 2
     print(f"exported {args.weights} to {out} (diffusers LoRA + osdhuman side files + README.md)")
+    return 0
+
+
+def _run_openvino(args: argparse.Namespace, out: Path, base: str | None) -> int:
+    """``--format openvino``: models/openvino_export.py."""
+    from osdhuman.cli import UsageError
+    from osdhuman.models import WeightsError
+    from osdhuman.models.openvino_export import (
+        OpenVINOMissing,
+        default_precision,
+        export_openvino,
+        import_openvino,
+    )
+    from osdhuman.models.pretrained import load_pretrained
+
+    if args.merge:
+        raise UsageError("--merge applies to --format diffusers; an OpenVINO export is always fused")
+    try:
+        import_openvino(nncf=args.precision == "int8w")
+    except OpenVINOMissing as exc:
+        raise UsageError(str(exc)) from None
+    precision = args.precision or default_precision()
+    try:
+        model, summary = load_pretrained(args.weights, base_model=base, hfie_encoder_path=args.hfie_encoder)
+        print(f"osdhuman export: {summary}", file=sys.stderr)
+        export_openvino(model, out, precision=precision, log=lambda m: print(f"osdhuman export: {m}", file=sys.stderr))
+    except WeightsError as exc:
+        print(f"osdhuman export: weights error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {args.weights} to {out} (OpenVINO IR, {precision}); restore with "
+          f"`osdhuman restore PHOTOS -o OUT --weights {out}`")
     return 0
 
 

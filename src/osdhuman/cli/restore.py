@@ -50,7 +50,10 @@ def register(subparsers) -> None:
     p.add_argument("--color-fix", choices=["adain", "wavelet", "none"],
                    help="default: the family's (HAODiff wavelet, OSDFace none, OSDHuman / OSEDiff adain)")
     p.add_argument("--bit-depth", type=int, choices=[8, 16], help="16: 16-bit RGB PNG outputs (default 8)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="PyTorch compute precision (an OpenVINO "
+                   "export runs at the precision it was exported with)")
+    p.add_argument("--backend", choices=["auto", "torch", "openvino"],
+                   help="auto (default): OpenVINO for a folder written by `export --format openvino`, PyTorch otherwise")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--ext", choices=["png", "jpg", "auto"], help="output format (auto: keep png/jpg/webp)")
@@ -84,10 +87,31 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "dape_prompt": args.dape_prompt, "latent_mode": args.latent,
         "guidance_scale": args.guidance_scale, "bit_depth": args.bit_depth, "latent_blend": args.latent_blend,
         "overwrite": True if getattr(args, "overwrite", False) else None,
+        "backend": args.backend,
     }
     from osdhuman.cli.restore_people import people_overrides
 
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None] + people_overrides(args)
+
+
+def _check_backend(cfg) -> None:
+    """The OpenVINO backend's weights and package, before any work (one line, exit 2)."""
+    from osdhuman.cli import UsageError
+    from osdhuman.models import WeightsError
+    from osdhuman.models.openvino_export import import_openvino, read_openvino_config
+    from osdhuman.pipelines.restore import use_openvino
+
+    try:
+        if cfg.backend == "openvino":
+            import_openvino()  # the missing extra first: it is what the user must fix
+        if use_openvino(cfg):
+            import_openvino()
+            read_openvino_config(cfg.weights)
+            if cfg.device not in ("auto", "cpu"):
+                raise UsageError(f"--device {cfg.device}: the OpenVINO backend runs on the CPU; use --backend torch "
+                                 f"with the PyTorch weights for a GPU")
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     # with --recursive an output inside a folder input would be restored again on the next run
     check_output_dir(args.output, args.inputs if cfg.recursive else ())
     check_device(cfg.device)
+    _check_backend(cfg)
     files, missing = collect_inputs(args.inputs, cfg.recursive)
     if not files:  # nothing to do: say why before loading a model
         given = {str(Path(a)) for a in args.inputs}  # an argument's own problem first; then listing skips

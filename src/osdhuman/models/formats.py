@@ -127,6 +127,9 @@ def classify(path: str | Path) -> str:
                 raise WeightsError(f"{cfg}: not valid JSON ({exc})") from None
             if fmt == EXPORT_FORMAT:
                 return "osdhuman-export"
+            if fmt == "osdhuman-openvino":  # models/openvino_export.py
+                raise WeightsError(f"{p}: an OpenVINO export (inference only: `osdhuman restore --weights {p}`); "
+                                   f"train and export read the PyTorch weights it was exported from")
             if fmt == "osdhuman-weights":
                 return "osdhuman"
         if (p / "osdhuman_weights.safetensors").is_file():

@@ -36,7 +36,7 @@ from osdhuman.pipelines.color_fix import apply_color_fix
 from osdhuman.pipelines.gaussian_tiles import gaussian_tiled_eps
 from osdhuman.pipelines.tiling import GroupNormStats, downscale_to, tiled_map
 
-__all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "resolve_device"]
+__all__ = ["PRECISIONS", "PipelineConfig", "RestorationOutput", "RestorationPipeline", "TorchBackend", "resolve_device"]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PIPELINE_FILE = "pipeline_config.json"
@@ -67,6 +67,48 @@ class PipelineConfig:
         vt = self.vae_tile_size if self.vae_tile_size is not None else self.tile_size
         if self.tile_overlap >= min(self.tile_size, vt):
             raise ValueError(f"tile_overlap must be smaller than the tile size, got {self.tile_overlap}")
+
+
+class TorchBackend:
+    """The model's PyTorch modules behind the calls ``restore_tensor`` makes (the OpenVINO
+    backend, pipelines/openvino_backend.py, answers the same calls from an export folder)."""
+
+    name = "torch"
+
+    def __init__(self, model: OSDHuman):
+        self.model = model
+
+    @property
+    def sample_latent(self) -> bool:
+        return self.model.config.latent_mode_infer == "sample"
+
+    def shared_norm(self, part: str, fn, small: torch.Tensor):
+        """``fn`` (the VAE ``part``: encoder | decoder) run with the GroupNorm statistics of
+        ``small``, a downscaled copy of the whole input, so all tiles are normalised alike."""
+        stats = GroupNormStats(self.model.vae.encoder if part == "encoder" else self.model.vae.decoder)
+        stats.record(fn, small)
+        return stats.wrap(fn)
+
+    @property
+    def progress_target(self) -> torch.nn.Module:  # each forward is one UNet tile pass
+        return self.model.unet
+
+    def prompt(self, lq: torch.Tensor):
+        return self.model.prompt_extractor(lq)  # (B,3,H,W) -> (B,77,D), or (positive, negative) for HAODiff
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.encode_latent(x, sample=self.sample_latent, generator=generator)  # (B,4,h,w)
+
+    def unet(self, z: torch.Tensor, prompt) -> torch.Tensor:
+        """Eq. 2 at the family's timestep: z_hat (B,4,h,w); the released families with their CFG
+        (``prompt`` = (positive, negative) for HAODiff) and float64 x0."""
+        m = self.model
+        if FAMILIES[getattr(m, "family", "osdhuman")].x0_float64:
+            return guided_x0(m, z, prompt, getattr(m, "guidance_scale", 1.0), m.config.timestep)
+        return m.predict_x0(z, prompt)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)  # (B,3,8h,8w)
 
 
 @dataclass
@@ -120,6 +162,7 @@ class RestorationPipeline:
         the model can no longer switch adapters). ``weights_summary``: what was loaded."""
         self.config = config or PipelineConfig()
         self.model = model.eval()
+        self.backend = TorchBackend(model)  # what restore_tensor calls (an OpenVINO export answers the same)
         self.weights_summary = ""
         if fuse and not model.merged:
             model.merge_generator_lora()
@@ -136,10 +179,26 @@ class RestorationPipeline:
     def untrained(self) -> bool:
         return self.model.untrained
 
+    @property
+    def model_config(self) -> OSDHumanConfig:
+        return self.model.config
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def precision_name(self) -> str:
+        return getattr(self.backend, "precision_name", None) or self.config.precision
+
     def settings(self) -> dict:
         """What decides the pixels, for reports: family, timestep, guidance, latent, colour fix,
         and the user's overrides of what the weights record."""
         m = self.model
+        if m is None:  # an OpenVINO export: OSDHuman's one step as exported
+            c = self.model_config
+            return {"family": "osdhuman", "timestep": c.timestep, "guidance_scale": 1.0,
+                    "latent": c.latent_mode_infer, "color_fix": self.config.color_fix, "overrides": []}
         return {"family": getattr(m, "family", "osdhuman"), "timestep": m.config.timestep,
                 "guidance_scale": getattr(m, "guidance_scale", 1.0), "latent": m.config.latent_mode_infer,
                 "color_fix": self.config.color_fix, "weights": m.weights_source,
@@ -227,38 +286,33 @@ class RestorationPipeline:
         tile = (tile_size or c.tile_size) // 8
         vtile = (vae_tile_size or c.vae_tile_size or tile_size or c.tile_size) // 8
         ov = (c.tile_overlap if tile_overlap is None else tile_overlap) // 8
-        m = self.model
+        m = self.backend  # prompt / encode / unet / decode: PyTorch modules or an OpenVINO export
         lq = lq.to(self.device, torch.float32)
-        family = getattr(m, "family", "osdhuman")
+        family = getattr(self.model, "family", "osdhuman")  # an OpenVINO export runs OSDHuman's step
         in_hw = lq.shape[-2:]
         if family == "osdface" and in_hw[0] == in_hw[1] != 512:  # OSDFace runs square faces at 512
             lq = F.interpolate(lq, size=(512, 512), mode="bilinear", align_corners=True)
         _B, _, H, W = lq.shape
         # 2. prompt from the whole LQ image: (B,77,D), or (positive, negative) for HAODiff
-        p = m.prompt_extractor(lq.to(self.dtype))
+        p = m.prompt(lq.to(self.dtype))
         # 3. pad to a multiple of 8
         ph, pw = (-H) % 8, (-W) % 8
         x = F.pad(lq, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
         gh, gw = x.shape[-2] // 8, x.shape[-1] // 8
-        sample = m.config.latent_mode_infer == "sample"
         shared = c.tile_norm == "global"
         # 4. VAE encoder, tiled
-        enc = lambda t: m.encode_latent(t, sample=sample, generator=generator)
-        z = tiled_map(self._tiled_fn(enc, m.vae.encoder, x, vtile * 8, 8, shared and max(gh, gw) > vtile),
+        enc = lambda t: m.encode(t, generator=generator)
+        z = tiled_map(self._tiled_fn(enc, "encoder", x, vtile * 8, 8, shared and max(gh, gw) > vtile),
                       x, (gh, gw), vtile, min(ov, vtile - 1), in_scale=8, out_scale=1)  # (B,4,gh,gw)
         # 5. Eq. 2 at the family's timestep, latent tiles
-        if FAMILIES[family].x0_float64:  # the released families: their CFG and float64 x0
-            step = lambda t: guided_x0(m, t, p, getattr(m, "guidance_scale", 1.0), m.config.timestep)
+        if c.latent_blend == "gaussian":  # HAODiff's tiles: Gaussian-weighted eps, then one x0 (PyTorch)
+            model, g = self.model, getattr(self.model, "guidance_scale", 1.0)
+            eps = gaussian_tiled_eps(lambda t: guided_eps(model, t, p, g, model.config.timestep), z, tile)
+            z_hat = x0_float64(z, eps, model.config.timestep, model.alphas_cumprod)
         else:
-            step = lambda t: m.predict_x0(t, p)
-        if c.latent_blend == "gaussian":
-            g = getattr(m, "guidance_scale", 1.0)
-            eps = gaussian_tiled_eps(lambda t: guided_eps(m, t, p, g, m.config.timestep), z, tile)
-            z_hat = x0_float64(z, eps, m.config.timestep, m.alphas_cumprod)
-        else:
-            z_hat = tiled_map(step, z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
+            z_hat = tiled_map(lambda t: m.unet(t, p), z, (gh, gw), tile, min(ov, tile - 1), 1, 1)  # (B,4,gh,gw)
         # 6. decoder, tiled; crop
-        img = tiled_map(self._tiled_fn(m.decode, m.vae.decoder, z_hat, vtile, 1, shared and max(gh, gw) > vtile),
+        img = tiled_map(self._tiled_fn(m.decode, "decoder", z_hat, vtile, 1, shared and max(gh, gw) > vtile),
                         z_hat, (gh, gw), vtile, min(ov, vtile - 1), 1, 8)  # (B,3,8gh,8gw)
         img = img[..., :H, :W].clamp(-1, 1)
         # 7. colour fix
@@ -267,14 +321,11 @@ class RestorationPipeline:
             img = F.interpolate(img, size=tuple(in_hw), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
         return img
 
-    @staticmethod
-    def _tiled_fn(fn, module, x, max_side: int, multiple: int, shared: bool):
-        """fn itself, or fn with GroupNorm statistics of a downscaled whole input (tiling)."""
+    def _tiled_fn(self, fn, part: str, x, max_side: int, multiple: int, shared: bool):
+        """fn itself, or fn with the VAE ``part``'s GroupNorm statistics of a downscaled whole input (tiling)."""
         if not shared:
             return fn
-        stats = GroupNormStats(module)
-        stats.record(fn, downscale_to(x, max_side, multiple))
-        return stats.wrap(fn)
+        return self.backend.shared_norm(part, fn, downscale_to(x, max_side, multiple))
 
     def __call__(self, images: Any, *, batch_size: int = 1, output_type: Literal["pil", "np", "np16", "pt"] = "pil",
                  generator: torch.Generator | None = None, **kwargs) -> RestorationOutput:
@@ -287,7 +338,7 @@ class RestorationPipeline:
         elif not isinstance(images, (list, tuple)):
             images = [images]
         tensors = [_to_tensor(im) for im in images]  # 1. each (3,H,W) in [0,1]
-        if generator is None and self.model.config.latent_mode_infer == "sample":
+        if generator is None and self.backend.sample_latent:
             generator = torch.Generator(self.device).manual_seed(self.config.seed)
         results: list[torch.Tensor | None] = [None] * len(tensors)
         i = 0

@@ -101,6 +101,8 @@ class RestoreConfig:
     save_crops: bool = False  # people mode: OUTDIR/crops/<name>_people.png before/after contact sheets
     upscale: float = rule(1.0, ge=0)  # resize the input by this (bicubic) before restoring: the output is this times the input
     max_side: int | None = rule(8192, ge=1)  # refuse an output whose longer side would exceed this (memory guard)
+    # auto: OpenVINO for an OpenVINO export folder (`export --format openvino`), PyTorch otherwise
+    backend: Literal["auto", "torch", "openvino"] = "auto"
 
 
 @dataclass
@@ -114,13 +116,15 @@ class RestoreReport:
     people: list[dict] = field(default_factory=list)  # people mode: boxes, crops, timings per photo
     work_units: int = 0  # UNet tile passes of the run (progress units)
     model: dict = field(default_factory=dict)  # family, timestep, guidance, latent, colour fix, overrides
+    backend: str = ""  # torch | openvino
+    precision: str = ""  # what the backend computes in (an OpenVINO export: its precision)
 
     def to_dict(self) -> dict:
         d = {"restored": [{"input": a, "output": b} for a, b in self.restored],
              "failed": [{"input": a, "reason": b} for a, b in self.failed],
              "kept": [{"input": a, "output": b} for a, b in self.kept],
              "untrained_model": self.untrained, "seconds": round(self.seconds, 3),
-             "work_units": self.work_units}
+             "work_units": self.work_units, "backend": self.backend, "precision": self.precision}
         if self.model:
             d["model"] = self.model
         if self.people:
@@ -244,13 +248,15 @@ def restore_paths(
     outs = plan_outputs(files, out_dir, "png" if cfg.bit_depth == 16 else cfg.ext, cfg.suffix)
     report = RestoreReport(failed=list(failed), out_dir=str(out_dir))
     t0 = time.perf_counter()
-    pipeline = pipeline if pipeline is not None else _load_pipeline(cfg)
+    pipeline = pipeline if pipeline is not None else _load_pipeline(cfg, log)
     if getattr(pipeline, "weights_summary", ""):
         log(f"osdhuman restore: {pipeline.weights_summary}")
     report.untrained = bool(pipeline.untrained)
     report.model = pipeline.settings() if hasattr(pipeline, "settings") else {}
     for note in report.model.get("overrides", []):
         log(f"osdhuman restore: WARNING: {note}")
+    report.backend = getattr(pipeline, "backend_name", "torch")
+    report.precision = getattr(pipeline, "precision_name", "") or cfg.precision
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir):
         _restore_locked(files, outs, out_dir, cfg, pipeline, report, progress, log, detector, boxes)
@@ -270,8 +276,9 @@ def _restore_locked(files: list[tuple[Path, Path]], outs: list[Path], out_dir: P
     if report.untrained:
         _warn_untrained(pipeline, log)
     bar = WorkProgress(sum(units_of_file(f, cfg.upscale, cfg.tile_size, cfg.tile_overlap) for f, _ in files), progress)
-    if hasattr(getattr(pipeline, "model", None), "unet"):
-        bar.watch(pipeline.model.unet)
+    target = getattr(getattr(pipeline, "backend", None), "progress_target", None)
+    if target is not None:
+        bar.watch(target)
     people = PeopleRun(cfg.person, lambda arrs: restore_with_fallback(pipeline, arrs, log), cfg.batch_size,
                        cfg.save_crops, cfg.tile_size, cfg.tile_overlap, log, bar) if cfg.people else None
     batch = _Batch(pipeline, people, pool, records, report, cfg, out_dir, log)
@@ -287,9 +294,30 @@ def _restore_locked(files: list[tuple[Path, Path]], outs: list[Path], out_dir: P
     records.finish()
 
 
-def _load_pipeline(cfg: RestoreConfig):
+def use_openvino(cfg: RestoreConfig) -> bool:
+    """Does this config restore with the OpenVINO backend? (WeightsError for a forced backend
+    that does not fit the weights.)"""
+    from osdhuman.models import WeightsError
+    from osdhuman.models.openvino_export import is_openvino_export
+
+    ov_folder = cfg.weights is not None and is_openvino_export(cfg.weights)
+    if cfg.backend == "openvino" and not ov_folder:
+        raise WeightsError(f"{cfg.weights}: --backend openvino needs an OpenVINO export folder; write one with "
+                           f"`osdhuman export WEIGHTS -o OUT --format openvino`")
+    if cfg.backend == "torch" and ov_folder:
+        raise WeightsError(f"{cfg.weights}: an OpenVINO export runs with --backend openvino (or auto), not torch; "
+                           f"pass the PyTorch weights it was exported from for --backend torch")
+    return ov_folder
+
+
+def _load_pipeline(cfg: RestoreConfig, log=None):
     from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
+    if use_openvino(cfg):
+        from osdhuman.pipelines.openvino_backend import OpenVINOPipeline
+
+        return OpenVINOPipeline.from_export(cfg.weights, log=log, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
+                                            vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, seed=cfg.seed)
     if cfg.weights is None and cfg.base_model is None:
         from osdhuman.models import WeightsError
 
@@ -306,10 +334,11 @@ def _load_pipeline(cfg: RestoreConfig):
 
 
 def _warn_untrained(pipeline, log) -> None:
-    base = pipeline.model.config.base_model
-    why = (f"an untrained random preset ({base!r})" if pipeline.model.config.is_random else
+    mc = pipeline.model_config
+    base = mc.base_model
+    why = (f"an untrained random preset ({base!r})" if mc.is_random else
            f"the base model {base!r} with NO trained OSDHuman weights (plain SD at t="
-           f"{pipeline.model.config.timestep} with an untrained prompt head; pass --weights)")
+           f"{mc.timestep} with an untrained prompt head; pass --weights)")
     log(f"osdhuman restore: WARNING: the model is {why}; outputs are NOT restorations")
 
 
@@ -391,7 +420,8 @@ def _settings_key(cfg: RestoreConfig) -> str:
     """What decides an output's pixels and format (not device / batch size / overwrite)."""
     from osdhuman.config import to_dict
 
-    d = {k: v for k, v in to_dict(cfg).items() if k not in ("device", "batch_size", "recursive", "overwrite")}
+    # backend: decided by the weights (an OpenVINO export or not), which the key holds
+    d = {k: v for k, v in to_dict(cfg).items() if k not in ("device", "batch_size", "recursive", "overwrite", "backend")}
     # the same path with new contents (retrained weights) must not keep the old outputs
     d["file_identities"] = {k: path_identity(v) for k, v in d.items() if isinstance(v, str) and k in _PATH_FIELDS}
     return params_key(d)

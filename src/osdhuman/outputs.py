@@ -56,6 +56,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "move_into_place",
     "os_error_at_final",
     "replace_dir",
     "encode_image",
@@ -116,6 +117,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> Path:
     """``obj`` as JSON text (``json.dumps`` options in ``dumps``), written atomically."""
     return atomic_write_text(path, json.dumps(obj, **dumps))
+
+
+def move_into_place(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Rename the finished file ``src`` onto ``dst`` (same folder), for a file a library writes
+    under a name of its own choosing (OpenVINO's ``NAME.xml`` + ``NAME.bin``)."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise named_os_error(exc, dst) from None
+    return Path(dst)
 
 
 def os_error_at_final(exc: OSError, tmp: Path, final: Path) -> OSError:

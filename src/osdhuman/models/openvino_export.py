@@ -39,7 +39,6 @@ from __future__ import annotations
 import gc
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from torch import nn
 
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.osdhuman import OSDHuman
-from osdhuman.outputs import atomic_path, atomic_write_bytes, atomic_write_text
+from osdhuman.outputs import atomic_path, atomic_write_bytes, atomic_write_text, move_into_place
 
 __all__ = ["OV_FORMAT", "OV_FORMAT_VERSION", "OV_PARTS", "OV_PRECISIONS", "OpenVINOMissing",
            "cpu_supports_bf16", "default_precision", "export_openvino", "import_openvino", "is_openvino_export", "read_openvino_config"]
@@ -241,8 +240,8 @@ def _save_part(ov, module: nn.Module, example: tuple, names: list[str], shapes: 
         staged = tmp_xml.with_name(tmp_xml.name + ".xml")  # save_model writes NAME.xml + NAME.bin
         try:
             ov.save_model(om, str(staged), compress_to_fp16=precision == "bf16")
-            os.replace(staged, tmp_xml)
-            os.replace(staged.with_suffix(".bin"), tmp_bin)
+            move_into_place(staged, tmp_xml)
+            move_into_place(staged.with_suffix(".bin"), tmp_bin)
         finally:
             for f in (staged, staged.with_suffix(".bin")):
                 f.unlink(missing_ok=True)

@@ -636,7 +636,7 @@ def main(argv=None) -> int:
                 break
         x = torch.from_numpy(np.stack(crops_arr)).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 512, 512)
         try:
-            import osdhuman.iqa  # noqa: F401
+            import osdhuman.iqa  # noqa: F401 - imported to see whether it can be
         except ImportError as exc:
             print(f"  osdhuman.iqa not importable ({exc})")
             return 0

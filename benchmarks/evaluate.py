@@ -128,12 +128,12 @@ def main() -> None:
                 if isinstance(m, SetMetric):
                     continue
                 fr = m.record.reference == "fr"
-                ours = rate(lambda m=m, fr=fr: m(xd, rd) if fr else m(xd), len(x), args.repeats, sync)
+                ours = rate(lambda m=m, fr=fr, xd=xd, rd=rd: m(xd, rd) if fr else m(xd), len(x), args.repeats, sync)
                 label, rr, ratio = "-", float("nan"), float("nan")
                 if name in refs and m.record.backend == "offline":
                     label, fn = refs[name]
                     with torch.inference_mode():
-                        rr = rate(lambda fn=fn, fr=fr: fn(xd, rd) if fr else fn(xd), len(x), args.repeats, sync)
+                        rr = rate(lambda fn=fn, fr=fr, xd=xd, rd=rd: fn(xd, rd) if fr else fn(xd), len(x), args.repeats, sync)
                     ratio = ours / rr
                 print(f"{name:14s} {dev:6s} {ours:11.1f} {label:>10s} {rr:10.1f} {ratio:9.2f}"
                       + ("" if m.record.backend == "offline" else "  (pyiqa backend)"))

@@ -284,8 +284,14 @@ def vs_diffusers(model, args) -> int:
             pipe.restore_tensor(x), ref(x, p)  # warm-up
             ours, theirs = [], []
             for _ in range(args.repeats):
-                t = time.perf_counter(); pipe.restore_tensor(x); _sync(dev); ours.append(time.perf_counter() - t)
-                t = time.perf_counter(); ref(x, p); _sync(dev); theirs.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                pipe.restore_tensor(x)
+                _sync(dev)
+                ours.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                ref(x, p)
+                _sync(dev)
+                theirs.append(time.perf_counter() - t)
         o, r = min(ours) / b, min(theirs) / b
         print(f"  batch {b} x {args.size}: ours {1000 * o:.1f} ms/image (HFIE + colour fix included), "
               f"plain diffusers + peft unfused {1000 * r:.1f} ms/image, ours/ref {o / r:.3f}", flush=True)
@@ -335,7 +341,10 @@ def dape_compare(model, args) -> int:
     t: dict[str, list[float]] = {k: [] for k in ("hfie", "dape", "dape_tags", "restore_hfie", "restore_dape")}
 
     def clock(key, fn):
-        s = time.perf_counter(); fn(); _sync(dev); t[key].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        fn()
+        _sync(dev)
+        t[key].append(time.perf_counter() - s)
 
     with torch.no_grad():
         hfie(x.to(dtype)), dape(x.to(dtype))  # warm-up

@@ -102,7 +102,7 @@ def _loaders():
     def grace_any():
         try:
             return grace_path()
-        except Exception:
+        except Exception:  # noqa: BLE001 - matplotlib's sample data missing or moved: draw the stand-in
             return grace()
 
     return {

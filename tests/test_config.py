@@ -1,6 +1,5 @@
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -18,7 +17,7 @@ class Inner:
 class Outer:
     steps: int = 10
     mode: Literal["fast", "exact"] = "fast"
-    path: Optional[str] = None
+    path: str | None = None
     inner: Inner = field(default_factory=Inner)
 
 

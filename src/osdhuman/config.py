@@ -25,8 +25,9 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -68,12 +69,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
         return value
-    if origin in (list, tuple, typing.List, typing.Tuple):
+    if origin in (list, tuple, list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = get_args(tp)
         items = list(value)
-        if origin in (tuple, typing.Tuple):
+        if origin in (tuple, tuple):
             if len(args) == 2 and args[1] is Ellipsis:
                 return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(items))
             if args:
@@ -83,7 +84,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(items)
         item_tp = args[0] if args else Any
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(items)]
-    if origin in (dict, typing.Dict):
+    if origin in (dict, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         k_tp, v_tp = get_args(tp) or (Any, Any)

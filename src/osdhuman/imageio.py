@@ -83,7 +83,7 @@ class ImageInfo:
 def _orientation(img: Image.Image) -> int:
     try:
         o = int(img.getexif().get(0x0112, 1))
-    except Exception:  # a broken EXIF block does not make the pixels unusable
+    except Exception:  # noqa: BLE001 - a broken EXIF block (any error of Pillow's parser) leaves the pixels usable
         return 1
     return o if 1 <= o <= 8 else 1
 

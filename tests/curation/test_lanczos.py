@@ -11,7 +11,6 @@ from osdhuman.curation.config import CropConfig
 from osdhuman.curation.stages import resize_square
 
 
-
 def _photo(side: int, seed: int = 0) -> np.ndarray:
     skdata = pytest.importorskip("skimage.data")
     img = (skdata.astronaut(), skdata.coffee())[seed % 2]

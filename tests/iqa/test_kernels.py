@@ -9,7 +9,6 @@ import torch
 from osdhuman.iqa import get_metric, moments
 
 
-
 @pytest.fixture
 def torch_path(monkeypatch):
     def run(fn):

@@ -12,9 +12,9 @@ from PIL import Image
 
 pytest.importorskip("pyiqa")
 
-from osdhuman.iqa import get_metric  # noqa: E402
-from osdhuman.iqa.records import METRICS  # noqa: E402
-from osdhuman.iqa.weights import MetricUnavailable, WeightFile, expected_sha256  # noqa: E402
+from osdhuman.iqa import get_metric
+from osdhuman.iqa.records import METRICS
+from osdhuman.iqa.weights import MetricUnavailable, WeightFile, expected_sha256
 
 
 @pytest.fixture
@@ -59,9 +59,9 @@ def test_a_hub_style_name_is_checked_against_its_hash_prefix(hub, no_network):
 
 
 def test_every_downloader_pyiqa_could_reach_is_pre_empted(hub, no_network):
+    import pyiqa.archs.clip_model as clip_model
     import torch.hub
 
-    import pyiqa.archs.clip_model as clip_model
     from osdhuman.iqa.metric import _safe_pyiqa_loading
 
     url = next(u for u in clip_model._MODELS.values() if u.endswith("/RN50.pt"))

@@ -324,7 +324,7 @@ def test_tiny_training_with_dape_hq_prompts(files, tmp_path, monkeypatch):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "run" / "final" / "osdhuman_weights.safetensors"), "pt") as f:
-        assert not any(k.startswith("prompt_extractor.") for k in f.keys())  # noqa: SIM118 (safe_open has no __iter__)
+        assert not any(k.startswith("prompt_extractor.") for k in f.keys())
     # the trained run restores with LQ tags (the paper's DAPE row: HQ in training, LQ at test)
     from osdhuman.models.pretrained import load_pretrained
 

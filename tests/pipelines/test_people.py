@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from osdhuman.pipelines.blend import blend_weights, feather_mask
-from osdhuman.pipelines.people import PeopleConfig, paste_people, plan_people, restore_people, crop_inputs
+from osdhuman.pipelines.people import PeopleConfig, crop_inputs, paste_people, plan_people, restore_people
 
 # four people on a 1080p-like photo (scaled down): two overlapping, one on the left border
 BOXES = np.array([[40, 60, 140, 300], [110, 80, 220, 310], [0, 120, 60, 260], [300, 40, 380, 200]], float)

@@ -1,10 +1,10 @@
 """restore_paths (files / folders -> OUTDIR) and weights_from_env."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 from PIL import Image
 
 from osdhuman.cli.weights_env import ENV_BASE_MODEL, ENV_HFIE_ENCODER, ENV_WEIGHTS, weights_from_env

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from osdhuman.training.config import LossConfig, VSDConfig
-from osdhuman.training.lpips import LPIPSConfig, build_lpips
 from osdhuman.training.losses import vsd_loss
+from osdhuman.training.lpips import LPIPSConfig, build_lpips
 from osdhuman.training.step import OSDHumanTrainStep, teacher_and_regularizer_x0
 
 

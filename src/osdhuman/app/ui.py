@@ -7,18 +7,18 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
-import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
+import gradio as gr
+import pandas as pd
 
-from osdhuman.app import dataset_tab as ds  # noqa: E402
-from osdhuman.app import results_tab as rs  # noqa: E402
-from osdhuman.app.config import (  # noqa: E402
+from osdhuman.app import dataset_tab as ds
+from osdhuman.app import results_tab as rs
+from osdhuman.app.config import (
     AppConfig,
     FolderNotAllowed,
     allowed_folder,
     allowed_roots,
 )
-from osdhuman.app.restore_tab import MODES, TINY, RestoreService, check_request  # noqa: E402
+from osdhuman.app.restore_tab import MODES, TINY, RestoreService, check_request
 
 
 def _quiet(cls):

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
+    except Exception as exc:
         if os.environ.get("OSDHUMAN_DEBUG"):
             raise
         code, line = describe_error(exc)

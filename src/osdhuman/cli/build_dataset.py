@@ -211,7 +211,7 @@ def _metrics_or_fallback(cfg, allow_offline: bool):
                                      f"{', '.join(METRIC_PRESETS['offline'])} instead)") from None
         note = (f"the configured metrics {', '.join(cfg.iqa.metrics)} could not run ({exc}); scored with the OFFLINE "
                 f"set {', '.join(METRIC_PRESETS['offline'])} instead (--allow-offline-metrics): not the paper's metrics")
-        warnings.warn(note)
+        warnings.warn(note, stacklevel=2)
         cfg.iqa.metrics = list(METRIC_PRESETS["offline"])
         cfg.iqa.backend = "offline"
         cfg.metrics_note = note

@@ -117,8 +117,8 @@ def _check_backend(cfg) -> None:
 def run(args: argparse.Namespace) -> int:
     from osdhuman.cli import UsageError
     from osdhuman.cli._common import check_device, check_output_dir, resolve_config
-    from osdhuman.models import WeightsError
     from osdhuman.cli.weights_env import HOW_TO
+    from osdhuman.models import WeightsError
     from osdhuman.pipelines import OutputCollisionError, RestoreConfig, restore_paths
     from osdhuman.pipelines.restore import collect_inputs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from osdhuman.config import rule, SEED_MAX
+from osdhuman.config import SEED_MAX, rule
 
 # IQA metric presets. "paper" needs pyiqa and its downloaded weights.
 METRIC_PRESETS: dict[str, list[str]] = {

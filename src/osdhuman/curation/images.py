@@ -66,7 +66,8 @@ def write_selected(out: Path, cand: pd.DataFrame, cfg: CurationConfig, marker: d
     wbar.close()
     if failed:  # selected, but the source image can no longer be read: not in the dataset
         lost = cand["crop_id"].isin(list(failed))
-        warnings.warn(f"{int(lost.sum())} selected crops could not be written (source image changed or vanished)")
+        warnings.warn(f"{int(lost.sum())} selected crops could not be written (source image changed or vanished)",
+                      stacklevel=2)
         cand.loc[lost, "reject_reason"] = cand.loc[lost, "crop_id"].map(failed)
         cand.loc[lost, ["split", "image_path"]] = None
         cand.loc[lost, "selected"] = False

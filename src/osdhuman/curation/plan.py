@@ -129,7 +129,6 @@ def plan_shards(recs: list[SourceRecords], ckey: str, limit: int) -> list[Shard]
 def changed_inputs(store: ShardStore, jobs: list[Shard], threads: int = 16) -> list[str]:
     """Keys of finished shards whose input files' size or mtime differ from when they ran
     (one stat per file, in threads; the records give the paths)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     done = [j for j in jobs if store.done(j.key)]
     by_part: dict[str, list[Shard]] = {}

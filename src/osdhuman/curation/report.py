@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from osdhuman.curation.config import CurationConfig
 from osdhuman.charts import histogram_svg
+from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.schema import metric_column
 from osdhuman.outputs import atomic_write_text
 
@@ -162,7 +162,7 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
                 else:
                     arr = render(r)
                 _thumb(arr, tp)
-            except Exception as exc:  # a thumbnail is not worth failing the run
+            except Exception as exc:  # noqa: BLE001 - a thumbnail is not worth failing the run
                 cells.append(f"<figure><figcaption>{html.escape(r['crop_id'])}: {html.escape(str(exc))}</figcaption></figure>")
                 continue
             score = r["score"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -105,7 +104,8 @@ def build_dataset(cfg: CurationConfig, out: str | Path, progress: bool = True, m
     lower = {m["name"]: m["lower_better"] for m in infos}
     thresholds = {k: v for k, v in cfg.iqa.thresholds.items() if k in lower}
     for k in set(cfg.iqa.thresholds) - set(thresholds):
-        warnings.warn(f"iqa.thresholds.{k}: metric {k!r} is not scored in this run; threshold ignored")
+        warnings.warn(f"iqa.thresholds.{k}: metric {k!r} is not scored in this run; threshold ignored",
+                      stacklevel=2)
     marker = _open_output(out, cfg)
 
     # 2. shards keyed by config + the digest of their images

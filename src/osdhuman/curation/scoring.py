@@ -79,7 +79,7 @@ class _IQAMetric:
 
 def iqa_available() -> bool:
     try:
-        import osdhuman.iqa  # noqa: F401
+        import osdhuman.iqa  # noqa: F401 - imported to see whether it can be
     except ImportError:
         return False
     return True
@@ -90,7 +90,7 @@ def load_metrics(cfg: IQAConfig) -> list:
     try:
         from osdhuman.iqa import MetricUnavailable, get_metric
     except ImportError as exc:
-        warnings.warn(f"osdhuman.iqa is not importable ({exc}); scoring with laplacian_var only")
+        warnings.warn(f"osdhuman.iqa is not importable ({exc}); scoring with laplacian_var only", stacklevel=2)
         return [_LaplacianFallback()]
     resolved = []
     for name in cfg.metrics:

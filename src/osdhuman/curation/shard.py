@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from osdhuman.curation import dedup, stages
-from osdhuman.curation.schema import metric_column
 from osdhuman.curation.config import CurationConfig
+from osdhuman.curation.schema import metric_column
 from osdhuman.curation.sources import SourceImage, reject_row
 from osdhuman.imageio import ImageReadError, orient_points, read_rgb_info
+
 
 def crop_id(source: str, key: str, box_index: int) -> str:
     """Readable, file-name-safe id ``<source>_<image key without extension>_<box index>``.

@@ -459,7 +459,7 @@ def parse_crowdhuman(spec: SourceSpec, labels: LabelConfig, sink=None) -> Parsed
             rejects += [reject_row(spec.name, key, path, "duplicate_image_id",
                                    f"line {lineno}: ID {key!r} on lines {seen[key][:5]}", b) for b in boxes]
     out.rejects.extend(rejects)
-    for lineno, key, boxes in sorted(records, key=lambda r: r[1]):  # emitted in ID order
+    for _lineno, key, boxes in sorted(records, key=lambda r: r[1]):  # emitted in ID order
         if len(seen[key]) == 1 and boxes:
             out.add(SourceImage(spec.name, key, str(Path(image_dir) / f"{key}.jpg"), boxes))
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from osdhuman.config import rule, SEED_MAX
+from osdhuman.config import SEED_MAX, rule
 
 __all__ = ["DatasetQualityConfig", "EvaluateConfig"]
 

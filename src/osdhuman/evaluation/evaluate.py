@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from osdhuman.config import save_config, to_dict
-from osdhuman.outputs import atomic_write_text
 from osdhuman.evaluation.config import EvaluateConfig
 from osdhuman.evaluation.plots import bar_charts
 from osdhuman.evaluation.scoring import (
@@ -39,6 +38,7 @@ from osdhuman.evaluation.scoring import (
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
 from osdhuman.imageio import scan_images
 from osdhuman.iqa import METRICS
+from osdhuman.outputs import atomic_write_text
 
 __all__ = ["EvaluationResult", "check_output_dir", "evaluate_methods", "index_by_stem", "merged_table"]
 

@@ -136,13 +136,13 @@ def score_items(
             torch.manual_seed(seed)
             try:
                 scores[name] = m(x, ref) if m.record.reference == "fr" else m(x)
-            except Exception as exc:  # a metric failing on one batch must not stop the run
+            except Exception as exc:  # noqa: BLE001 - a metric failing on one batch must not stop the run
                 for b in batch:
                     issues.append(Issue(group, b[0].key, "metric_failed", f"{name}: {exc!r}"))
         for name, m in resolved.set_metrics.items():
             try:
                 feats[name].append(m.features(x))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above: recorded per image, the run goes on
                 for b in batch:
                     issues.append(Issue(group, b[0].key, "metric_failed", f"{name}: {exc!r}"))
         for i, (item, arr, _) in enumerate(batch):

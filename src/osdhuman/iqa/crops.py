@@ -51,6 +51,6 @@ def score_crops(metrics: Sequence, crops: np.ndarray, batch_size: int = 8) -> li
                 cols[k].append(np.asarray(s.detach().cpu().numpy(), dtype=np.float64).reshape(-1))
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the run: NaN, recorded
                 name = getattr(getattr(m, "record", None), "name", repr(m))
-                warnings.warn(f"{name} failed on a batch: {exc!r}")
+                warnings.warn(f"{name} failed on a batch: {exc!r}", stacklevel=2)
                 cols[k].append(np.full(len(chunk), np.nan))
     return [np.concatenate(c) if c else np.zeros(0) for c in cols]

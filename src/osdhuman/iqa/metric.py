@@ -136,7 +136,7 @@ def _safe_pyiqa_loading(spec: MetricSpec):
         kwargs["weights_only"] = True
         try:
             return orig_torch_load(*args, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever refuses the file becomes the metric's one line
             raise MetricUnavailable(spec.name, f"{args[0] if args else ''} does not load with "
                                                f"torch.load(weights_only=True): {exc}") from None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from osdhuman.config import rule, SEED_MAX
+from osdhuman.config import SEED_MAX, rule
 
 __all__ = [
     "RANDOM_BASE_MODELS",

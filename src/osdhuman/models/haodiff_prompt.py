@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
-from osdhuman.models.tensor_files import load_tensor_file
 from osdhuman.models.performer import Performer
 from osdhuman.models.swinir_features import SwinIRFeatures, SwinIRFeaturesConfig
+from osdhuman.models.tensor_files import load_tensor_file
 
 __all__ = ["HAODIFF_ENCODER_FILE", "HAODiffPrompt", "PoolHeadConfig", "load_haodiff_encoder"]
 

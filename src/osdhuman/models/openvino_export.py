@@ -74,7 +74,7 @@ def import_openvino(nncf: bool = False):
         raise OpenVINOMissing(f"the OpenVINO backend needs the optional extra: {EXTRA}") from None
     if nncf:
         try:
-            import nncf as _nncf  # noqa: F401
+            import nncf as _nncf  # noqa: F401 - only to see that the extra is installed
         except ImportError:
             raise OpenVINOMissing(f"--precision int8w needs nncf, part of the optional extra: {EXTRA}") from None
     return ov

@@ -8,6 +8,7 @@ from osdhuman.pipelines.color_fix import (
     apply_color_fix,
     wavelet_color_fix,
 )
+from osdhuman.pipelines.people import PeopleConfig, PeopleResult, plan_people, restore_people
 from osdhuman.pipelines.pipeline_restoration import (
     PRECISIONS,
     PipelineConfig,
@@ -15,7 +16,6 @@ from osdhuman.pipelines.pipeline_restoration import (
     RestorationPipeline,
     resolve_device,
 )
-from osdhuman.pipelines.people import PeopleConfig, PeopleResult, plan_people, restore_people
 from osdhuman.pipelines.restore import (
     OutputCollisionError,
     RestoreConfig,

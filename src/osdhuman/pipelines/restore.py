@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from osdhuman.config import SEED_MAX, rule, save_config
 from osdhuman.imageio import (
     ImageReadError,
     entry_kind,
@@ -27,7 +28,6 @@ from osdhuman.imageio import (
     scan_images,
     write_image,
 )
-from osdhuman.config import SEED_MAX, rule, save_config
 from osdhuman.outputs import (
     OutputLock,
     ResumeLog,

@@ -7,13 +7,12 @@ resolved config is saved as ``OUTPUT/config.yaml`` beside every run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
+from osdhuman.config import SEED_MAX, rule
 from osdhuman.degradation.config import DegradationConfig
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.training.lpips import LPIPSConfig
-
-from osdhuman.config import rule, SEED_MAX
 
 __all__ = [
     "TrainConfig",
@@ -35,7 +34,7 @@ class TrainDataConfig:
     # or a folder of images
     source: str = "demo_out"
     # held-out images for validation: a manifest / folder, or null = the source's "val" split
-    val_source: Optional[str] = None
+    val_source: str | None = None
     # HQ crop side (paper: 512): the VAE downsamples by 8, LPIPS's VGG halves it 4 times
     size: int = rule(512, ge=16, multiple_of=8)
     # "center" crops of curated 512 images (PERSONA) or LSDIR-style "random" crops of a folder
@@ -52,7 +51,7 @@ class OptimConfig:
     """Two AdamW optimisers (generator, regularizer), constant schedule (docs/reference.md §training)."""
 
     lr: float = rule(5e-5, gt=0)
-    regularizer_lr: Optional[float] = rule(None, gt=0)  # null = lr
+    regularizer_lr: float | None = rule(None, gt=0)  # null = lr
     betas: tuple[float, float] = rule((0.9, 0.999), ge=0, le=0.999999)
     weight_decay: float = rule(1e-2, ge=0)
     eps: float = rule(1e-8, gt=0)
@@ -104,7 +103,7 @@ class TrainConfig:
     model: OSDHumanConfig = field(default_factory=OSDHumanConfig)
     # start the generator from released / earlier weights (any format `restore --weights`
     # reads; the LoRA layout comes from the files, model.base_model / hfie_encoder_path from here)
-    init_weights: Optional[str] = None
+    init_weights: str | None = None
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -121,15 +120,15 @@ class TrainConfig:
     # images per optimiser step over all processes (paper: 16). When set, grad_accum_steps is
     # derived from it: global / (batch_size * processes), which must divide exactly (else an
     # error at start); null = batch_size * grad_accum_steps * processes, whatever that is
-    global_batch_size: Optional[int] = rule(None, ge=1)
+    global_batch_size: int | None = rule(None, ge=1)
     # autocast precision; trainable weights always stay float32. (YAML reads a bare `no` as
     # false, which is accepted and means "no".)
-    mixed_precision: Union[Literal["no", "fp16", "bf16"], bool] = "bf16"
+    mixed_precision: Literal["no", "fp16", "bf16"] | bool = "bf16"
     # dtype of the FROZEN weights (UNet/VAE/HFIE encoder bases); "auto" = the autocast dtype
     # on GPU, float32 on CPU. The VAE decoder stays float32 under fp16 (overflow).
     frozen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     gradient_checkpointing: bool = False
-    device: Optional[str] = None  # null = accelerate's choice (GPU per process if any); "cpu" forces CPU
+    device: str | None = None  # null = accelerate's choice (GPU per process if any); "cpu" forces CPU
     max_nonfinite: int = rule(10, ge=0)  # stop after this many non-finite steps in a row
 
     def __post_init__(self) -> None:

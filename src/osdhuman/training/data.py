@@ -10,9 +10,9 @@ whatever the number of workers, and resumes exactly.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -49,7 +49,7 @@ class TrainingData:
     cfg: TrainConfig
     rank: int
     world: int
-    val: Optional[tuple[torch.Tensor, torch.Tensor]]  # (lq, hq) (N, 3, S, S) in [-1, 1] on device
+    val: tuple[torch.Tensor, torch.Tensor] | None  # (lq, hq) (N, 3, S, S) in [-1, 1] on device
     val_keys: list[str]
     listing_skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry, reason), train + val folders
     val_skipped: list[str] = field(default_factory=list)  # "file\treason\tdetail" met building the val pairs

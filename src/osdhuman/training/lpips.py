@@ -79,7 +79,7 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPS":  # always eval: the package's dropout stays off
+    def train(self, mode: bool = True) -> LPIPS:  # always eval: the package's dropout stays off
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -27,7 +23,7 @@ class JsonlLog:
     """One JSON record per line, flushed each time (process 0 only: ``enabled``)."""
 
     def __init__(self, path: Path, enabled: bool):
-        self.f = open(path, "a") if enabled else None  # noqa: SIM115 - held open for the run
+        self.f = open(path, "a") if enabled else None
 
     def write(self, rec: dict) -> None:
         if self.f:

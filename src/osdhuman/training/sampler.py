@@ -9,7 +9,7 @@ Process ``rank`` of ``world`` takes every ``world``-th sample of each global bat
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -22,7 +21,7 @@ from osdhuman.training.config import TrainConfig
 __all__ = ["Updater", "autocast", "build_for_training"]
 
 
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -50,15 +49,15 @@ class Updater:
 
     step_module: nn.Module  # OSDHumanTrainStep, possibly DDP-wrapped
     opt_g: torch.optim.Optimizer
-    opt_r: Optional[torch.optim.Optimizer]
+    opt_r: torch.optim.Optimizer | None
     gen_params: list[nn.Parameter]
     reg_params: list[nn.Parameter]
     cfg: TrainConfig
     device: torch.device
-    ac_dtype: Optional[torch.dtype]
+    ac_dtype: torch.dtype | None
     accelerator: object = None
-    scaler_g: Optional[torch.amp.GradScaler] = None
-    scaler_r: Optional[torch.amp.GradScaler] = None
+    scaler_g: torch.amp.GradScaler | None = None
+    scaler_r: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
         fp16 = self.ac_dtype == torch.float16
@@ -136,7 +135,7 @@ def _isfinite(v: float) -> bool:
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def autocast_dtype(cfg: TrainConfig) -> Optional[torch.dtype]:
+def autocast_dtype(cfg: TrainConfig) -> torch.dtype | None:
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
 
 

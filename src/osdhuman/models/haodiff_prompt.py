@@ -30,7 +30,7 @@ from torch import nn
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.performer import Performer
 from osdhuman.models.swinir_features import SwinIRFeatures, SwinIRFeaturesConfig
-from osdhuman.models.tensor_files import load_tensor_file
+from osdhuman.models.tensor_files import load_tensor_file, state_dict_mismatch
 
 __all__ = ["HAODIFF_ENCODER_FILE", "HAODiffPrompt", "PoolHeadConfig", "load_haodiff_encoder"]
 
@@ -149,16 +149,9 @@ def load_haodiff_encoder(path: Path, data: dict | None = None) -> HAODiffPrompt:
     except (WeightsError, ValueError) as exc:
         raise WeightsError(f"{path}: the recorded kwargs do not describe this file: {exc} "
                            f"(swinir_kwargs={_short(sk)}, performer_kwargs={_short(pk)})") from None
-    own = model.state_dict()
-    unmatched = [k for k in sd if k not in own]
-    missing = [k for k in own if k not in sd]
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs kwargs {tuple(own[k].shape)}"
-             for k in sd if k in own and sd[k].shape != own[k].shape]
-    if unmatched or missing or wrong:
-        bits = [f"unmatched {k}" for k in unmatched[:3]] + wrong[:3] + [f"missing {k}" for k in missing[:3]]
+    if (problem := state_dict_mismatch(sd, model.state_dict(), "kwargs")) is not None:
         raise WeightsError(f"{path}: the tensors do not fit the recorded kwargs (swinir_kwargs={_short(sk)}, "
-                           f"performer_kwargs={_short(pk)}): {len(unmatched)} unmatched, {len(missing)} missing, "
-                           f"{len(wrong)} wrong-shape: {'; '.join(bits)}")
+                           f"performer_kwargs={_short(pk)}): {problem}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
     model.ignored = ignored
     return model.eval().requires_grad_(False)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
-from osdhuman.models.tensor_files import load_tensor_file
+from osdhuman.models.tensor_files import load_tensor_file, state_dict_mismatch
 
 __all__ = ["OSDFACE_CODEBOOK_FILE", "OSDFACE_EMBED_FILE", "OSDFacePrompt", "load_osdface_encoder"]
 
@@ -234,14 +234,8 @@ def load_osdface_encoder(codebook_file: Path, embed_file: Path) -> OSDFacePrompt
     enc = VQEncoder(a["ch"], a["mults"], a["blocks"], a["attn_levels"], a["z"], a["mid"])
     model = OSDFacePrompt(enc, a["n"], a["e"], a["z"], int(w2.shape[0]))
     tensors = {**sd, **{f"embedding_change.{k}": v for k, v in emb.items()}}
-    own = model.state_dict()
-    unmatched = [k for k in tensors if k not in own]
-    missing = [k for k in own if k not in tensors]
-    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in tensors if k in own and tensors[k].shape != own[k].shape]
-    if unmatched or missing or wrong:
-        bits = [f"unmatched {k}" for k in unmatched[:3]] + wrong[:3] + [f"missing {k}" for k in missing[:3]]
-        raise WeightsError(f"{codebook_file}: the encoder tensors do not fit a VQ-VAE encoder: {'; '.join(bits)}")
+    if (problem := state_dict_mismatch(tensors, model.state_dict())) is not None:
+        raise WeightsError(f"{codebook_file}: the encoder tensors do not fit a VQ-VAE encoder: {problem}")
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     model.ignored = ignored
     return model.eval().requires_grad_(False)

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 
 from osdhuman.models.errors import WeightsError
 
-__all__ = ["load_tensor_file"]
+__all__ = ["load_tensor_file", "state_dict_mismatch"]
 
 
 def load_tensor_file(path: Path) -> tuple[dict, dict[str, str]]:
@@ -57,3 +57,16 @@ def _looks_pickled(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(4)
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def state_dict_mismatch(tensors: dict, own: dict, what: str = "model") -> str | None:
+    """How a file's ``tensors`` fail to fit a module's state dict ``own`` (the first three of each:
+    unmatched names, wrong shapes, missing names), or None when they fit exactly."""
+    unmatched = [k for k in tensors if k not in own]
+    missing = [k for k in own if k not in tensors]
+    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs {what} {tuple(own[k].shape)}"
+             for k in tensors if k in own and tensors[k].shape != own[k].shape]
+    if not (unmatched or missing or wrong):
+        return None
+    bits = [f"unmatched {k}" for k in unmatched[:3]] + wrong[:3] + [f"missing {k}" for k in missing[:3]]
+    return f"{len(unmatched)} unmatched, {len(missing)} missing, {len(wrong)} of another shape: {'; '.join(bits)}"

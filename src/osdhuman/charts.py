@@ -126,7 +126,8 @@ def bar_chart_svg(title: str, values: dict[str, float], lower_better: bool, deci
         cx = x0 + slot * (i + 0.5)
         if not math.isnan(v):
             y_top, h = (base - v * sy, v * sy) if v >= 0 else (base, -v * sy)
-            parts.append(f'<rect x="{cx - slot * 0.35:.2f}" y="{y_top:.2f}" width="{slot * 0.7:.2f}" '
+            bw = min(slot * 0.7, 64.0)  # bar width: at most 64 px, however few rows
+            parts.append(f'<rect x="{cx - bw / 2:.2f}" y="{y_top:.2f}" width="{bw:.2f}" '
                          f'height="{max(h, 0.5):.2f}" fill="{BEST if v == best else BAR}"/>')
             parts.append(_text(cx, y_top - 3, f"{v:.{decimals}f}", 9))
         parts.append(_text(cx, y0 + 12, label, 9, "end", extra=f' transform="rotate(-30 {cx:.1f} {y0 + 12})"'))

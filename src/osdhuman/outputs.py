@@ -30,6 +30,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -210,7 +211,6 @@ def encode_image(arr: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     """uint8 (H, W, 3) RGB -> file bytes for ``suffix`` (.png by OpenCV; .jpg/.jpeg/.webp by Pillow)."""
     if suffix.lower() == ".png":
         return encode_png(arr)
-    import io
 
     from PIL import Image
 

@@ -4,6 +4,8 @@ checks every command makes on its command line before any work starts."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -57,9 +59,6 @@ def output_lock(folder: str | Path, main_process_only: bool = False):
     """The output folder's lock (osdhuman.outputs.OutputLock) for the length of a ``with`` block:
     a second run into the same folder stops with 'another osdhuman run is writing here (pid N)'.
     ``main_process_only``: under a multi-process launch (RANK set) only process 0 takes it."""
-    import contextlib
-    import os
-
     from osdhuman.outputs import OutputLock
 
     if main_process_only and int(os.environ.get("RANK", "0") or 0) != 0:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -24,13 +26,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.cli._common import check_device
 
     check_device(args.device)
-    import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
         raise UsageError("the web app needs gradio: pip install 'osdhuman[app]'")

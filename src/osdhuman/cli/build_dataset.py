@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import warnings
+from importlib.resources import files
 
 from osdhuman.cli._common import (
     add_config_args,
@@ -155,8 +157,6 @@ def unused_detector_flags(args, specs, kind: str) -> list[str]:
 
 def _dry_run(cfg) -> None:
     """Parse every source (records into a temporary folder, removed after) and print counts."""
-    import tempfile
-
     from osdhuman.curation.runner import parse_all, source_counts
 
     with tempfile.TemporaryDirectory(prefix="osdhuman-dry-run-") as tmp:
@@ -190,16 +190,12 @@ def _report_unusable_files(rejects_path) -> None:
 
 def preset_path(name: str):
     """The preset's YAML (configs/<name>.yaml, shipped in the package as data_files/preset_<name>.yaml)."""
-    from importlib.resources import files
-
     return files("osdhuman").joinpath("data_files", f"preset_{name}.yaml")
 
 
 def _metrics_or_fallback(cfg, allow_offline: bool):
     """(config, loaded metrics). Metrics without weights stop the run before work, naming the
     file; with ``allow_offline`` the offline set replaces them and the config records why."""
-    import warnings
-
     from osdhuman.curation.config import METRIC_PRESETS
     from osdhuman.curation.scoring import ScoringUnavailable, load_metrics
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from osdhuman.cli._common import add_config_args
 
@@ -48,8 +49,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.cli._common import check_min, check_output_dir, resolve_config
     from osdhuman.config import SEED_MAX

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from osdhuman.cli._common import (
     add_config_args,
@@ -109,8 +110,6 @@ def _overrides(args) -> list[str]:
 
 def _check(args, cfg, folders: dict[str, str]) -> None:
     """Command-line checks made before any image is read: ``folders`` maps 'FLAG NAME' -> DIR."""
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.imageio import list_images
 
@@ -144,8 +143,6 @@ def _report(result, what: str) -> None:
 
 def run_ablation(args) -> int:
     """``--ablation``: one table from earlier evaluate outputs (rows = runs); nothing is scored."""
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.evaluation.tables import ablation_table
     from osdhuman.outputs import atomic_write_text
@@ -167,8 +164,6 @@ def run_ablation(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.evaluation import EvaluateConfig, evaluate_methods, merged_table
 

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +46,6 @@ def register(subparsers) -> None:
 
 def _card_facts(weights: Path) -> dict:
     """Training data and the last validation metrics, when the run folder records them."""
-    import json
-
     facts: dict = {}
     for cand in (weights.parent / "config.yaml", weights.parent.parent / "config.yaml"):
         if cand.is_file():
@@ -74,8 +74,6 @@ def _card_facts(weights: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from osdhuman.cli import UsageError
     from osdhuman.models import WeightsError
     from osdhuman.models.export import export_diffusers

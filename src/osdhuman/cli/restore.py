@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -72,8 +73,6 @@ def register(subparsers) -> None:
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    import json
-
     pairs = {
         "weights": args.weights or os.environ.get("OSDHUMAN_WEIGHTS") or None,
         "base_model": args.base_model or os.environ.get("OSDHUMAN_BASE_MODEL") or None,

@@ -15,7 +15,9 @@ the global batch fixed whatever N is. Checkpoints and logs are written by proces
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from osdhuman.cli._common import add_config_args
 
@@ -45,8 +47,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
     from osdhuman.cli._common import check_device, check_output_dir, output_lock, resolve_config
     from osdhuman.data.hq_crops import NoReadableImagesError
@@ -112,8 +112,6 @@ def _requested_processes(launcher_argv: list[str]) -> int | None:
 def _parent_argv() -> list[str]:
     """The launching process's command line (Linux /proc; empty elsewhere). The first entries may
     be an interpreter (``python .../accelerate launch ...``): they are dropped."""
-    import os
-
     try:
         with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
             raw = f.read()
@@ -127,8 +125,6 @@ def _parent_argv() -> list[str]:
 
 def _check_launcher() -> None:
     """Refuse ``accelerate launch --cpu --num_processes N>1``: it would silently train on one process."""
-    import os
-
     from osdhuman.cli import UsageError
 
     wanted = _requested_processes(_parent_argv())
@@ -143,8 +139,6 @@ def _check_launcher() -> None:
 
 def _check_sources(cfg) -> None:
     """UsageError for a data path that does not exist (before the run folder is made)."""
-    from pathlib import Path
-
     from osdhuman.cli import UsageError
 
     for key, value in (("data.source", cfg.data.source), ("data.val_source", cfg.data.val_source)):

@@ -14,6 +14,7 @@ Both map an RGB uint8 image (H, W, 3) to person boxes (N, 4) ``x0, y0, x1, y1`` 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -137,7 +138,6 @@ def check_detector(cfg: DetectorConfig) -> None:
     """Raise DetectorUnavailable now (before any work) if the detector cannot be built later."""
     if cfg.kind != "yolo":
         return
-    import importlib.util
 
     if not cfg.weights:
         raise DetectorUnavailable("detector 'yolo' needs --detector-weights FILE (e.g. yolo11x.pt)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +93,6 @@ def duplicate_tables(cand: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _settings_table(cfg: CurationConfig) -> pd.DataFrame:
-    import dataclasses
-
     rows = [{"setting": f"labels.{k}", "value": str(v)} for k, v in dataclasses.asdict(cfg.labels).items()]
     rows += [{"setting": f"dedup.{k}", "value": str(v)} for k, v in dataclasses.asdict(cfg.dedup).items()]
     rows += [{"setting": "blur.min_laplacian_var", "value": str(cfg.blur.min_laplacian_var)}]
@@ -126,8 +126,6 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
                  inputs: dict[str, tuple[int, int]] | None = None) -> Path:
     """``render(row)``: the pixels of a candidate crop that was not written (any square size:
     its thumbnail is an area-average of it)."""
-    import shutil
-
     rdir = out / "report"
     tdir = rdir / "thumbs"
     if tdir.exists():  # thumbnails of an earlier run of this output directory

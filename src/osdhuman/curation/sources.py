@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import xml.etree.ElementTree as ET
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -498,8 +499,6 @@ def _crowdhuman_boxes(source: str, key: str, path: str, gts: list, lineno: int, 
 
 def parse_voc(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource:
     """Pascal VOC: one XML per image; <object><name>person</name><bndbox> 1-based pixel indices."""
-    import xml.etree.ElementTree as ET
-
     ann_dir, image_dir = spec.args
     files = sorted(Path(ann_dir).glob("*.xml"))
     if not files:

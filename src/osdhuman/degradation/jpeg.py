@@ -12,6 +12,7 @@ IJG-scaled Annex K tables, straight-through rounding) that keeps gradients.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,8 +28,6 @@ __all__ = ["jpeg_differentiable", "jpeg_one", "jpeg_real", "quant_tables"]
 
 def _pil_encode(u8: torch.Tensor, quality: int) -> bytes:
     """(3, h, w) uint8 CPU tensor -> JPEG bytes (libjpeg-turbo defaults: 4:2:0, islow DCT)."""
-    import io
-
     from PIL import Image
 
     buf = io.BytesIO()
@@ -38,8 +37,6 @@ def _pil_encode(u8: torch.Tensor, quality: int) -> bytes:
 
 def _pil_decode(data: bytes) -> torch.Tensor:
     """JPEG bytes -> (3, h, w) uint8 tensor."""
-    import io
-
     import numpy as np
     from PIL import Image
 

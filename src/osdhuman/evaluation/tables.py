@@ -4,6 +4,7 @@ metric's direction (Table 2 marks them in red and cyan; Table 1 bolds the best).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +139,6 @@ class EvaluationFolder:
 
 def read_evaluation(folder: str | Path) -> EvaluationFolder:
     """summary.json + settings.json of an evaluate output folder (ValueError naming it if not one)."""
-    import json
-
     from osdhuman.evaluation.scoring import expand_metric_names
 
     d = Path(folder)

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 
@@ -107,8 +109,6 @@ def _safe_pyiqa_loading(spec: MetricSpec):
     disk (matched by file name) and never downloads; (2) its checkpoint loading (pyiqa passes
     ``weights_only=False``) is forced to ``torch.load(weights_only=True)``, so third-party
     checkpoints never run pickled code. Either failure is MetricUnavailable."""
-    import os
-
     import pyiqa.archs.arch_util as au
     import pyiqa.utils.download_util as du
 
@@ -175,8 +175,6 @@ def _safe_pyiqa_loading(spec: MetricSpec):
 
 def _import_downloaders() -> None:
     """Import pyiqa's modules that hold downloaders, so that their names can be swapped."""
-    import importlib
-
     for name in ("pyiqa.archs.clip_model", "pyiqa.archs.afineclip_model"):
         try:
             importlib.import_module(name)

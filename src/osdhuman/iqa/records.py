@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from osdhuman.iqa.weights import WeightFile
@@ -63,16 +64,12 @@ def _laplacian_var(**_):
 
 
 def _psnr_y(eps: float = 1e-8):
-    from functools import partial
-
     from osdhuman.iqa.fidelity import psnr_y
 
     return partial(psnr_y, eps=eps)
 
 
 def _ssim_y(window_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
-    from functools import partial
-
     from osdhuman.iqa.fidelity import ssim_y
 
     return partial(ssim_y, window_size=window_size, sigma=sigma, k1=k1, k2=k2)

@@ -29,6 +29,7 @@ bias and make bias-less layers unmergeable (peft warns so), so the trained bias 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -73,8 +74,6 @@ def _lora_tensors(root: torch.nn.Module, prefix: str) -> tuple[dict, dict[str, i
 
 def _adapter_metadata(ranks: dict[str, int], alphas: dict[str, float]) -> dict:
     """A peft LoraConfig as a dict (what diffusers writes and reads back)."""
-    from collections import Counter
-
     r = Counter(ranks.values()).most_common(1)[0][0]
     a = Counter(alphas.values()).most_common(1)[0][0]
     return {"r": r, "lora_alpha": a, "target_modules": sorted(ranks), "lora_bias": False,

@@ -11,6 +11,7 @@ E is frozen and always in eval mode; Q, MHA and the norm are trained.
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,8 +169,6 @@ def remap_ram_swin_keys(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, 
 def read_ram_checkpoint(path: str) -> dict:
     """A RAM checkpoint (torch pickle, weights_only, memory-mapped when it can) or our
     reduced encoder file (safetensors, same key names)."""
-    import pickle
-
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file

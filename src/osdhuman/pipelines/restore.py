@@ -9,6 +9,7 @@ Environment variables (defaults for the CLI flags and the demo):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -205,8 +206,6 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
         out_type = getattr(pipeline, "output_type", "np")  # "np16" for 16-bit outputs
         return list(pipeline(arrays, batch_size=len(arrays), output_type=out_type, **kwargs).images)
     except torch.OutOfMemoryError:
-        import gc
-
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

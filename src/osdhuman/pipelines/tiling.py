@@ -10,6 +10,7 @@ padding artefacts at tile edges and per-tile GroupNorm statistics (no visible se
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 
 import torch
@@ -93,8 +94,6 @@ class GroupNormStats:
         self._calls: dict[int, int] = {}
 
     def _patch(self, make):
-        import types
-
         for gn in self.norms:
             gn.forward = types.MethodType(make(gn), gn)
 

@@ -11,6 +11,7 @@ skips the step on every process. Used by ``train`` and by ``benchmarks/train_ste
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -176,8 +177,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 
 def initial_model(cfg: TrainConfig) -> nn.Module:
     """The model of ``cfg.init_weights`` (any supported format), on cfg.model's frozen bases."""
-    import sys
-
     from osdhuman.models.pretrained import load_pretrained
 
     m = cfg.model

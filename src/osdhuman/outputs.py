@@ -57,13 +57,20 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "move_into_place",
-    "os_error_at_final",
-    "replace_dir",
     "encode_image",
     "encode_png",
     "file_sha256",
+    "input_fingerprint",
+    "move_into_place",
+    "named_os_error",
+    "os_error_at_final",
+    "output_name_problem",
+    "params_key",
+    "replace_dir",
+    "save_safetensors",
+    "sort_safetensors_metadata",
     "sweep_temp_files",
+    "unique_output_path",
     "write_png",
 ]
 
@@ -561,6 +568,3 @@ def _safetensors_header(tensors_header: dict, metadata: dict | None) -> bytes:
     blob += b" " * (-len(blob) % 8)
     return len(blob).to_bytes(8, "little") + blob
 
-
-__all__ += ["input_fingerprint", "named_os_error", "output_name_problem", "params_key", "save_safetensors",
-            "sort_safetensors_metadata", "unique_output_path"]

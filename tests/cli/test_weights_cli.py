@@ -142,12 +142,12 @@ def _sd_folder(tmp_path, with_text=True):
 def test_real_base_without_weights_warns_every_run_and_loads_no_text_encoder(photo, tmp_path, capsys, monkeypatch):
     import transformers
 
-    import osdhuman.models.osdhuman as osd
+    import osdhuman.models.config as model_config
     from osdhuman.models import TINY_SWIN, SwinEncoder
     from osdhuman.models.loading import seeded
 
     folder = _sd_folder(tmp_path)
-    monkeypatch.setattr(osd, "SWIN_L_RAM", dict(TINY_SWIN))  # test double: a toy-width RAM encoder
+    monkeypatch.setattr(model_config, "SWIN_L_RAM", dict(TINY_SWIN))  # test double: a toy-width RAM encoder
     with seeded(1):
         enc = SwinEncoder(**TINY_SWIN)
     sd = {("visual_encoder." + k[5:] if k.startswith("swin.") else k): v for k, v in enc.state_dict().items()}

@@ -22,6 +22,7 @@ __all__ = [
     "RANDOM_BASE_MODELS",
     "SD21_BASE_TEXT_ENCODER_CONFIG",
     "SD21_BASE_ID",
+    "swin_kwargs",
     "SD21_BASE_UNET_CONFIG",
     "SD21_BASE_VAE_CONFIG",
     "SWIN_L_RAM",
@@ -103,6 +104,14 @@ TINY_SWIN: dict = {
     "img_size": 64, "patch_size": 4, "embed_dim": 16, "depths": (1, 1, 2, 1),
     "num_heads": (1, 2, 2, 4), "window_size": 2, "mlp_ratio": 2.0, "qkv_bias": True, "out_dim": 16,
 }
+
+
+def swin_kwargs(base_model: str, hfie_image_size: int) -> dict:
+    """RAM's Swin-L encoder settings for ``base_model`` (the toy width for ``tiny``), at the
+    configured input size."""
+    if base_model == "tiny":
+        return dict(TINY_SWIN)
+    return {**SWIN_L_RAM, "img_size": hfie_image_size}
 
 
 @dataclass

@@ -35,10 +35,9 @@ from torch import nn
 
 from osdhuman.models.config import (
     RAM_TAGGING,
-    SWIN_L_RAM,
     TINY_RAM_TAGGING,
-    TINY_SWIN,
     OSDHumanConfig,
+    swin_kwargs,
 )
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.hfie import (
@@ -328,9 +327,7 @@ def _build_tagger(cfg: OSDHumanConfig, vocab: TagVocabulary) -> RamTagger:
     from osdhuman.models.loading import seeded
 
     tiny = cfg.base_model == "tiny"
-    swin = dict(TINY_SWIN if tiny else SWIN_L_RAM)
-    if not tiny:
-        swin["img_size"] = cfg.hfie_image_size
+    swin = swin_kwargs(cfg.base_model, cfg.hfie_image_size)
     with seeded(cfg.seed + 3):
         encoder = SwinEncoder(**swin)
     with seeded(cfg.seed + 6):

@@ -23,11 +23,21 @@ from torch import nn
 
 from osdhuman.models.errors import WeightsError
 
-__all__ = ["HFIE", "RAM_URL", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder", "read_ram_checkpoint",
+__all__ = ["HFIE", "RAM_URL", "hfie_input", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder", "read_ram_checkpoint",
            "remap_ram_swin_keys"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def hfie_input(img: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The encoder's input (docs/reference.md §hfie): [-1,1] (B,3,H,W) -> [0,1], resized to
+    size x size (bicubic, antialiased), ImageNet-normalised with ``mean`` / ``std`` (1,3,1,1)."""
+    x = (img.float() + 1.0) * 0.5  # (B,3,H,W) in [0,1]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                          antialias=x.device.type != "meta")
+    return (x.clamp(0.0, 1.0) - mean) / std  # (B,3,S,S)
 RAM_URL = "https://huggingface.co/xinyu1205/recognize_anything_model/blob/main/ram_swin_large_14m.pth"
 
 
@@ -89,13 +99,7 @@ class HFIE(nn.Module):
         return self
 
     def preprocess(self, img: torch.Tensor) -> torch.Tensor:
-        """[-1,1] (B,3,H,W) -> [0,1] resized to SxS, ImageNet-normalised (B,3,S,S)."""
-        s = self.encoder.img_size
-        x = (img.float() + 1.0) * 0.5  # (B,3,H,W) in [0,1]
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=x.device.type != "meta")
-        x = x.clamp(0.0, 1.0)
-        return (x - self.mean) / self.std  # (B,3,S,S)
+        return hfie_input(img, self.encoder.img_size, self.mean, self.std)
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Eq. 5 on encoder tokens (B, N, kdim) -> (B, query_len, cross_dim)."""

@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from osdhuman.models.config import (
-    SWIN_L_RAM,
-    TINY_SWIN,
     OSDHumanConfig,
+    swin_kwargs,
 )
 from osdhuman.models.dape import DAPEPrompt, build_dape_prompt, check_dape_inputs
 from osdhuman.models.errors import WeightsError
@@ -424,9 +423,7 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
         elif cfg.is_dape:
             prompt, note = build_dape_prompt(cfg, vocab, te, tok)
         else:
-            swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
-            if cfg.base_model != "tiny":
-                swin["img_size"] = cfg.hfie_image_size
+            swin = swin_kwargs(cfg.base_model, cfg.hfie_image_size)
             with seeded(cfg.seed + 3):
                 encoder = SwinEncoder(**swin)
             if cfg.hfie_encoder_path and not meta:

@@ -212,15 +212,13 @@ def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | No
                                overrides: dict) -> tuple[OSDHuman, str]:
     """An HFIE release whose embedder file also holds the encoder (``encoder.swin.*``,
     ``encoder.image_proj.*``): that encoder, loaded strictly, instead of --hfie-encoder."""
-    from osdhuman.models.config import SWIN_L_RAM, TINY_SWIN
+    from osdhuman.models.config import swin_kwargs
     from osdhuman.models.hfie import HFIE, SwinEncoder
 
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"), **overrides)
     cfg = replace(cfg, base_model=cfg.base_model or SD21_BASE_ID)
     model = build_osdhuman(replace(cfg, prompt_source="null"), text_encoder=False)
-    swin = dict(TINY_SWIN if cfg.base_model == "tiny" else SWIN_L_RAM)
-    if cfg.base_model != "tiny":
-        swin["img_size"] = cfg.hfie_image_size
+    swin = swin_kwargs(cfg.base_model, cfg.hfie_image_size)
     encoder = SwinEncoder(**swin)
     own = encoder.state_dict()
     shipped = fw.hfie_encoder

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from osdhuman.models.config import OSDHumanConfig
+from osdhuman.models.hfie import hfie_input
 from osdhuman.models.openvino_export import (
     OV_CONFIG,
     PROMPT_IR,
@@ -173,11 +173,7 @@ class OpenVINOBackend:
         """(B,3,H,W) in [-1,1] -> (B,77,D): HFIE's preprocessing in PyTorch, the network in OpenVINO."""
         if self.prompt_kind != "hfie":
             return self.embeds.expand(lq.shape[0], -1, -1)
-        s = self.export["prompt"]["image_size"]
-        x = (lq.float() + 1.0) * 0.5
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=True)
-        x = (x.clamp(0.0, 1.0) - self._mean) / self._std  # (B,3,S,S)
+        x = hfie_input(lq, self.export["prompt"]["image_size"], self._mean, self._std)  # (B,3,S,S)
         return torch.from_numpy(self.prompt_ir(x.numpy())[0])
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -67,12 +67,13 @@ def output_lock(folder: str | Path, main_process_only: bool = False):
 
 
 def check_device(device: str | None, flag: str = "--device") -> None:
-    """UsageError for a device string torch cannot parse or whose backend is absent ('auto'/None pass)."""
+    """UsageError for a device string torch cannot parse or whose backend is absent ('auto'/None pass).
+    'cpu' needs no check, so the torch-free CPU paths (degrade, offline metrics) never import torch."""
     from osdhuman.cli import UsageError
 
-    if device is None or device == "auto":
+    if device is None or device in ("auto", "cpu"):
         return
-    import torch
+    import torch  # deferred: heavy, and not needed for a CPU run
 
     try:
         dev = torch.device(device)

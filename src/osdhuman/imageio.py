@@ -23,6 +23,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from osdhuman.outputs import TMP_MARK, atomic_path
 
+# pillow_heif (optional) is imported inside the HEIC opener.
+
 # files osdhuman writes beside its images (degrade / restore folders are inputs of the next
 # command): not reported as skipped entries
 OWN_FILES = frozenset({"params.jsonl", "skipped.jsonl", "config.yaml", "restore_config.yaml", "restore_report.json",

@@ -43,6 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+# cv2 (0.12 s) and safetensors.torch (torch) are imported inside the writers that need them: the CLI
+# imports this module before it knows the command.
 
 __all__ = [
     "LOCK_NAME",
@@ -219,7 +223,6 @@ def encode_image(arr: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     if suffix.lower() == ".png":
         return encode_png(arr)
 
-    from PIL import Image
 
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[suffix.lower()]
     buf = io.BytesIO()

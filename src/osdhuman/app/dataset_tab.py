@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -83,7 +84,6 @@ def caption(row: pd.Series) -> str:
 
 def crop_image(row: pd.Series, thumb: int = 192) -> np.ndarray:
     """The crop: the written PNG for selected crops, else cut from the source photo."""
-    import cv2
 
     img = None
     if isinstance(row.get("image_path"), str):

@@ -11,11 +11,16 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
+from gradio.utils import get_upload_folder
 
 from osdhuman.app.config import AppConfig
 from osdhuman.app.draw import draw_boxes
 from osdhuman.imageio import read_rgb
+
+# osdhuman.models / osdhuman.pipelines / osdhuman.cli.weights_env (torch, diffusers) are imported inside the
+# handlers, so the app's page is served before torch has loaded.
 
 TRAINED = "trained weights"
 TINY = "tiny preset (UNTRAINED)"
@@ -27,7 +32,6 @@ def check_request(paths: list[str], tile) -> str | None:
     """Why a Restore request cannot run (one line), or None. The tab reads only files uploaded to it
     (Gradio's upload folder), never another path on the server; the tile is a pixel count the
     pipeline takes (a multiple of 8, at least 64)."""
-    from gradio.utils import get_upload_folder
 
     uploads = Path(get_upload_folder()).resolve()
     for p in paths:
@@ -134,7 +138,6 @@ class RestoreService:
 
     @staticmethod
     def _views(files: list[str], report, log: list[str]) -> list[RestoredPhoto]:
-        import cv2
 
         outputs = dict(report.restored)
         failed = dict(report.failed)

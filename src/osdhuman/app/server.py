@@ -9,6 +9,8 @@ import warnings
 
 from osdhuman.app.config import AppConfig
 
+# osdhuman.app.ui is imported inside launch: it needs gradio (the optional osdhuman[app] extra).
+
 
 class AppStartError(RuntimeError):
     """The app cannot start as asked (message says why)."""

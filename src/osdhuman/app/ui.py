@@ -9,6 +9,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr
 import pandas as pd
+from gradio.exceptions import InvalidPathError
 
 from osdhuman.app import dataset_tab as ds
 from osdhuman.app import results_tab as rs
@@ -233,7 +234,6 @@ def _refuse_bad_paths_quietly(demo: gr.Blocks) -> None:
     """A request naming a file that was never uploaded is refused by Gradio while it prepares the
     values, before any handler runs; that refusal (InvalidPathError) becomes a one-line gr.Error
     for the client, without a traceback in the log (this app's Blocks only)."""
-    from gradio.exceptions import InvalidPathError
 
     prepare = demo.preprocess_data
 

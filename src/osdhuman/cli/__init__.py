@@ -16,6 +16,8 @@ import sys
 import warnings
 
 from osdhuman import __version__
+from osdhuman.config import ConfigError
+from osdhuman.outputs import OutputLockedError
 
 # module name in osdhuman.cli -> one per subcommand group (a module may register several)
 COMMAND_MODULES = [
@@ -70,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_error(exc: BaseException) -> tuple[int, str]:
     """(exit code, one line) for an exception that ended a command."""
-    from osdhuman.config import ConfigError
-    from osdhuman.outputs import OutputLockedError
 
     if isinstance(exc, ConfigError):
         return 2, f"config error: {_one_line(exc)}"

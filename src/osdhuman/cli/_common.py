@@ -10,7 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from osdhuman.config import load_config
+from osdhuman.cli import UsageError
+from osdhuman.config import ConfigError, load_config
+from osdhuman.outputs import OutputLock
+
+# torch is imported inside check_device, and only for a device other than the CPU.
 
 T = TypeVar("T")
 
@@ -28,7 +32,6 @@ def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] = ()
 
     A bad value that came from a flag is reported under the flag's name (``--batch-size``).
     """
-    from osdhuman.config import ConfigError
 
     try:
         return load_config(cls, getattr(args, "config", None), [*extra, *getattr(args, "overrides", [])])
@@ -44,7 +47,6 @@ def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] = ()
 
 def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = ()) -> None:
     """UsageError if ``out`` is an existing non-folder, or is one of the input folders or inside one."""
-    from osdhuman.cli import UsageError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -59,7 +61,6 @@ def output_lock(folder: str | Path, main_process_only: bool = False):
     """The output folder's lock (osdhuman.outputs.OutputLock) for the length of a ``with`` block:
     a second run into the same folder stops with 'another osdhuman run is writing here (pid N)'.
     ``main_process_only``: under a multi-process launch (RANK set) only process 0 takes it."""
-    from osdhuman.outputs import OutputLock
 
     if main_process_only and int(os.environ.get("RANK", "0") or 0) != 0:
         return contextlib.nullcontext()
@@ -69,7 +70,6 @@ def output_lock(folder: str | Path, main_process_only: bool = False):
 def check_device(device: str | None, flag: str = "--device") -> None:
     """UsageError for a device string torch cannot parse or whose backend is absent ('auto'/None pass).
     'cpu' needs no check, so the torch-free CPU paths (degrade, offline metrics) never import torch."""
-    from osdhuman.cli import UsageError
 
     if device is None or device in ("auto", "cpu"):
         return
@@ -89,7 +89,6 @@ def check_device(device: str | None, flag: str = "--device") -> None:
 
 def check_min(value: int | None, flag: str, minimum: int, maximum: int | None = None) -> None:
     """UsageError unless ``value`` is None or in [``minimum``, ``maximum``]."""
-    from osdhuman.cli import UsageError
 
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be >= {minimum}, got {value}")

@@ -7,6 +7,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from osdhuman.app.config import AppConfig
+from osdhuman.cli import UsageError
+from osdhuman.cli._common import check_device
+
+# osdhuman.app.server is imported inside run: it needs the optional gradio (osdhuman[app]).
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -26,8 +32,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_device
 
     check_device(args.device)
 
@@ -36,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     for flag, d, marker in (("--dataset", args.dataset, "manifest.parquet"), ("--results", args.results, "per_image.csv")):
         if d and not (Path(d) / marker).is_file():
             raise UsageError(f"{flag} {d}: no {marker} there")
-    from osdhuman.app.config import AppConfig
     from osdhuman.app.server import AppStartError, launch
 
     cfg = AppConfig(host=args.host, port=args.port, weights=args.weights, base_model=args.base_model,

@@ -12,6 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from osdhuman.cli import UsageError
+from osdhuman.cli._common import output_lock
+
+# osdhuman.models is imported inside the run functions: torch and diffusers load only for an export.
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -49,7 +56,6 @@ def _card_facts(weights: Path) -> dict:
     facts: dict = {}
     for cand in (weights.parent / "config.yaml", weights.parent.parent / "config.yaml"):
         if cand.is_file():
-            import yaml
 
             try:
                 data = (yaml.safe_load(cand.read_text()) or {}).get("data", {})
@@ -74,7 +80,6 @@ def _card_facts(weights: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
     from osdhuman.models import WeightsError
     from osdhuman.models.export import export_diffusers
     from osdhuman.models.pretrained import load_pretrained
@@ -96,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         model, summary = load_pretrained(args.weights, base_model=base, hfie_encoder_path=args.hfie_encoder)
         print(f"osdhuman export: {summary}", file=sys.stderr)
         facts = _card_facts(src) if src.exists() else {}
-        from osdhuman.cli._common import output_lock
 
         with output_lock(out):  # a second export into this folder stops here
             export_diffusers(model, out, card=facts, merge=args.merge)
@@ -109,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_openvino(args: argparse.Namespace, out: Path, base: str | None) -> int:
     """``--format openvino``: models/openvino_export.py."""
-    from osdhuman.cli import UsageError
     from osdhuman.models import WeightsError
     from osdhuman.models.openvino_export import (
         OpenVINOMissing,
@@ -139,7 +142,6 @@ def _run_openvino(args: argparse.Namespace, out: Path, base: str | None) -> int:
 
 
 def run_encoder(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
     from osdhuman.models import WeightsError
     from osdhuman.models.hfie import export_ram_encoder
 

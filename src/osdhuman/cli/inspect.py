@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+# osdhuman.models is imported inside run: torch loads only when a file is inspected.
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(

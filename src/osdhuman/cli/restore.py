@@ -8,6 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from osdhuman.cli import UsageError
+from osdhuman.cli._common import add_config_args, check_device, check_output_dir, resolve_config
+from osdhuman.cli.restore_people import add_people_args, check_people_args, people_overrides
+from osdhuman.outputs import output_name_problem
+
+# osdhuman.models / osdhuman.pipelines (torch, diffusers, OpenVINO) are imported inside the functions that
+# restore, so `osdhuman --help` and bad-flag errors stay fast.
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -64,8 +72,6 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write every output again (default: resume - keep outputs whose input and settings are "
                         "unchanged, never replace a file restore did not write)")
-    from osdhuman.cli._common import add_config_args
-    from osdhuman.cli.restore_people import add_people_args
 
     add_people_args(p)
     add_config_args(p)
@@ -88,14 +94,12 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "overwrite": True if getattr(args, "overwrite", False) else None,
         "backend": args.backend,
     }
-    from osdhuman.cli.restore_people import people_overrides
 
     return [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None] + people_overrides(args)
 
 
 def _check_backend(cfg) -> None:
     """The OpenVINO backend's weights and package, before any work (one line, exit 2)."""
-    from osdhuman.cli import UsageError
     from osdhuman.models import WeightsError
     from osdhuman.models.openvino_export import import_openvino, read_openvino_config
     from osdhuman.pipelines.restore import use_openvino
@@ -114,15 +118,12 @@ def _check_backend(cfg) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_device, check_output_dir, resolve_config
     from osdhuman.cli.weights_env import HOW_TO
     from osdhuman.models import WeightsError
     from osdhuman.pipelines import OutputCollisionError, RestoreConfig, restore_paths
     from osdhuman.pipelines.restore import collect_inputs
 
     cfg = resolve_config(RestoreConfig, args, _flag_overrides(args))
-    from osdhuman.outputs import output_name_problem
 
     if (problem := output_name_problem(cfg.suffix)) is not None:  # before any work: names stay in OUTDIR
         raise UsageError(f"--suffix {cfg.suffix!r}: {problem}")
@@ -143,7 +144,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{f}: " + ("no such file or folder" if why == "missing_file" else why))
         where = ", ".join(args.inputs)
         raise UsageError(f"{where}: no image files found" + ("" if cfg.recursive else " (--recursive descends into sub-folders)"))
-    from osdhuman.cli.restore_people import check_people_args
 
     detector, boxes = check_people_args(cfg, args, files)
     logged: list[str] = []

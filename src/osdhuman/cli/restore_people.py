@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from PIL import Image
+
+from osdhuman.cli import UsageError
+
+# osdhuman.pipelines (torch) and osdhuman.curation.detect (OpenCV / ultralytics) are imported inside
+# the functions that check or use --people, --boxes and --upscale.
+
 
 def add_people_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("whole photos of people and upscaling")
@@ -40,7 +47,6 @@ def people_overrides(args: argparse.Namespace) -> list[str]:
 def check_people_args(cfg, args: argparse.Namespace, files) -> tuple[object | None, dict | None]:
     """UsageError for bad flags, a bad box file or inputs that all exceed --max-side; returns
     (detector, boxes) for restore_paths."""
-    from osdhuman.cli import UsageError
     from osdhuman.pipelines.upscale import MAX_UPSCALE, UpscaleError, check_upscale
 
     if not 1.0 <= cfg.upscale <= MAX_UPSCALE:
@@ -77,7 +83,6 @@ def check_people_args(cfg, args: argparse.Namespace, files) -> tuple[object | No
 
 
 def _header_size(path) -> tuple[int, int] | None:
-    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -88,7 +93,6 @@ def _header_size(path) -> tuple[int, int] | None:
 
 
 def _detector(args: argparse.Namespace):
-    from osdhuman.cli import UsageError
     from osdhuman.curation.config import DetectorConfig
     from osdhuman.curation.detect import DetectorUnavailable, check_detector, make_detector
 

@@ -19,7 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from osdhuman.cli._common import add_config_args
+from osdhuman.cli import UsageError
+from osdhuman.cli._common import add_config_args, check_device, check_output_dir, output_lock, resolve_config
+
+# osdhuman.training / osdhuman.models (torch, accelerate, diffusers) are imported inside run.
 
 
 def register(subparsers) -> None:
@@ -47,8 +50,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_device, check_output_dir, output_lock, resolve_config
     from osdhuman.data.hq_crops import NoReadableImagesError
     from osdhuman.models import WeightsError
     from osdhuman.training import (
@@ -125,7 +126,6 @@ def _parent_argv() -> list[str]:
 
 def _check_launcher() -> None:
     """Refuse ``accelerate launch --cpu --num_processes N>1``: it would silently train on one process."""
-    from osdhuman.cli import UsageError
 
     wanted = _requested_processes(_parent_argv())
     if wanted is None or wanted < 2 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -139,7 +139,6 @@ def _check_launcher() -> None:
 
 def _check_sources(cfg) -> None:
     """UsageError for a data path that does not exist (before the run folder is made)."""
-    from osdhuman.cli import UsageError
 
     for key, value in (("data.source", cfg.data.source), ("data.val_source", cfg.data.val_source)):
         if value and not Path(value).exists():

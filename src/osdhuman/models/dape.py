@@ -49,6 +49,8 @@ from osdhuman.models.hfie import (
     read_ram_checkpoint,
     remap_ram_swin_keys,
 )
+from osdhuman.models.loading import seeded
+from osdhuman.models.lora import merge_adapter
 from osdhuman.models.ram_tagging import (
     RamTaggingHead,
     TagVocabulary,
@@ -59,6 +61,8 @@ from osdhuman.models.ram_tagging import (
     select_tags,
     tagging_keys,
 )
+
+# peft is imported inside the functions that add or merge an adapter (it loads transformers, ~1 s).
 
 __all__ = ["DAPEPrompt", "DapeLoadReport", "RamTagger", "apply_dape", "build_dape_prompt", "check_dape_inputs",
            "dape_lora_pieces"]
@@ -288,7 +292,6 @@ def _read_dape(path: str) -> dict[str, torch.Tensor]:
 
 def apply_dape(tagger: RamTagger, path: str | Path) -> DapeLoadReport:
     """Load ``DAPE.pth`` over RAM in ``tagger``: LoRA checked, injected with peft, merged."""
-    from osdhuman.models.lora import merge_adapter
 
     path = str(path)
     state = _read_dape(path)
@@ -324,7 +327,6 @@ def check_dape_inputs(cfg: OSDHumanConfig) -> TagVocabulary:
 
 
 def _build_tagger(cfg: OSDHumanConfig, vocab: TagVocabulary) -> RamTagger:
-    from osdhuman.models.loading import seeded
 
     tiny = cfg.base_model == "tiny"
     swin = swin_kwargs(cfg.base_model, cfg.hfie_image_size)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from osdhuman.models.families import FAMILIES
 from osdhuman.models.formats import classify, most_common, read_weights
+from osdhuman.models.osdhuman import CONFIG_FILE, WEIGHTS_FILE, read_saved_config
+from osdhuman.models.pretrained import prompt_width
 
 __all__ = ["describe_weights"]
 
@@ -29,12 +31,6 @@ def describe_weights(path: str | Path) -> dict:
     p = Path(path).expanduser()
     kind = classify(p)
     if kind == "osdhuman":
-        from osdhuman.models.osdhuman import (
-            CONFIG_FILE,
-            WEIGHTS_FILE,
-            read_saved_config,
-        )
-
         cfg = read_saved_config(p).get("config", {})
         fam = FAMILIES["osdhuman"]
         return {"path": str(p), "kind": kind, "family": "osdhuman",
@@ -54,7 +50,6 @@ def describe_weights(path: str | Path) -> dict:
     alpha = most_common(fw.unet.alpha) or default_alpha or rank
     width = None
     if fw.prompt_encoder is not None:
-        from osdhuman.models.pretrained import prompt_width
 
         width = prompt_width(fw.prompt_encoder)
     prompt = fam.prompt if fw.prompt_encoder is not None else (

@@ -34,10 +34,17 @@ from pathlib import Path
 
 import torch
 
+from osdhuman.config import to_dict
 from osdhuman.models.formats import EXPORT_FORMAT, LORA_FILE
 from osdhuman.models.lora import lora_layers
 from osdhuman.models.osdhuman import OSDHuman
-from osdhuman.outputs import atomic_write_text
+from osdhuman.outputs import (
+    atomic_write_text,
+    save_safetensors,  # metadata in sorted order: same bytes every run
+    sort_safetensors_metadata,
+)
+
+# diffusers is imported inside export_diffusers (~1.5 s, only for an export).
 
 __all__ = ["exact_conv_lora", "export_diffusers", "model_card"]
 
@@ -55,7 +62,6 @@ def exact_conv_lora(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from osdhuman.outputs import save_safetensors  # metadata in sorted order: same bytes every run
 
     save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, metadata)
 
@@ -107,7 +113,6 @@ def _write_lora_file(out: Path, tensors: dict, metadata: dict) -> None:
     StableDiffusionPipeline.save_lora_weights(
         str(out), unet_lora_layers={k.removeprefix("unet."): v.detach().cpu().contiguous() for k, v in tensors.items()},
         unet_lora_adapter_metadata=metadata, safe_serialization=True)
-    from osdhuman.outputs import sort_safetensors_metadata
 
     for f in sorted(Path(out).glob("*.safetensors")):  # diffusers writes the metadata in a per-process order
         sort_safetensors_metadata(f)
@@ -119,7 +124,6 @@ def export_diffusers(model: OSDHuman, out: str | Path, *, base_model_id: str | N
     ``card``: facts for the model card (training data, last validation metrics).
     ``merge``: also write fused diffusers folders ``out/merged/unet`` and ``out/merged/vae``
     (this fuses ``model`` in place, last)."""
-    from osdhuman.config import to_dict
 
     if model.merged:
         raise ValueError("the model's LoRA is already fused: export it from unfused weights")

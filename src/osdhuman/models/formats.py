@@ -39,9 +39,11 @@ import torch
 
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.families import FAMILIES
-from osdhuman.models.haodiff_prompt import HAODIFF_ENCODER_FILE
-from osdhuman.models.osdface_prompt import OSDFACE_CODEBOOK_FILE, OSDFACE_EMBED_FILE
+from osdhuman.models.haodiff_prompt import HAODIFF_ENCODER_FILE, load_haodiff_encoder
+from osdhuman.models.osdface_prompt import OSDFACE_CODEBOOK_FILE, OSDFACE_EMBED_FILE, load_osdface_encoder
 from osdhuman.models.tensor_files import load_tensor_file
+
+# diffusers is imported inside the one conversion that needs it (~1.5 s).
 
 __all__ = [
     "EMBEDDER_FILES",
@@ -284,7 +286,6 @@ def _family_defaults(fw: ForeignWeights, family: str) -> None:
 
 
 def _read_osdface(folder: Path, fw: ForeignWeights) -> None:
-    from osdhuman.models.osdface_prompt import load_osdface_encoder
 
     for name in (OSDFACE_EMBED_FILE, OSDFACE_CODEBOOK_FILE):
         if not (folder / name).is_file():
@@ -301,7 +302,6 @@ def _read_embedder(path: Path, fw: ForeignWeights) -> None:
     data = load_tensor_file(path)[0]
     fw.files.append(str(path))
     if "swinir_kwargs" in data or "performer_kwargs" in data:
-        from osdhuman.models.haodiff_prompt import load_haodiff_encoder
 
         fw.prompt_encoder = load_haodiff_encoder(path, data)
         fw.ignored = list(fw.prompt_encoder.ignored)

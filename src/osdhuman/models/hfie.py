@@ -19,9 +19,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from osdhuman.models.errors import WeightsError
+from osdhuman.outputs import save_safetensors
+
+# timm is imported inside the functions that build or convert the Swin encoder (~1 s of start-up).
 
 __all__ = ["HFIE", "RAM_URL", "hfie_input", "RamLoadReport", "SwinEncoder", "export_ram_encoder", "load_ram_encoder", "read_ram_checkpoint",
            "remap_ram_swin_keys"]
@@ -174,8 +179,6 @@ def read_ram_checkpoint(path: str) -> dict:
     """A RAM checkpoint (torch pickle, weights_only, memory-mapped when it can) or our
     reduced encoder file (safetensors, same key names)."""
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         try:
             return load_file(path)
@@ -195,7 +198,6 @@ def read_ram_checkpoint(path: str) -> dict:
 def export_ram_encoder(ram_path: str | Path, out: str | Path) -> tuple[Path, int]:
     """Keep only RAM's image encoder (``visual_encoder.*``, ``image_proj.*``; buffers dropped)
     in a safetensors file that ``load_ram_encoder`` reads: (path, tensors written)."""
-    from osdhuman.outputs import save_safetensors
 
     path = str(ram_path)
     if not Path(path).is_file():

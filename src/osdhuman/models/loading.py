@@ -11,6 +11,10 @@ from torch import nn
 
 from osdhuman.models import config as C
 from osdhuman.models.errors import WeightsError
+from osdhuman.models.prompt import build_tiny_tokenizer
+
+# diffusers and transformers are imported inside the builders (~2 s together): importing osdhuman.models
+# does not load them.
 
 __all__ = ["SD21_HUB_ID", "build_sd_components", "seeded"]
 
@@ -45,7 +49,6 @@ def _random_components(base: str, seed: int, with_text: bool):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from osdhuman.models.prompt import build_tiny_tokenizer
 
     tiny = base == "tiny"
     with seeded(seed):

@@ -32,6 +32,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from osdhuman.models.loading import seeded
+
+# peft is imported inside the functions that use it (it loads transformers, ~1 s).
+
 __all__ = [
     "UNET_LORA_SUFFIXES",
     "DualWeightConv2d",
@@ -147,7 +151,6 @@ def add_lora(
     """
     from peft import LoraConfig
 
-    from osdhuman.models.loading import seeded
 
     if init not in ("gaussian", "kaiming"):
         raise ValueError(f"unknown lora_init {init!r} (gaussian | kaiming)")

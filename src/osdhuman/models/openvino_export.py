@@ -46,9 +46,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from osdhuman import __version__
+from osdhuman.config import to_dict
 from osdhuman.models.errors import WeightsError
+from osdhuman.models.hfie import HFIE
 from osdhuman.models.osdhuman import OSDHuman
+from osdhuman.models.prompt import FixedPrompt
 from osdhuman.outputs import atomic_path, atomic_write_bytes, atomic_write_text, move_into_place
+
+# openvino and nncf (the optional osdhuman[openvino] extra) are imported inside the functions that need them.
 
 __all__ = ["OV_FORMAT", "OV_FORMAT_VERSION", "OV_PARTS", "OV_PRECISIONS", "OpenVINOMissing",
            "cpu_supports_bf16", "default_precision", "export_openvino", "import_openvino", "is_openvino_export", "read_openvino_config"]
@@ -215,8 +221,6 @@ class _Prompt(nn.Module):
 
 
 def _prompt_kind(model: OSDHuman) -> str:
-    from osdhuman.models.hfie import HFIE
-    from osdhuman.models.prompt import FixedPrompt
 
     pe = model.prompt_extractor
     if isinstance(pe, HFIE):
@@ -257,8 +261,6 @@ def export_openvino(model: OSDHuman, out: str | Path, *, precision: str = "bf16"
     """Write ``model`` as OpenVINO IR into ``out`` (see the module docstring); returns ``out``.
     The model's LoRA is fused in place first (it is left inference-only). ``tile``: the pixel
     size of the example input traced (the shape the runtime meets most)."""
-    from osdhuman import __version__
-    from osdhuman.config import to_dict
 
     if precision not in OV_PRECISIONS:
         raise ValueError(f"precision must be one of {OV_PRECISIONS}, got {precision!r}")

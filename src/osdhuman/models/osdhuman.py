@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
+from osdhuman.config import from_dict, to_dict
 from osdhuman.models.config import (
     OSDHumanConfig,
     swin_kwargs,
@@ -26,6 +29,7 @@ from osdhuman.models.config import (
 from osdhuman.models.dape import DAPEPrompt, build_dape_prompt, check_dape_inputs
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.hfie import HFIE, RAM_URL, SwinEncoder, load_ram_encoder
+from osdhuman.models.loading import build_sd_components, check_base_model, seeded
 from osdhuman.models.lora import (
     DualWeightConv2d,
     add_lora,
@@ -36,6 +40,7 @@ from osdhuman.models.lora import (
 )
 from osdhuman.models.prompt import FixedPrompt, encode_text
 from osdhuman.models.schedule import alphas_cumprod_scaled_linear, predict_x0_from_eps
+from osdhuman.outputs import atomic_write_json, save_safetensors
 
 __all__ = [
     "CONFIG_FILE",
@@ -322,8 +327,6 @@ class OSDHuman(nn.Module):
 
     def save_weights(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write osdhuman_weights.safetensors (trainable tensors) + osdhuman_config.json."""
-        from osdhuman.config import to_dict
-        from osdhuman.outputs import atomic_write_json, save_safetensors
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -337,7 +340,6 @@ class OSDHuman(nn.Module):
 
     def load_weights(self, directory: str | Path, strict: bool = True) -> OSDHuman:
         """Load tensors written by save_weights (adds the regularizer adapter if saved)."""
-        from safetensors.torch import load_file
 
         path = Path(directory) / WEIGHTS_FILE if Path(directory).is_dir() else Path(directory)
         if not path.is_file():
@@ -384,7 +386,6 @@ def build_osdhuman(cfg: OSDHumanConfig, device: str | torch.device | None = None
     """Build the model from ``cfg`` (float32, CPU by default; ``device="meta"`` for shape /
     parameter-count checks without memory). ``text_encoder=False`` skips running CLIP's text
     encoder (fixed prompts then start as zeros, to be filled by ``load_weights``)."""
-    from osdhuman.models.loading import build_sd_components, check_base_model, seeded
 
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()
     meta = device is not None and torch.device(device).type == "meta"
@@ -459,9 +460,7 @@ def load_osdhuman(directory: str | Path, base_model: str | None = None,
 
     ``base_model`` / ``hfie_encoder_path`` override where the frozen bases come from (the
     saved paths may not exist on this machine)."""
-    from safetensors import SafetensorError, safe_open
 
-    from osdhuman.config import from_dict
 
     meta = read_saved_config(directory)
     data = dict(meta["config"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from osdhuman.models.config import SD21_BASE_ID, OSDHumanConfig
+from osdhuman.models.config import SD21_BASE_ID, OSDHumanConfig, swin_kwargs
 from osdhuman.models.errors import WeightsError
 from osdhuman.models.families import FAMILIES
 from osdhuman.models.formats import (
@@ -28,8 +28,11 @@ from osdhuman.models.formats import (
     most_common,
     read_weights,
 )
+from osdhuman.models.hfie import HFIE, SwinEncoder
 from osdhuman.models.lora import MissingTargetError
-from osdhuman.models.osdhuman import OSDHuman, build_osdhuman, load_osdhuman
+from osdhuman.models.osdhuman import OSDHuman, build_osdhuman, load_osdhuman, read_saved_config
+
+# huggingface_hub is imported inside resolve_base (only when a hub id is resolved).
 
 __all__ = ["config_for", "load_pretrained", "resolve_weights_path", "summarize"]
 
@@ -163,7 +166,6 @@ def load_pretrained(
     kind = classify(p)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if kind == "osdhuman":
-        from osdhuman.models.osdhuman import read_saved_config
 
         saved = read_saved_config(p).get("config", {})
         model = load_osdhuman(p, base_model=base_model, hfie_encoder_path=hfie_encoder_path, **overrides)
@@ -212,8 +214,6 @@ def _load_with_shipped_encoder(p: Path, fw: ForeignWeights, base_model: str | No
                                overrides: dict) -> tuple[OSDHuman, str]:
     """An HFIE release whose embedder file also holds the encoder (``encoder.swin.*``,
     ``encoder.image_proj.*``): that encoder, loaded strictly, instead of --hfie-encoder."""
-    from osdhuman.models.config import swin_kwargs
-    from osdhuman.models.hfie import HFIE, SwinEncoder
 
     cfg = config_for(fw, base_model=base_model or fw.recorded.get("base_model"), **overrides)
     cfg = replace(cfg, base_model=cfg.base_model or SD21_BASE_ID)

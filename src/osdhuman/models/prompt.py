@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# transformers is imported inside the tokenizer builder (~1 s).
+
 __all__ = ["FixedPrompt", "build_tiny_tokenizer", "encode_text"]
 
 

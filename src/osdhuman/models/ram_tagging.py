@@ -29,6 +29,8 @@ from torch import nn
 
 from osdhuman.models.errors import WeightsError
 
+# transformers' BERT blocks are imported inside the builders (~1 s).
+
 __all__ = [
     "RAM_TAG_FILES_URL",
     "RamTaggingHead",

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osdhuman.config import from_dict
 from osdhuman.models.config import OSDHumanConfig
 from osdhuman.models.hfie import hfie_input
 from osdhuman.models.openvino_export import (
@@ -196,7 +197,6 @@ class OpenVINOPipeline(RestorationPipeline):
     """A RestorationPipeline whose model parts are an OpenVINO export (always on the CPU)."""
 
     def __init__(self, backend: OpenVINOBackend, config: PipelineConfig | None = None):
-        from osdhuman.config import from_dict
 
         self.config = replace(config or PipelineConfig(), device="cpu", precision="fp32")
         self.backend = backend

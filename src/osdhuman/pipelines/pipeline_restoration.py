@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from osdhuman.config import SEED_MAX, check_fields, rule, to_dict
 from osdhuman.models import OSDHuman, OSDHumanConfig, build_osdhuman
@@ -129,7 +130,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def _to_tensor(img: Any) -> torch.Tensor:
     """One image -> (3,H,W) float32 in [0,1]."""
-    from PIL import Image
 
     if isinstance(img, Image.Image):
         img = np.asarray(img.convert("RGB"))
@@ -363,7 +363,6 @@ def _format(results: Sequence[torch.Tensor], output_type: str) -> Any:
     if output_type == "np":
         return arrays
     if output_type == "pil":
-        from PIL import Image
 
         return [Image.fromarray(a) for a in arrays]
     raise ValueError(f"output_type must be pil | np | np16 | pt, got {output_type!r}")

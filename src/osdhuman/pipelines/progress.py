@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+from tqdm.auto import tqdm
+
 from osdhuman.pipelines.tiling import tile_starts
 
 __all__ = ["WorkProgress", "image_units", "units_of_file"]
@@ -25,7 +28,6 @@ def image_units(h: int, w: int, tile_size: int, tile_overlap: int) -> int:
 
 def units_of_file(path: str | Path, scale: float, tile_size: int, tile_overlap: int) -> int:
     """Work units of one image file from its header (0 if unreadable: it will be skipped)."""
-    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -41,7 +43,6 @@ class WorkProgress:
     """A tqdm bar over work units; ``watch(unet)`` counts every UNet forward by its batch size."""
 
     def __init__(self, total: int, enabled: bool = True, desc: str = "restore"):
-        from tqdm.auto import tqdm
 
         # disable=None: tqdm turns itself off when stderr is not a terminal (clean logs)
         self.bar = tqdm(total=total, desc=desc, unit="tile", disable=None if enabled else True, dynamic_ncols=True)

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
+import torch
 
-from osdhuman.config import SEED_MAX, rule, save_config
+from osdhuman.config import SEED_MAX, rule, save_config, to_dict
 from osdhuman.imageio import (
     ImageReadError,
     entry_kind,
@@ -29,6 +30,8 @@ from osdhuman.imageio import (
     scan_images,
     write_image,
 )
+from osdhuman.models import WeightsError
+from osdhuman.models.openvino_export import is_openvino_export
 from osdhuman.outputs import (
     OutputLock,
     ResumeLog,
@@ -42,12 +45,12 @@ from osdhuman.outputs import (
     sweep_temp_files,
     unique_output_path,
 )
+from osdhuman.pipelines.contact_sheet import contact_sheet
+from osdhuman.pipelines.openvino_backend import OpenVINOPipeline
 from osdhuman.pipelines.people import PeopleConfig
-from osdhuman.pipelines.people_paths import PeopleRun
+from osdhuman.pipelines.people_paths import InputRejected, PeopleRun, prepare_image
+from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 from osdhuman.pipelines.progress import WorkProgress, units_of_file
-
-if TYPE_CHECKING:  # annotations only: the pipeline (torch) is imported when a restore loads it
-    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
 __all__ = [
     "OutputCollisionError",
@@ -194,7 +197,6 @@ def restore_with_fallback(pipeline, arrays: list[np.ndarray], log, tile: int | N
     """``pipeline(arrays)`` as uint8 arrays; on out-of-memory, first split the batch in halves,
     then (one image left) halve the latent and VAE tile sizes down to ``MIN_FALLBACK_TILE``
     before giving up. Results are the same images the pipeline would give at that tiling."""
-    import torch
 
     c = pipeline.config
     kwargs = {}
@@ -296,8 +298,6 @@ def _restore_locked(files: list[tuple[Path, Path]], outs: list[Path], out_dir: P
 def use_openvino(cfg: RestoreConfig) -> bool:
     """Does this config restore with the OpenVINO backend? (WeightsError for a forced backend
     that does not fit the weights.)"""
-    from osdhuman.models import WeightsError
-    from osdhuman.models.openvino_export import is_openvino_export
 
     ov_folder = cfg.weights is not None and is_openvino_export(cfg.weights)
     if cfg.backend == "openvino" and not ov_folder:
@@ -310,15 +310,12 @@ def use_openvino(cfg: RestoreConfig) -> bool:
 
 
 def _load_pipeline(cfg: RestoreConfig, log=None):
-    from osdhuman.pipelines.pipeline_restoration import RestorationPipeline
 
     if use_openvino(cfg):
-        from osdhuman.pipelines.openvino_backend import OpenVINOPipeline
 
         return OpenVINOPipeline.from_export(cfg.weights, log=log, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
                                             vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, seed=cfg.seed)
     if cfg.weights is None and cfg.base_model is None:
-        from osdhuman.models import WeightsError
 
         raise WeightsError("no weights configured: RestoreConfig.weights and .base_model are both unset")
     pipe = RestorationPipeline.from_pretrained(
@@ -343,7 +340,6 @@ def _warn_untrained(pipeline, log) -> None:
 
 def _read_and_prepare(src: Path, cfg: RestoreConfig, detector, boxes, report: RestoreReport, log):
     """The input decoded and prepared (upscaled, person boxes found), or None (recorded, said)."""
-    from osdhuman.pipelines.people_paths import InputRejected, prepare_image
 
     try:
         arr = read_rgb(src)
@@ -417,7 +413,6 @@ def _model_overrides(cfg: RestoreConfig) -> dict:
 
 def _settings_key(cfg: RestoreConfig) -> str:
     """What decides an output's pixels and format (not device / batch size / overwrite)."""
-    from osdhuman.config import to_dict
 
     # backend: decided by the weights (an OpenVINO export or not), which the key holds
     d = {k: v for k, v in to_dict(cfg).items() if k not in ("device", "batch_size", "recursive", "overwrite", "backend")}
@@ -470,7 +465,6 @@ def _people_record(people, item, result, dst: Path, out_dir: Path, cfg: RestoreC
     """The report record of one person-aware photo, and its contact sheet (--save-crops)."""
     sheet = None
     if cfg.save_crops and result.crops_before:
-        from osdhuman.pipelines.contact_sheet import contact_sheet
 
         sheet_path = out_dir / "crops" / dst.relative_to(out_dir).parent / f"{dst.stem}_people.png"
         labels = [f"person {p.rank + 1}" for p in result.plan.people]

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from osdhuman.data import HQCropDataset
+from osdhuman.degradation import Degrader, make_pairs
 from osdhuman.training.config import TrainConfig
 from osdhuman.training.sampler import ResumableBatchSampler
 
@@ -65,14 +67,12 @@ class TrainingData:
 
     def make_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(lq, hq) on the device, (B, 3, S, S) in [-1, 1]."""
-        from osdhuman.degradation import make_pairs
 
         hq = batch["hq"].to(self.device, non_blocking=True)  # (B, 3, S, S)
         return make_pairs(hq, batch["seed"], self.degrader)
 
 
 def _dataset(source: str, cfg: TrainConfig, split: str, train: bool):
-    from osdhuman.data import HQCropDataset
 
     path = Path(source)
     if not path.exists():
@@ -91,7 +91,6 @@ def build_training_data(cfg: TrainConfig, device: torch.device, rank: int = 0, w
     Validation images: ``data.val_source``; else the manifest's ``val`` split; else (a folder)
     the first ``num_val`` images of the folder, which are then left out of training.
     """
-    from osdhuman.degradation import Degrader, make_pairs
 
     d = cfg.data
     train_ds = _dataset(d.source, cfg, "train", train=True)

@@ -16,6 +16,8 @@ import torch
 
 from osdhuman.outputs import atomic_write_text
 
+# TensorBoard is imported inside tensorboard() (~1 s, only when logging.tensorboard is on).
+
 __all__ = ["IntervalMean", "JsonlLog", "SkippedLog", "tensorboard", "truncate_metrics"]
 
 

@@ -22,12 +22,13 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.outputs import atomic_dir
@@ -60,6 +61,7 @@ from osdhuman.training.update import (
 )
 from osdhuman.training.validation import image_grid, psnr_y, save_grid_png, ssim_y
 
+# accelerate is imported inside _start (~1 s): importing osdhuman.training does not load it.
 if TYPE_CHECKING:  # annotations only: accelerate and TensorBoard are imported when a run starts
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
@@ -118,9 +120,9 @@ def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> list[str]
     return diffs
 
 
-@dataclass
-class _Run:
-    """Everything one training run holds between its phases."""
+@dataclass(frozen=True)
+class _Context:
+    """1. What the run is (fixed once accelerate has started)."""
 
     cfg: TrainConfig
     out: Path
@@ -130,30 +132,7 @@ class _Run:
     world: int
     is_main: bool
     ac_dtype: torch.dtype | None
-    accum: int
-    resume_path: Path | None = None
-    # 2. _build
-    model: OSDHuman | None = None
-    lpips: LPIPS | None = None
-    gen_params: list[nn.Parameter] = field(default_factory=list)
-    reg_params: list[nn.Parameter] = field(default_factory=list)
-    names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> its name in the model
-    trainable_names: list[str] = field(default_factory=list)
-    data: TrainingData | None = None
-    opt_g: torch.optim.Optimizer | None = None
-    opt_r: torch.optim.Optimizer | None = None  # None without a regularizer adapter
-    scaler_g: torch.amp.GradScaler | None = None
-    scaler_r: torch.amp.GradScaler | None = None
-    # _prepare_step: the train step, wrapped by accelerate (DDP when distributed)
-    step_module: nn.Module | None = None
-    # 4. _open_logs
-    writer: SummaryWriter | None = None
-    jlog: JsonlLog | None = None
-    skipped: SkippedLog | None = None
-    # 5. _loop
-    step: int = 0
-    position: int = 0
-    nonfinite_run: int = 0
+    accum: int  # gradient accumulation steps
 
     @property
     def ckpt_root(self) -> Path:
@@ -166,6 +145,55 @@ class _Run:
     @property
     def images_per_step(self) -> int:
         return self.cfg.batch_size * self.accum * self.world
+
+
+@dataclass
+class _Parts:
+    """2. What the run trains with: model, LPIPS, data, parameters and their optimisers."""
+
+    model: OSDHuman
+    lpips: LPIPS | None
+    gen_params: list[nn.Parameter]
+    reg_params: list[nn.Parameter]
+    names: dict[int, str]  # id(parameter) -> its name in the model
+    data: TrainingData
+    opt_g: torch.optim.Optimizer
+    opt_r: torch.optim.Optimizer | None  # None without a regularizer adapter
+    scaler_g: torch.amp.GradScaler
+    scaler_r: torch.amp.GradScaler
+    step_module: nn.Module | None = None  # the train step wrapped by accelerate (DDP when distributed)
+
+    @property
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return {self.names[id(p)]: p for p in self.gen_params + self.reg_params}
+
+
+@dataclass
+class _Counters:
+    """3. Where the run is: saved in every checkpoint, restored by a resume."""
+
+    step: int = 0
+    position: int = 0  # images consumed from the data order
+    nonfinite_run: int = 0  # non-finite iterations in a row
+
+
+@dataclass
+class _Logs:
+    """4. Where the run writes as it goes (TensorBoard on process 0 only)."""
+
+    jlog: JsonlLog
+    skipped: SkippedLog
+    writer: SummaryWriter | None = None
+
+    def scalars(self, record: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in record.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.jlog.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def train(
@@ -185,26 +213,28 @@ def train(
     unless ``allow_world_size_change``. ``on_step_end(step, metrics)`` is called after every
     iteration on the main process (tests use it to interrupt a run).
     """
-    run = _start(cfg, Path(output_dir), resume)
-    _build(run)
-    if run.resume_path is not None:
-        _resume(run, allow_world_size_change)
-    _prepare_step(run)
-    _open_logs(run)
+    ctx, resume_path = _start(cfg, Path(output_dir), resume)
+    parts = _build(ctx)
+    at = _Counters()
+    if resume_path is not None:
+        at = _resume(ctx, parts, resume_path, allow_world_size_change)
+    parts.step_module = _step_module(ctx, parts)
+    logs = _open_logs(ctx, parts.data, at.step, resumed=resume_path is not None)
     final_dir, last_ckpt, metrics = None, None, {}
     try:
-        metrics, last_ckpt = _loop(run, on_step_end)
-        if run.is_main:
-            metrics, last_ckpt, final_dir = _finish(run, metrics)
+        metrics, last_ckpt = _loop(ctx, parts, logs, at, on_step_end)
+        if ctx.is_main:
+            metrics, last_ckpt, final_dir = _finish(ctx, parts, logs, at, metrics)
     finally:
-        _close_logs(run)
-    run.accelerator.wait_for_everyone()
-    run.accelerator.end_training()
-    return TrainResult(run.out, run.step, final_dir, last_ckpt, metrics)
+        logs.close()
+    ctx.accelerator.wait_for_everyone()
+    ctx.accelerator.end_training()
+    return TrainResult(ctx.out, at.step, final_dir, last_ckpt, metrics)
 
 
-def _start(cfg: TrainConfig, out: Path, resume: str | None) -> _Run:
-    """1. accelerate (autocast is ours: two optimisers need two grad scalers under fp16)."""
+def _start(cfg: TrainConfig, out: Path, resume: str | None) -> tuple[_Context, Path | None]:
+    """1. accelerate (autocast is ours: two optimisers need two grad scalers under fp16) and
+    the checkpoint to resume from (None: a fresh run)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if cfg.device not in (None, "cpu", "cuda", "auto"):
@@ -222,132 +252,128 @@ def _start(cfg: TrainConfig, out: Path, resume: str | None) -> _Run:
     if ac_dtype == torch.float16 and device.type == "cpu":
         raise TrainingError("mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
     world = accelerator.num_processes
-    run = _Run(cfg, out, accelerator, device, accelerator.process_index, world, accelerator.is_main_process,
-               ac_dtype, _grad_accum(cfg, world))
-    if run.is_main:
-        print(f"global batch {run.images_per_step} = batch_size {cfg.batch_size} per device "
-              f"x {run.accum} accumulation x {world} process(es)", file=sys.stderr)
-    if resume is not None:
-        run.resume_path, damaged = resolve_resume_verified(resume, run.ckpt_root)
-        for d, why in damaged if run.is_main else []:
-            print(f"osdhuman train: skipped checkpoint {d}: {why}", file=sys.stderr)
-    elif list_checkpoints(run.ckpt_root):
-        raise TrainingError(
-            f"{out} already holds checkpoints; pass --resume latest to continue that run, "
-            "or choose a new --output-dir"
-        )
-    return run
+    ctx = _Context(cfg, out, accelerator, device, accelerator.process_index, world, accelerator.is_main_process,
+                   ac_dtype, _grad_accum(cfg, world))
+    if ctx.is_main:
+        print(f"global batch {ctx.images_per_step} = batch_size {cfg.batch_size} per device "
+              f"x {ctx.accum} accumulation x {world} process(es)", file=sys.stderr)
+    if resume is None:
+        if list_checkpoints(ctx.ckpt_root):
+            raise TrainingError(
+                f"{out} already holds checkpoints; pass --resume latest to continue that run, "
+                "or choose a new --output-dir"
+            )
+        return ctx, None
+    path, damaged = resolve_resume_verified(resume, ctx.ckpt_root)
+    for d, why in damaged if ctx.is_main else []:
+        print(f"osdhuman train: skipped checkpoint {d}: {why}", file=sys.stderr)
+    return ctx, path
 
 
-def _build(run: _Run) -> None:
+def _build(ctx: _Context) -> _Parts:
     """2. LPIPS first (a missing weight file stops the run before anything heavy), the model, data, optimisers."""
-    cfg = run.cfg
+    cfg, device = ctx.cfg, ctx.device
     torch.manual_seed(cfg.seed)
     try:
-        run.model, run.lpips, run.gen_params, run.reg_params = build_for_training(cfg, run.device)
+        model, lpips, gen_params, reg_params = build_for_training(cfg, device)
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
-    run.names = _trainable_names(run.model)
-    run.trainable_names = [run.names[id(p)] for p in run.gen_params + run.reg_params]
     try:
-        run.data = build_training_data(cfg, device=run.device, rank=run.rank, world=run.world)
+        data = build_training_data(cfg, device=device, rank=ctx.rank, world=ctx.world)
     except (FileNotFoundError, ValueError) as exc:  # no images, unreadable manifest, ...
         raise TrainingError(str(exc)) from exc
-    run.opt_g = make_optimizer(run.gen_params, cfg.optim.lr, cfg)
-    run.opt_r = make_optimizer(run.reg_params, cfg.optim.regularizer_lr or cfg.optim.lr, cfg) if run.reg_params else None
-    run.scaler_g = torch.amp.GradScaler(run.device.type, enabled=run.use_scaler)
-    run.scaler_r = torch.amp.GradScaler(run.device.type, enabled=run.use_scaler)
+    opt_r = make_optimizer(reg_params, cfg.optim.regularizer_lr or cfg.optim.lr, cfg) if reg_params else None
+    return _Parts(
+        model, lpips, gen_params, reg_params, _trainable_names(model), data,
+        opt_g=make_optimizer(gen_params, cfg.optim.lr, cfg), opt_r=opt_r,
+        scaler_g=torch.amp.GradScaler(device.type, enabled=ctx.use_scaler),
+        scaler_r=torch.amp.GradScaler(device.type, enabled=ctx.use_scaler),
+    )
 
 
-def _resume(run: _Run, allow_world_size_change: bool) -> None:
-    """3. trainable tensors, optimiser states, grad scalers, RNG, step and data position."""
-    path = run.resume_path
+def _resume(ctx: _Context, parts: _Parts, path: Path, allow_world_size_change: bool) -> _Counters:
+    """3. trainable tensors, optimiser states, grad scalers, RNG; returns the step, data position
+    and non-finite count the checkpoint was saved at."""
     state, tensors, rng = load_checkpoint_state(path)
-    _check_world_size(state, run.world, path, allow_world_size_change)
-    diffs = _check_resume_config(state.get("config", {}), run.cfg, path)
-    missing = [n for n in run.trainable_names if n not in tensors]
+    _check_world_size(state, ctx.world, path, allow_world_size_change)
+    diffs = _check_resume_config(state.get("config", {}), ctx.cfg, path)
+    trainable = parts.trainable
+    missing = [n for n in trainable if n not in tensors]
     if missing:
         raise CheckpointError(f"{path}/trainable.safetensors lacks {missing[:3]} (different model?)")
-    by_name = dict(run.model.named_parameters())
     with torch.no_grad():
-        for n in run.trainable_names:
-            by_name[n].copy_(tensors[n].to(by_name[n].dtype))
-    _load_optimizer(run.opt_g, run.names, path / "optimizer-generator")
-    if run.opt_r is not None:
-        _load_optimizer(run.opt_r, run.names, path / "optimizer-regularizer")
-    if run.use_scaler and "scaler" in state:
-        run.scaler_g.load_state_dict(state["scaler"]["generator"])
-        run.scaler_r.load_state_dict(state["scaler"]["regularizer"])
+        for n, p in trainable.items():
+            p.copy_(tensors[n].to(p.dtype))
+    _load_optimizer(parts.opt_g, parts.names, path / "optimizer-generator")
+    if parts.opt_r is not None:
+        _load_optimizer(parts.opt_r, parts.names, path / "optimizer-regularizer")
+    if ctx.use_scaler and "scaler" in state:
+        parts.scaler_g.load_state_dict(state["scaler"]["generator"])
+        parts.scaler_r.load_state_dict(state["scaler"]["regularizer"])
     restore_rng(rng, state["rng"])
-    run.step, run.position = int(state["step"]), int(state["position"])
-    run.nonfinite_run = int(state.get("nonfinite_run", 0))
-    if run.is_main:
-        print(f"resumed from {path} at step {run.step}" + (f" (config differs in: {', '.join(diffs)})" if diffs else ""))
+    at = _Counters(int(state["step"]), int(state["position"]), int(state.get("nonfinite_run", 0)))
+    if ctx.is_main:
+        print(f"resumed from {path} at step {at.step}" + (f" (config differs in: {', '.join(diffs)})" if diffs else ""))
+    return at
 
 
-def _prepare_step(run: _Run) -> None:
-    cfg = run.cfg
-    module = OSDHumanTrainStep(run.model, run.lpips, cfg.loss, cfg.vsd, sample_latent=cfg.model.latent_mode_train == "sample")
-    module.set_uncond(_uncond_embedding(run.model, cfg))
-    run.step_module = run.accelerator.prepare(module)  # moves LPIPS, wraps in DDP when distributed
+def _step_module(ctx: _Context, parts: _Parts) -> nn.Module:
+    """The train step (generator and regularizer losses), prepared by accelerate: LPIPS moved
+    to the device, wrapped in DDP when distributed."""
+    cfg = ctx.cfg
+    module = OSDHumanTrainStep(parts.model, parts.lpips, cfg.loss, cfg.vsd,
+                               sample_latent=cfg.model.latent_mode_train == "sample")
+    module.set_uncond(_uncond_embedding(parts.model, cfg))
+    return ctx.accelerator.prepare(module)
 
 
-def _open_logs(run: _Run) -> None:
+def _open_logs(ctx: _Context, data: TrainingData, step: int, resumed: bool) -> _Logs:
     """4. config.yaml, metrics.jsonl and TensorBoard continue from the checkpoint's step; the
     listing's left-out entries are reported once."""
-    out = run.out
-    if run.is_main:
+    out = ctx.out
+    writer = None
+    if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(run.cfg, out / "config.yaml")
-        truncate_metrics(out / "metrics.jsonl", run.step)  # a resumed run continues the log, no repeated steps
+        save_config(ctx.cfg, out / "config.yaml")
+        truncate_metrics(out / "metrics.jsonl", step)  # a resumed run continues the log, no repeated steps
         # TensorBoard hides the events at steps >= purge_step: the killed run's steps after the
         # checkpoint's, which this run logs again (the checkpoint's own step is kept)
-        purge = run.step + 1 if run.resume_path is not None else None
-        run.writer = tensorboard(out, run.cfg.logging.tensorboard, purge_step=purge)
-    run.jlog = JsonlLog(out / "metrics.jsonl", run.is_main)
-    run.skipped = SkippedLog(out / "skipped.jsonl")
-    if run.is_main:
-        for file, reason in run.data.listing_skipped:
-            run.skipped.add(file, reason)
-        run.skipped.add_batch({"skipped": run.data.val_skipped})
+        writer = tensorboard(out, ctx.cfg.logging.tensorboard, purge_step=step + 1 if resumed else None)
+    logs = _Logs(JsonlLog(out / "metrics.jsonl", ctx.is_main), SkippedLog(out / "skipped.jsonl"), writer)
+    if ctx.is_main:
+        for file, reason in data.listing_skipped:
+            logs.skipped.add(file, reason)
+        logs.skipped.add_batch({"skipped": data.val_skipped})
+    return logs
 
 
-def _close_logs(run: _Run) -> None:
-    if run.jlog is not None:
-        run.jlog.close()
-    if run.writer is not None:
-        run.writer.close()
-
-
-def _write_weights(run: _Run, folder: Path) -> None:
-    _unwrap(run.step_module).model.save_weights(folder)
-
-
-def _checkpoint(run: _Run) -> Path:
+def _checkpoint(ctx: _Context, parts: _Parts, at: _Counters) -> Path:
+    """A resumable checkpoint of this step (process 0), the oldest rotated away."""
     st: dict[str, Any] = {
-        "position": run.position,
-        "nonfinite_run": run.nonfinite_run,
-        "config": to_dict(run.cfg),
-        "world_size": run.world,
+        "position": at.position,
+        "nonfinite_run": at.nonfinite_run,
+        "config": to_dict(ctx.cfg),
+        "world_size": ctx.world,
     }
-    if run.use_scaler:
-        st["scaler"] = {"generator": run.scaler_g.state_dict(), "regularizer": run.scaler_r.state_dict()}
-    optimizers = {"generator": run.opt_g, **({"regularizer": run.opt_r} if run.opt_r is not None else {})}
+    if ctx.use_scaler:
+        st["scaler"] = {"generator": parts.scaler_g.state_dict(), "regularizer": parts.scaler_r.state_dict()}
+    optimizers = {"generator": parts.opt_g, **({"regularizer": parts.opt_r} if parts.opt_r is not None else {})}
+    model = _unwrap(parts.step_module).model
     path = save_checkpoint(
-        run.ckpt_root, run.step, write_weights=lambda d: _write_weights(run, d),
-        trainable={n: p for n, p in zip(run.trainable_names, run.gen_params + run.reg_params)},
-        optimizers=optimizers, param_names=run.names, state=st,
+        ctx.ckpt_root, at.step, write_weights=model.save_weights, trainable=parts.trainable,
+        optimizers=optimizers, param_names=parts.names, state=st,
     )
-    rotate_checkpoints(run.ckpt_root, run.cfg.checkpoint.keep)
+    rotate_checkpoints(ctx.ckpt_root, ctx.cfg.checkpoint.keep)
     return path
 
 
 @torch.no_grad()
-def _restore_val(run: _Run, lq: torch.Tensor, hq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _restore_val(ctx: _Context, step_module: nn.Module, lq: torch.Tensor,
+                 hq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The validation LQ restored in batches (N, 3, S, S) in [-1, 1], and LPIPS per batch."""
-    m, lp_mod, bs = _unwrap(run.step_module).model, _unwrap(run.step_module).lpips, run.cfg.batch_size
+    m, lp_mod, bs = _unwrap(step_module).model, _unwrap(step_module).lpips, ctx.cfg.batch_size
     restored, lps = [], []
-    with autocast(run.device, run.ac_dtype):
+    with autocast(ctx.device, ctx.ac_dtype):
         for i in range(0, lq.shape[0], bs):
             img = m(lq[i:i + bs], hq=hq[i:i + bs]).image.float()
             restored.append(img)
@@ -356,15 +382,16 @@ def _restore_val(run: _Run, lq: torch.Tensor, hq: torch.Tensor) -> tuple[torch.T
     return torch.cat(restored), lps
 
 
-def _validate(run: _Run) -> dict[str, float]:
+def _validate(ctx: _Context, step_module: nn.Module, val: tuple[torch.Tensor, torch.Tensor] | None,
+              logs: _Logs, step: int) -> dict[str, float]:
     """PSNR-Y / SSIM-Y / MSE (/ LPIPS) on the fixed validation pairs and an LQ|restored|HQ grid."""
-    if run.data.val is None or not run.is_main:
+    if val is None or not ctx.is_main:
         return {}
-    cfg, m = run.cfg, _unwrap(run.step_module).model
+    cfg, m = ctx.cfg, _unwrap(step_module).model
     was_training = m.training
     m.eval()
-    lq, hq = run.data.val
-    img, lps = _restore_val(run, lq, hq)
+    lq, hq = val
+    img, lps = _restore_val(ctx, step_module, lq, hq)
     rec = {
         "val/psnr_y": psnr_y(img, hq).mean().item(),
         "val/ssim_y": ssim_y(img, hq).mean().item(),
@@ -374,111 +401,113 @@ def _validate(run: _Run) -> dict[str, float]:
         rec["val/lpips"] = torch.cat(lps).mean().item()
         rec["val/mse_lpips"] = cfg.loss.lambda_mse * rec["val/mse"] + cfg.loss.lambda_lpips * rec["val/lpips"]
     grid = image_grid(lq, img, hq)
-    save_grid_png(grid, run.out / "val" / f"step-{run.step:08d}.png")
-    if run.writer is not None:
-        for k, v in rec.items():
-            run.writer.add_scalar(k, v, run.step)
-        run.writer.add_image("val/lq_restored_hq", grid, run.step)
-    run.jlog.write({"step": run.step, **rec})
+    save_grid_png(grid, ctx.out / "val" / f"step-{step:08d}.png")
+    logs.scalars(rec, step)
+    if logs.writer is not None:
+        logs.writer.add_image("val/lq_restored_hq", grid, step)
+    logs.jlog.write({"step": step, **rec})
     m.train(was_training)
     return rec
 
 
-def _next_micro_batches(run: _Run, loader_iter) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _next_micro_batches(ctx: _Context, data: TrainingData, skipped: SkippedLog, at: _Counters,
+                        loader_iter) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``accum`` (lq, hq) pairs on the device; files the loader had to skip are reported."""
     micro = []
-    for _ in range(run.accum):
+    for _ in range(ctx.accum):
         batch = next(loader_iter)
-        run.skipped.add_batch(batch)
-        micro.append(run.data.make_pair(batch))
-    run.position += run.images_per_step
+        skipped.add_batch(batch)
+        micro.append(data.make_pair(batch))
+    at.position += ctx.images_per_step
     return micro
 
 
-def _log(run: _Run, interval: IntervalMean, clock: dict) -> None:
-    logged = interval.reduce(run.accelerator, run.device)  # mean over the interval and over ranks
+def _log(ctx: _Context, logs: _Logs, step: int, interval: IntervalMean, clock: dict) -> None:
+    logged = interval.reduce(ctx.accelerator, ctx.device)  # mean over the interval and over ranks
     now = time.perf_counter()
     logged["images_per_s"] = clock["images"] / max(now - clock["t"], 1e-9)
     clock.update(t=now, images=0)
-    if run.is_main:
-        run.jlog.write({"step": run.step, **logged})
-        if run.writer is not None:
-            for k, v in logged.items():
-                run.writer.add_scalar(k, v, run.step)
+    if ctx.is_main:
+        logs.jlog.write({"step": step, **logged})
+        logs.scalars(logged, step)
 
 
-def _after_iteration(run: _Run, metrics: dict, finite: bool) -> None:
+def _after_iteration(ctx: _Context, logs: _Logs, at: _Counters, metrics: dict, finite: bool) -> None:
     """Count a non-finite run; stop with a clear error after ``max_nonfinite`` in a row."""
-    cfg = run.cfg
-    run.nonfinite_run = 0 if finite else run.nonfinite_run + 1
-    if not finite and run.is_main:
-        print(f"step {run.step}: non-finite loss or gradient, step skipped ({run.nonfinite_run} in a row)")
-        run.jlog.write({"step": run.step, **{k: v for k, v in metrics.items() if math.isfinite(v)}, "nonfinite": True})
-    if run.nonfinite_run >= cfg.max_nonfinite:
+    at.nonfinite_run = 0 if finite else at.nonfinite_run + 1
+    if not finite and ctx.is_main:
+        print(f"step {at.step}: non-finite loss or gradient, step skipped ({at.nonfinite_run} in a row)")
+        logs.jlog.write({"step": at.step, **{k: v for k, v in metrics.items() if math.isfinite(v)}, "nonfinite": True})
+    if at.nonfinite_run >= ctx.cfg.max_nonfinite:
         raise TrainingError(
-            f"stopped at step {run.step}: {run.nonfinite_run} non-finite losses in a row "
-            f"(max_nonfinite={cfg.max_nonfinite}). Lower optim.lr, use mixed_precision=bf16 "
-            f"instead of fp16, or resume from an earlier checkpoint in {run.ckpt_root}"
+            f"stopped at step {at.step}: {at.nonfinite_run} non-finite losses in a row "
+            f"(max_nonfinite={ctx.cfg.max_nonfinite}). Lower optim.lr, use mixed_precision=bf16 "
+            f"instead of fp16, or resume from an earlier checkpoint in {ctx.ckpt_root}"
         )
 
 
-def _progress_bar(run: _Run):
-    if not (run.is_main and run.cfg.logging.progress):
+def _progress_bar(ctx: _Context, step: int):
+    if not (ctx.is_main and ctx.cfg.logging.progress):
         return None
-    from tqdm.auto import tqdm
 
-    return tqdm(total=run.cfg.max_steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+    return tqdm(total=ctx.cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
 
 
-def _loop(run: _Run, on_step_end) -> tuple[dict[str, float], Path | None, bool]:
-    """5. iterations up to max_steps: (last metrics, last checkpoint, stopped early)."""
-    cfg = run.cfg
-    loader_iter = run.data.iterator(run.position)
+def _updater(ctx: _Context, parts: _Parts) -> Updater:
+    return Updater(parts.step_module, parts.opt_g, parts.opt_r, parts.gen_params, parts.reg_params, ctx.cfg,
+                   ctx.device, ctx.ac_dtype, accelerator=ctx.accelerator, scaler_g=parts.scaler_g,
+                   scaler_r=parts.scaler_r)
+
+
+def _loop(ctx: _Context, parts: _Parts, logs: _Logs, at: _Counters,
+          on_step_end) -> tuple[dict[str, float], Path | None]:
+    """5. iterations up to max_steps: (last metrics, last checkpoint)."""
+    cfg, step_module = ctx.cfg, parts.step_module
+    loader_iter = parts.data.iterator(at.position)
     metrics: dict[str, float] = {}
     last_ckpt: Path | None = None
-    run.step_module.train()
-    if cfg.logging.val_at_start and run.step == 0:
-        metrics.update(_validate(run))
-    bar = _progress_bar(run)
+    step_module.train()
+    if cfg.logging.val_at_start and at.step == 0:
+        metrics.update(_validate(ctx, step_module, parts.data.val, logs, at.step))
+    bar = _progress_bar(ctx, at.step)
     clock = {"t": time.perf_counter(), "images": 0}
     interval = IntervalMean()
-    updater = Updater(run.step_module, run.opt_g, run.opt_r, run.gen_params, run.reg_params, cfg, run.device,
-                      run.ac_dtype, accelerator=run.accelerator, scaler_g=run.scaler_g, scaler_r=run.scaler_r)
+    updater = _updater(ctx, parts)
     try:
-        while run.step < cfg.max_steps:
-            torch.manual_seed(step_seed(cfg.seed, run.step, run.rank))
-            metrics, finite = updater.iteration(_next_micro_batches(run, loader_iter))
-            run.step += 1
-            clock["images"] += run.images_per_step
+        while at.step < cfg.max_steps:
+            torch.manual_seed(step_seed(cfg.seed, at.step, ctx.rank))
+            metrics, finite = updater.iteration(_next_micro_batches(ctx, parts.data, logs.skipped, at, loader_iter))
+            at.step += 1
+            clock["images"] += ctx.images_per_step
             interval.add(metrics)
-            if run.step % max(cfg.logging.every, 1) == 0 or run.step == 1:
-                _log(run, interval, clock)
+            if at.step % max(cfg.logging.every, 1) == 0 or at.step == 1:
+                _log(ctx, logs, at.step, interval, clock)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss/loss']:.4f}", refresh=False)
-            _after_iteration(run, metrics, finite)
-            if cfg.logging.val_every > 0 and run.step % cfg.logging.val_every == 0:
-                metrics.update(_validate(run))
-            if cfg.checkpoint.every > 0 and run.step % cfg.checkpoint.every == 0 and run.step < cfg.max_steps:
-                if run.is_main:
-                    last_ckpt = _checkpoint(run)
-                run.accelerator.wait_for_everyone()
-            if on_step_end is not None and run.is_main:
-                on_step_end(run.step, metrics)
+            _after_iteration(ctx, logs, at, metrics, finite)
+            if cfg.logging.val_every > 0 and at.step % cfg.logging.val_every == 0:
+                metrics.update(_validate(ctx, step_module, parts.data.val, logs, at.step))
+            if cfg.checkpoint.every > 0 and at.step % cfg.checkpoint.every == 0 and at.step < cfg.max_steps:
+                if ctx.is_main:
+                    last_ckpt = _checkpoint(ctx, parts, at)
+                ctx.accelerator.wait_for_everyone()
+            if on_step_end is not None and ctx.is_main:
+                on_step_end(at.step, metrics)
     finally:
         if bar is not None:
             bar.close()
     return metrics, last_ckpt
 
 
-def _finish(run: _Run, metrics: dict) -> tuple[dict, Path, Path]:
+def _finish(ctx: _Context, parts: _Parts, logs: _Logs, at: _Counters, metrics: dict) -> tuple[dict, Path, Path]:
     """6. (process 0) a last validation unless this step had one, a checkpoint, ``final/``."""
-    cfg = run.cfg
-    if not (cfg.logging.val_every > 0 and run.step % cfg.logging.val_every == 0):
-        metrics.update(_validate(run))
-    last_ckpt = _checkpoint(run)
-    final_dir = run.out / "final"
-    atomic_dir(final_dir, lambda d: _write_weights(run, d))
+    cfg = ctx.cfg
+    if not (cfg.logging.val_every > 0 and at.step % cfg.logging.val_every == 0):
+        metrics.update(_validate(ctx, parts.step_module, parts.data.val, logs, at.step))
+    last_ckpt = _checkpoint(ctx, parts, at)
+    final_dir = ctx.out / "final"
+    atomic_dir(final_dir, _unwrap(parts.step_module).model.save_weights)
     return metrics, last_ckpt, final_dir
 
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from osdhuman.models import build_osdhuman
+from osdhuman.models.pretrained import load_pretrained
 from osdhuman.training.config import TrainConfig
+from osdhuman.training.lpips import build_lpips
 
 __all__ = ["Updater", "autocast", "build_for_training"]
 
@@ -177,7 +180,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 
 def initial_model(cfg: TrainConfig) -> nn.Module:
     """The model of ``cfg.init_weights`` (any supported format), on cfg.model's frozen bases."""
-    from osdhuman.models.pretrained import load_pretrained
 
     m = cfg.model
     model, summary = load_pretrained(cfg.init_weights, base_model=m.base_model, hfie_encoder_path=m.hfie_encoder_path,
@@ -189,8 +191,6 @@ def initial_model(cfg: TrainConfig) -> nn.Module:
 def build_for_training(cfg: TrainConfig, device: torch.device):
     """(model, lpips, generator params, regularizer params): the model with its regularizer
     adapter on ``device``, frozen dtype applied, trainable tensors in float32."""
-    from osdhuman.models import build_osdhuman
-    from osdhuman.training.lpips import build_lpips
 
     lpips = build_lpips(cfg.lpips) if cfg.loss.lambda_lpips != 0 else None  # fails fast on missing weights
     model = initial_model(cfg) if cfg.init_weights else build_osdhuman(cfg.model)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from osdhuman.iqa import fidelity as iqa_fidelity
 
@@ -39,7 +40,6 @@ def image_grid(lq: torch.Tensor, restored: torch.Tensor, hq: torch.Tensor) -> to
 
 
 def save_grid_png(grid01: torch.Tensor, path: str | Path) -> Path:
-    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,11 @@ def test_niqe_ranks_degradations_and_batches(photos, tools):
     np.testing.assert_allclose(m(x.astype(np.float32) / 255), s, rtol=0, atol=1e-12)
     # too small for one 96x96 block: NaN, not an exception
     assert np.isnan(m(np.random.default_rng(0).random((1, 64, 200, 3)))).all()
+    # the BT.601 luma is another plane of the same photos: close to, not equal to, the YIQ one
+    b = get_metric("niqe", backend="offline", luma="bt601")(x)
+    assert b[0] < b[1] < b[2] and 0 < np.abs(b - s).max() < 0.5
+    with pytest.raises(ValueError, match="luma"):
+        get_metric("niqe", backend="offline", luma="lab")
 
 
 def test_aggd_fit_recovers_known_shapes():

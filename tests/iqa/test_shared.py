@@ -64,3 +64,14 @@ def test_score_crops_turns_a_failing_metric_into_nan_and_rejects_float_input(pho
     assert np.isnan(bad).all() and np.isfinite(ok).all()
     with pytest.raises(ValueError, match="uint8"):
         score_crops([good], crops.astype(np.float32))
+
+
+def test_float_images_keep_their_own_planes_whatever_was_read_first(photos, tools):
+    """A float batch rounded to 8 bits for the Laplacian still gives NIQE / BRISQUE / PIQE the
+    planes of its float values, in whichever order the metrics read it."""
+    x = (_crops(photos, tools)[:2].astype(np.float32) + 0.3) / 256  # values between the 8-bit levels
+    a = ImageBatch.of(x)
+    a.u8()  # the Laplacian's 8-bit copy first
+    b = ImageBatch.of(x)
+    assert np.array_equal(a.yiq(), b.yiq()) and np.array_equal(a.gray(), b.gray())
+    assert not np.array_equal(b.yiq(), ImageBatch.of(b.u8()).yiq())

@@ -40,10 +40,11 @@ class ImageBatch:
     """(N, H, W, 3) RGB images; :meth:`rgb`, :meth:`yiq`, :meth:`gray`, :meth:`u8` cached."""
 
     def __init__(self, u8: np.ndarray | None = None, rgb: np.ndarray | None = None, tensor=None):
-        if (u8 is None) == (rgb is None):
-            raise ValueError("ImageBatch needs exactly one of u8 / rgb")
+        if sum(a is not None for a in (u8, rgb, tensor)) != 1:
+            raise ValueError("ImageBatch needs exactly one of u8 / rgb / tensor")
         self._u8, self._rgb = u8, rgb
-        self._tensor = tensor  # the torch (N, 3, H, W) it was made from, if any (see :meth:`tensor`)
+        self._exact_u8 = u8 is not None  # 8-bit input: the planes come from the pixels' levels
+        self._tensor = tensor  # torch (N, 3, H, W) float, read on first use (see :meth:`tensor`)
         self._yiq: np.ndarray | None = None
         self._gray: np.ndarray | None = None
 
@@ -56,10 +57,7 @@ class ImageBatch:
         if type(images).__module__.split(".")[0] == "torch":  # a tensor: torch is loaded already
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"{what}: expected a tensor (N, 3, H, W), got {tuple(images.shape)}")
-            import torch
-
-            x = images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
-            return cls(rgb=x, tensor=images.detach())
+            return cls(tensor=images.detach())
         a = np.asarray(images)
         if a.ndim != 4 or a.shape[-1] != 3:
             raise ValueError(f"{what}: expected an array (N, H, W, 3), got {a.shape}")
@@ -72,6 +70,9 @@ class ImageBatch:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(N, H, W)."""
+        if self._tensor is not None:
+            n, _, h, w = self._tensor.shape
+            return int(n), int(h), int(w)
         a = self._u8 if self._u8 is not None else self._rgb
         return a.shape[0], a.shape[1], a.shape[2]
 
@@ -80,14 +81,18 @@ class ImageBatch:
 
     def rgb(self) -> np.ndarray:
         """(N, H, W, 3) float32 in [0, 1]."""
-        if self._rgb is None:
+        if self._rgb is None and self._u8 is not None:
             self._rgb = self._u8.astype(np.float32) / np.float32(255.0)
+        elif self._rgb is None:  # a tensor: torch is loaded already
+            import torch
+
+            self._rgb = self._tensor.to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
         return self._rgb
 
     def u8(self) -> np.ndarray:
         """(N, H, W, 3) uint8."""
         if self._u8 is None:
-            self._u8 = np.rint(np.clip(self._rgb, 0, 1) * np.float32(255.0)).astype(np.uint8)
+            self._u8 = np.rint(np.clip(self.rgb(), 0, 1) * np.float32(255.0)).astype(np.uint8)
         return self._u8
 
     def yiq(self) -> np.ndarray:
@@ -103,7 +108,8 @@ class ImageBatch:
         return self._gray
 
     def tensor(self, device):
-        """(N, 3, H, W) float32 torch tensor on ``device`` (pyiqa's input; imports torch)."""
+        """(N, 3, H, W) float32 torch tensor on ``device`` (pyiqa's input; imports torch). A batch
+        made from a tensor hands that tensor on, without a round trip through the CPU."""
         import torch
 
         if self._tensor is not None:
@@ -113,10 +119,10 @@ class ImageBatch:
     def _planes(self) -> None:
         n, h, w = self.shape
         yiq, gray = np.empty((n, h, w), np.float32), np.empty((n, h, w), np.float64)
-        if self._u8 is not None:
+        if self._exact_u8:
             _planes_u8(self._u8, *_tables(), yiq, gray)
         else:
-            _planes_f32(self._rgb, _YIQ, _SKIMAGE, yiq, gray)
+            _planes_f32(self.rgb(), _YIQ, _SKIMAGE, yiq, gray)
         self._yiq, self._gray = yiq, gray
 
 

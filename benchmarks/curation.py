@@ -416,8 +416,6 @@ def _stage_breakdown(items, cfg) -> dict:
 def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> None:
     """build_dataset on n 640x480 JPEGs (1-4 people) with the offline IQA set, one worker;
     ``against``: a git revision whose src/ is timed on the same inputs, runs interleaved."""
-    from osdhuman.iqa import moments
-
     with tempfile.TemporaryDirectory() as tmp:
         items, cfg = _coco_inputs(Path(tmp), n)
         prev_src = _export_rev(against, Path(tmp) / "prev") if against else None
@@ -425,18 +423,13 @@ def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> Non
         from osdhuman.config import apply_overrides
 
         cubic = apply_overrides(cfg, ["crop.upscale=cubic"])
-        runs: dict[str, list] = {"ours": [], "torch": [], "previous": [], "cubic": [], "fresh": []}
+        runs: dict[str, list] = {"ours": [], "previous": [], "cubic": [], "fresh": []}
         for r in range(repeat):
             runs["ours"].append(_timed_build(cfg, Path(tmp) / f"ours{r}"))
             runs["cubic"].append(_timed_build(cubic, Path(tmp) / f"cubic{r}"))
             if prev_src is not None:  # both in fresh processes, back to back
                 runs["previous"].append(_fresh_build(prev_src, n))
                 runs["fresh"].append(_fresh_build(Path(__file__).resolve().parents[1] / "src", n))
-            moments.ENABLED = False
-            try:
-                runs["torch"].append(_timed_build(cfg, Path(tmp) / f"torch{r}"))
-            finally:
-                moments.ENABLED = True
         parts = _stage_breakdown(items, cfg)
     scored = runs["ours"][0]["scored"]
     print(f"end to end, build-dataset with offline IQA ({', '.join(cfg.iqa.metrics)}), {n} 640x480 JPEGs, "
@@ -450,10 +443,8 @@ def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> Non
               f"({rep:.1f} s, fixed): {net[0]:6.2f} / {np.median(net):6.2f}   {note}")
         return float(np.median(tot)), float(np.median(net))
 
-    ours = line("ours", runs["ours"], "target >= 15")
+    line("ours", runs["ours"], "target >= 15")
     line("ours cubic", runs["cubic"], "(crop.upscale=cubic instead of OpenCV's Lanczos4, ~10x cheaper per crop)")
-    torch_ = line("torch path", runs["torch"], "(moments.ENABLED = False: the torch arithmetic of every metric)")
-    print(f"  ratio vs torch path {ours[0] / torch_[0]:5.2f}x (without report {ours[1] / torch_[1]:5.2f}x)")
     if runs["previous"]:
         fresh = line("ours fresh", runs["fresh"], "(this src/, fresh process)")
         prev = line("previous", runs["previous"], f"(src/ of {against}, fresh process)")
@@ -469,9 +460,9 @@ def bench_end_to_end(n: int, repeat: int = 3, against: str | None = None) -> Non
 
 
 def bench_iqa(x, repeat: int = 3) -> None:
-    """crops/s per offline metric beside its torch path and pyiqa / the `brisque` package (the
-    reference implementations), and the shared-planes set against the metrics one by one."""
-    from osdhuman.iqa import MetricUnavailable, get_metric, moments
+    """crops/s per offline metric beside pyiqa / the `brisque` package (the reference
+    implementations), and the shared-planes set against the metrics one by one."""
+    from osdhuman.iqa import MetricUnavailable, get_metric
     from osdhuman.iqa.crops import score_crops
 
     n = len(x)
@@ -485,22 +476,13 @@ def bench_iqa(x, repeat: int = 3) -> None:
         m = get_metric(name, backend="offline", device="cpu")
         m(x[:1])  # warm-up (lazy imports, compiled kernels)
         ms[name] = m
-
-        def plain(m=m):
-            moments.ENABLED = False
-            try:
-                m(x)
-            finally:
-                moments.ENABLED = True
-
-        fns = {"ours": lambda m=m: m(x), "torch": plain}
+        fns = {"ours": lambda m=m: m(x)}
         if name in refs:
             refs[name](x[:1])
             fns["ref"] = lambda f=refs[name]: f(x)
         r = interleaved_rates(fns, n, repeat=repeat)
         ref = f"   {refs[name].label} {r['ref']:7.2f} ({r['ours'] / r['ref']:5.2f}x)" if "ref" in r else ""
-        print(f"  offline  {name:14s} {r['ours']:8.2f} crops/s   torch path {r['torch']:7.2f} "
-              f"({r['ours'] / r['torch']:5.2f}x){ref}")
+        print(f"  offline  {name:14s} {r['ours']:8.2f} crops/s{ref}")
     three = [ms["niqe"], ms["brisque"], ms["piqe"]]
     r = interleaved_rates({"shared": lambda: score_crops(three, u8),
                            "alone": lambda: [m(x) for m in three]}, n, repeat=repeat)

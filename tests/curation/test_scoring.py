@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from osdhuman.cli import main
 from osdhuman.curation.config import IQAConfig
@@ -22,11 +21,12 @@ class _FakeMetric:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(tuple(x.shape))
-        if (x.flatten(1).amax(1) == 0).any():
+    def __call__(self, batch) -> np.ndarray:  # an osdhuman.iqa ImageBatch, as real metrics get
+        x = batch.rgb()  # (B, H, W, 3) float32 in [0, 1]
+        self.calls.append(x.shape)
+        if (x.reshape(len(x), -1).max(1) == 0).any():
             raise RuntimeError("black image")
-        return x.mean(dim=(1, 2, 3))
+        return x.mean(axis=(1, 2, 3))
 
 
 def test_wrapper_batches_converts_and_turns_failures_into_nan():
@@ -34,7 +34,7 @@ def test_wrapper_batches_converts_and_turns_failures_into_nan():
     m = _IQAMetric(fake, batch_size=2)
     crops = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (255, 51, 0, 102, 204)])  # (5, 8, 8, 3)
     scores = m(crops)
-    assert fake.calls == [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 8, 8)]
+    assert fake.calls == [(2, 8, 8, 3), (2, 8, 8, 3), (1, 8, 8, 3)]
     np.testing.assert_allclose(scores[[0, 1, 4]], [1.0, 0.2, 0.8], rtol=1e-6)
     assert np.isnan(scores[2]) and np.isnan(scores[3])  # the failing batch
     assert m.info.name == "bright" and m.info.backend == "fake" and m.info.lower_better is False

@@ -19,7 +19,8 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 
 def test_offline_metrics_follow_the_table(empty_torch_home):
-    x = torch.rand(3, 3, 112, 120)
+    x = np.random.default_rng(0).random((3, 112, 120, 3), dtype=np.float32)  # (N, H, W, 3) in [0, 1]
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)  # the same images as a torch (N, 3, H, W)
     for name, spec in METRICS.items():
         if spec.offline is None:
             continue
@@ -28,8 +29,12 @@ def test_offline_metrics_follow_the_table(empty_torch_home):
         assert isinstance(r, MetricRecord) and r.backend == "offline"
         assert (r.name, r.reference, r.lower_better) == (name, spec.reference, spec.lower_better)
         assert r.settings == spec.offline_settings
-        out = m(x, x.flip(-1)) if r.reference == "fr" else m(x)
-        assert out.shape == (3,) and out.device.type == "cpu" and out.dtype == torch.float64
+        out = m(x, x[:, :, ::-1]) if r.reference == "fr" else m(x)
+        assert isinstance(out, np.ndarray) and out.shape == (3,) and out.dtype == np.float64
+        same = m(t, t.flip(-1)) if r.reference == "fr" else m(t)
+        np.testing.assert_array_equal(same, out, err_msg=name)
+        # asked for a GPU, the offline backend still runs on the CPU and its record says so
+        assert get_metric(name, backend="offline", device="cuda").record.device == r.device == "cpu"
         with pytest.raises(dataclasses.FrozenInstanceError):
             r.name = "other"  # frozen
     for preset in PRESETS.values():
@@ -67,7 +72,7 @@ def test_auto_uses_pyiqa_when_its_weights_are_on_disk(empty_torch_home, photos, 
     scipy_io.savemat(mat, {"mu_prisparam": p["mu"][None], "cov_prisparam": p["cov"]})
     m = get_metric("niqe")
     assert m.record.backend == "pyiqa" and m.record.settings["weights"] == str(mat)
-    x = tools.to_tensor(photos["chelsea"])
+    x = photos["chelsea"][None]  # numpy uint8: pyiqa gets it as a tensor
     assert m(x).item() == pytest.approx(get_metric("niqe", backend="offline")(x).item(), abs=1e-3)
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from osdhuman.iqa import get_metric
-from osdhuman.iqa.color import rgb_to_y_bt601
+from osdhuman.iqa.color import y_bt601
 
 
 def test_psnr_ssim_y_agree_with_pyiqa_on_real_photo_pairs(photos, tools):
@@ -34,6 +33,8 @@ def test_psnr_ssim_y_agree_with_pyiqa_on_real_photo_pairs(photos, tools):
         if True:
             x, r = tools.to_tensor(tools.degrade(img, 1.5, q)), tools.to_tensor(img)
             p_ours, s_ours = psnr(x, r).item(), ssim(x, r).item()
+            u8 = tools.degrade(img, 1.5, q)[None], img[None]  # the same pair as 8-bit arrays
+            assert (psnr(*u8).item(), ssim(*u8).item()) == (p_ours, s_ours)
             p_ref, s_ref = ref_psnr(x, r).item(), ref_ssim(x, r).item()
             assert abs(p_ours - p_ref) < 1e-4, (name, q, p_ours, p_ref)
             assert abs(s_ours - s_ref) < 1e-4, (name, q, s_ours, s_ref)
@@ -43,14 +44,14 @@ def test_psnr_ssim_y_agree_with_pyiqa_on_real_photo_pairs(photos, tools):
 def test_psnr_y_closed_form():
     """A constant RGB offset d shifts Y by (65.481 + 128.553 + 24.966) d everywhere."""
     rng = np.random.default_rng(0)
-    ref = torch.from_numpy(rng.uniform(0.2, 0.7, (2, 3, 32, 40))).float()
+    ref = rng.uniform(0.2, 0.7, (2, 32, 40, 3)).astype(np.float32)
     d = 0.05
     x = ref + d
     dy = (65.481 + 128.553 + 24.966) * d / 255.0  # on the [0, 1] scale of Y / 255
     expected = 10 * np.log10(1.0 / (dy**2 + 1e-8))
     got = get_metric("psnr_y")(x, ref)
-    assert got.shape == (2,) and got.dtype == torch.float64
-    assert torch.allclose(got, torch.full((2,), expected, dtype=torch.float64), atol=1e-4)
+    assert got.shape == (2,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, np.full(2, expected), rtol=0, atol=1e-4)
     assert get_metric("psnr_y")(ref, ref)[0].item() == pytest.approx(80.0)
 
 
@@ -60,11 +61,11 @@ def test_ssim_y_properties(photos, tools):
     assert ssim(img, img).item() == pytest.approx(1.0, abs=1e-12)
     # a textured image and its negative are anti-correlated: cs ~ -1 everywhere, textbook SSIM
     # is about -1, the clamped cs gives ~0
-    noise = torch.from_numpy(np.random.default_rng(1).uniform(0.2, 0.8, (1, 3, 64, 64))).float()
+    noise = np.random.default_rng(1).uniform(0.2, 0.8, (1, 64, 64, 3)).astype(np.float32)
     assert 0.0 <= ssim(1.0 - noise, noise).item() < 0.01
     # rounding Y to 8-bit levels: a change that moves no Y across a rounding boundary is invisible
-    y = rgb_to_y_bt601(img)
-    safe = ((y - y.floor() - 0.5).abs() > 0.02).all()
+    y = y_bt601(img.permute(0, 2, 3, 1).numpy())
+    safe = (np.abs(y - np.floor(y) - 0.5) > 0.02).all()
     if safe:
         assert ssim(img + 0.001 / 255, img).item() == pytest.approx(1.0, abs=1e-12)
     blurred = tools.to_tensor(tools.degrade(photos["astronaut"], 2.0, 95))
@@ -73,8 +74,10 @@ def test_ssim_y_properties(photos, tools):
 
 def test_full_reference_needs_matching_reference():
     m = get_metric("ssim_y")
-    x = torch.rand(1, 3, 32, 32)
+    x = np.zeros((1, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="reference"):
         m(x)
     with pytest.raises(ValueError, match="shape"):
-        m(x, torch.rand(1, 3, 32, 31))
+        m(x, np.zeros((1, 32, 31, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"ssim_y: images: expected an array \(N, H, W, 3\)"):
+        m(x[0], x[0])

@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                    help="IQA metrics, comma-separated, or a preset: offline (niqe,brisque,piqe), "
                         "paper (clipiqa,maniqa,musiq,niqe; needs pyiqa weights), laplacian")
     p.add_argument("--iqa-backend", choices=["auto", "pyiqa", "offline"], help="IQA implementation (default auto)")
-    p.add_argument("--device", help="device for IQA metrics and YOLO (default cpu)")
+    p.add_argument("--device", help="device for pyiqa metrics and YOLO (default cpu; offline metrics always run on the CPU)")
     p.add_argument("--keep-fraction", type=float, metavar="F", help="top fraction of the pool to keep (default 1/3)")
     p.add_argument("--split-source", action="append", default=[], metavar="NAME=SPLIT",
                    help="put every crop of source NAME into SPLIT (train/val/test), repeatable")

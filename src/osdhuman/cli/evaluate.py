@@ -75,7 +75,8 @@ def _common(p) -> None:
     p.add_argument("-o", "--out", "--output-dir", dest="out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--metrics", metavar="LIST|PRESET", help="metric names, comma-separated, or a preset (see below)")
     p.add_argument("--backend", choices=["auto", "pyiqa", "offline"], help="metric implementation (default auto)")
-    p.add_argument("--device", help="auto (default: cuda when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", help="where pyiqa metrics run: auto (default: cuda when present), cpu, cuda, cuda:1, ...; "
+                                    "the offline metrics always run on the CPU")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default 8)")
     p.add_argument("--digits", choices=["paper", "sig4"], help="number format of the table (default paper)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -44,7 +44,7 @@ class _LaplacianFallback:
 
 class _SharedScorer:
     """Scores one batch of crops with every configured metric at once (``osdhuman.iqa.crops``:
-    the grayscale planes and the float tensor made once per crop), for the members below."""
+    one ImageBatch per chunk, its grayscale planes made once per crop), for the members below."""
 
     def __init__(self, metrics: list, batch_size: int):
         self.metrics = metrics

@@ -28,7 +28,7 @@ from osdhuman.evaluation.evaluate import (
     write_summaries,
 )
 from osdhuman.evaluation.plots import bar_charts
-from osdhuman.evaluation.scoring import Issue, Item, expand_metric_names, pick_device, resolve_metrics, score_items
+from osdhuman.evaluation.scoring import Issue, Item, expand_metric_names, metric_devices, resolve_metrics, score_items
 from osdhuman.evaluation.tables import ColumnGroup, markdown_table
 from osdhuman.imageio import scan_images
 from osdhuman.outputs import atomic_write_text
@@ -52,10 +52,9 @@ def dataset_quality(
             raise FileNotFoundError(f"{name}: {d} is not a folder")
     check_output_dir(out, list(dirs.values()))
     names = expand_metric_names(cfg.metrics, no_reference=True)
-    device = pick_device(cfg.device)
 
     # 1. metrics: no-reference only
-    resolved = resolve_metrics(names, cfg.backend, device, have_reference=False)
+    resolved = resolve_metrics(names, cfg.backend, cfg.device, have_reference=False)
     for n in list(resolved.set_metrics):
         resolved.metrics.pop(n)
         resolved.unavailable[n] = "a two-folder metric: use `osdhuman evaluate`"
@@ -103,7 +102,7 @@ def dataset_quality(
     atomic_write_text(out / "issues.csv", issue_df.rename(columns={"group": "dataset", "key": "image"}).to_csv(index=False))
     bar_charts(summary, [n for n in names if n in resolved.metrics], out / "plots")
     save_config(cfg, out / "config.yaml")
-    settings = {"datasets": {k: str(v) for k, v in dirs.items()}, "device": device, "config": to_dict(cfg),
+    settings = {"datasets": {k: str(v) for k, v in dirs.items()}, "device": metric_devices(resolved), "config": to_dict(cfg),
                 "metrics": records, "unavailable": result.unavailable, "counts": counts}
     atomic_write_text(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=str) + "\n")
     write_summaries(out, table, summary)

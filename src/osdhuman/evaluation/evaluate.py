@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.evaluation.config import EvaluateConfig
@@ -31,7 +30,7 @@ from osdhuman.evaluation.scoring import (
     Item,
     ResolvedMetrics,
     expand_metric_names,
-    pick_device,
+    metric_devices,
     resolve_metrics,
     score_items,
 )
@@ -94,8 +93,8 @@ def _nanmean(values: list[float]) -> float:
     return float(a.mean()) if a.size else math.nan
 
 
-def _feature_set(feats: list[torch.Tensor]) -> torch.Tensor | None:
-    return torch.cat(feats) if feats else None
+def _feature_set(feats: list[np.ndarray]) -> np.ndarray | None:
+    return np.concatenate(feats) if feats else None
 
 
 def evaluate_methods(
@@ -116,15 +115,14 @@ def evaluate_methods(
             raise FileNotFoundError(f"{name}: {d} is not a folder")
     check_output_dir(out, [*method_dirs.values(), *([ref_dir] if ref_dir else [])])
     names = expand_metric_names(cfg.metrics)
-    device = pick_device(cfg.device)
 
     # 1. metrics
-    resolved = resolve_metrics(names, cfg.backend, device, have_reference=ref_dir is not None)
+    resolved = resolve_metrics(names, cfg.backend, cfg.device, have_reference=ref_dir is not None)
     issues: list[Issue] = []
 
     # 2. references (and their FID features)
     ref_index = index_by_stem(ref_dir, cfg.recursive, "reference", issues) if ref_dir else {}
-    ref_feats: dict[str, torch.Tensor | None] = {}
+    ref_feats: dict[str, np.ndarray | None] = {}
     if resolved.set_metrics and ref_index:
         only_sets = ResolvedMetrics(metrics=dict(resolved.set_metrics))
         _, f = score_items("reference", [Item(k, p) for k, p in ref_index.items()], only_sets,
@@ -160,7 +158,7 @@ def evaluate_methods(
                 summary[method][n] = math.nan
                 issues.append(Issue(method, "*", "metric_failed", f"{n}: needs at least 2 readable images on each side"))
             else:
-                summary[method][n] = m.distance(a.numpy(), b.numpy())
+                summary[method][n] = m.distance(a, b)
         summary[method] = {n: summary[method][n] for n in names if n in summary[method]}
         paired = sum(1 for r in rows if r["reference"]) if ref_dir else 0
         counts[method] = {"images": len(index), "scored": len(rows), "paired": paired}
@@ -175,7 +173,7 @@ def evaluate_methods(
     _write_outputs(result, names, out, cfg, {
         "methods": {k: str(v) for k, v in method_dirs.items()},
         "reference": str(ref_dir) if ref_dir else None,
-        "device": device,
+        "device": metric_devices(resolved),
     })
     return result
 

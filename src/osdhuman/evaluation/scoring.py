@@ -1,8 +1,10 @@
 """The scoring loop shared by ``evaluate`` and ``dataset-quality``.
 
 Images are read one by one (bad files are recorded and skipped), grouped by size into
-batches, and every resolved metric scores each batch on the chosen device. Full-reference
-metrics get the paired reference batch; set metrics (FID) collect features.
+batches (:class:`~osdhuman.iqa.batch.ImageBatch` of the 8-bit arrays), and every resolved
+metric scores each batch: offline metrics on the CPU (numpy; torch is never imported for
+them), pyiqa metrics on the chosen device. Full-reference metrics get the paired reference
+batch; set metrics (FID) collect features.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from osdhuman.imageio import ImageReadError, read_rgb
-from osdhuman.iqa import METRICS, PRESETS, MetricUnavailable, SetMetric, get_metric
+from osdhuman.iqa import METRICS, PRESETS, ImageBatch, MetricUnavailable, SetMetric, get_metric
 
-__all__ = ["Issue", "Item", "ResolvedMetrics", "expand_metric_names", "pick_device", "resolve_metrics", "score_items"]
+__all__ = ["Issue", "Item", "ResolvedMetrics", "expand_metric_names", "metric_devices", "resolve_metrics", "score_items"]
 
 
 @dataclass
@@ -82,14 +83,15 @@ def expand_metric_names(names: list[str] | str, no_reference: bool = False) -> l
     return out
 
 
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+def metric_devices(resolved: ResolvedMetrics) -> str:
+    """Where the resolved metrics run, e.g. "cpu" or "cpu,cuda:0" (offline ones: always the CPU)."""
+    return ",".join(sorted({str(m.device) for m in resolved.metrics.values()})) or "cpu"
 
 
 def resolve_metrics(names: list[str], backend: str, device: str, have_reference: bool) -> ResolvedMetrics:
-    """get_metric for each name; what cannot run is kept with its reason (the rest still runs)."""
+    """get_metric for each name; what cannot run is kept with its reason (the rest still runs).
+    ``device`` ("auto": cuda when present) is where pyiqa metrics run; torch is imported only
+    for those."""
     res = ResolvedMetrics()
     for n in names:
         spec = METRICS[n]
@@ -103,8 +105,10 @@ def resolve_metrics(names: list[str], backend: str, device: str, have_reference:
     return res
 
 
-def _to_tensor(arrs: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+def _seed_torch(seed: int) -> None:
+    import torch  # only reached for pyiqa metrics, which import it anyway
+
+    torch.manual_seed(seed)
 
 
 def score_items(
@@ -115,11 +119,11 @@ def score_items(
     issues: list[Issue],
     seed: int = 0,
     progress: bool = True,
-) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
+) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
     """Score ``items``; returns per-image rows (metric columns NaN where not computed) and
-    set-metric features {name: [(B, D) tensors]}. Problems are appended to ``issues``."""
+    set-metric features {name: [(B, D) float64 arrays]}. Problems are appended to ``issues``."""
     rows: list[dict] = []
-    feats: dict[str, list[torch.Tensor]] = {k: [] for k in resolved.set_metrics}
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in resolved.set_metrics}
     buckets: dict[tuple, list] = {}
 
     def flush(key: tuple) -> None:
@@ -127,13 +131,14 @@ def score_items(
         if not batch:
             return
         has_ref = key[2]
-        x = _to_tensor([b[1] for b in batch])
-        ref = _to_tensor([b[2] for b in batch]) if has_ref else None
-        scores: dict[str, torch.Tensor] = {}
+        x = ImageBatch.of(np.stack([b[1] for b in batch]))  # (B, H, W, 3) uint8
+        ref = ImageBatch.of(np.stack([b[2] for b in batch])) if has_ref else None
+        scores: dict[str, np.ndarray] = {}
         for name, m in resolved.image_metrics.items():
             if m.record.reference == "fr" and ref is None:
                 continue
-            torch.manual_seed(seed)
+            if m.record.backend != "offline":  # a network metric may draw random crops
+                _seed_torch(seed)
             try:
                 scores[name] = m(x, ref) if m.record.reference == "fr" else m(x)
             except Exception as exc:  # noqa: BLE001 - a metric failing on one batch must not stop the run

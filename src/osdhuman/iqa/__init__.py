@@ -4,9 +4,13 @@ backend used only when its weights are already on disk.
 
     from osdhuman.iqa import get_metric
     m = get_metric("niqe")            # m.record.backend says which backend runs it
-    scores = m(images)                # (N, 3, H, W) float RGB in [0, 1] -> (N,) on CPU
+    scores = m(images)                # (N, H, W, 3) uint8 / float RGB (or torch (N, 3, H, W)) -> (N,) float64
+
+The offline metrics are numpy / numba / OpenCV on the CPU and never import torch; pyiqa and
+the torch metrics import it when they are resolved.
 """
 
+from osdhuman.iqa.batch import ImageBatch
 from osdhuman.iqa.metric import Metric, SetMetric, get_metric
 from osdhuman.iqa.records import BACKENDS, METRICS, PRESETS, MetricRecord, MetricSpec
 from osdhuman.iqa.weights import MetricUnavailable, WeightFile
@@ -14,6 +18,7 @@ from osdhuman.iqa.weights import MetricUnavailable, WeightFile
 __all__ = [
     "BACKENDS",
     "METRICS",
+    "ImageBatch",
     "PRESETS",
     "Metric",
     "MetricRecord",

@@ -22,11 +22,10 @@ from pathlib import Path
 import cv2
 import numba
 import numpy as np
-import torch
 
-from osdhuman.iqa.color import rgb_to_gray_skimage
-from osdhuman.iqa.filters import filter2d_separable, gaussian_window
-from osdhuman.iqa.moments import image_pair_sums, use_kernels
+from osdhuman.iqa.batch import ImageBatch
+from osdhuman.iqa.filters import gaussian_window, lgamma
+from osdhuman.iqa.moments import image_pair_sums
 from osdhuman.iqa.weights import MetricUnavailable
 
 __all__ = ["SVRModel", "brisque_features", "brisque_features_from_gray", "brisque_fn", "load_brisque_package_model"]
@@ -41,16 +40,15 @@ class SVRModel:
     """RBF epsilon-SVR: f(x) = sum_i coef_i exp(-gamma |x - sv_i|^2) - rho."""
 
     def __init__(self, sv: np.ndarray, coef: np.ndarray, gamma: float, rho: float, lo: np.ndarray, hi: np.ndarray):
-        self.sv = torch.from_numpy(sv)  # (S, D)
-        self.coef = torch.from_numpy(coef)  # (S,)
+        self.sv, self.coef = sv, coef  # (S, D), (S,)
         self.gamma, self.rho = gamma, rho
-        self.lo, self.hi = torch.from_numpy(lo), torch.from_numpy(hi)  # (D,)
+        self.lo, self.hi = lo, hi  # (D,)
 
-    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        f = feats.to(torch.float64)
-        x = -1.0 + 2.0 * (f - self.lo.to(f)) / (self.hi.to(f) - self.lo.to(f))  # (N, D)
-        d2 = torch.cdist(x, self.sv.to(f)) ** 2  # (N, S)
-        return torch.exp(-self.gamma * d2) @ self.coef.to(f) - self.rho
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        f = np.asarray(feats, dtype=np.float64)
+        x = -1.0 + 2.0 * (f - self.lo) / (self.hi - self.lo)  # (N, D)
+        d2 = ((x[:, None, :] - self.sv[None]) ** 2).sum(-1)  # (N, S)
+        return np.exp(-self.gamma * d2) @ self.coef - self.rho
 
 
 def _parse_libsvm(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -95,109 +93,79 @@ def load_brisque_package_model() -> SVRModel:
     return SVRModel(sv, coef, gamma, rho, lo, hi)
 
 
-def _phi(a: torch.Tensor) -> torch.Tensor:
-    return torch.exp(2 * torch.lgamma(2 / a) - torch.lgamma(1 / a) - torch.lgamma(3 / a))
-
-
-def _aggd_continuous(sums: torch.Tensor) -> torch.Tensor:
-    """(alpha, mean, sigma_l^2, sigma_r^2) per row of moment sums (B, 6) (see
+def _aggd_continuous(sums: np.ndarray) -> np.ndarray:
+    """(alpha, mean, sigma_l^2, sigma_r^2) per row of moment sums (..., 6) (see
     :mod:`osdhuman.iqa.moments`); alpha solves phi(alpha) = R_hat exactly (bisection on the
-    monotone phi), sigma_r over x >= 0."""
-    s_neg, n_neg, s_pos, n_pos, n_zero, s_abs = sums.unbind(-1)
+    monotone phi, :func:`_bisect`), sigma_r over x >= 0."""
+    s_neg, n_neg, s_pos, n_pos, n_zero, s_abs = np.moveaxis(sums, -1, 0)
     m = n_neg + n_pos + n_zero
-    ls = s_neg / n_neg
-    rs = s_pos / (n_pos + n_zero)
-    g = ls.sqrt() / rs.sqrt()
-    rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
-    target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    if _bisect is not None and use_kernels() and target.device.type == "cpu":
-        alpha = np.empty(target.numel())
-        _bisect(np.ascontiguousarray(target.reshape(-1).numpy()), alpha)  # the same steps, scalar loops
-        alpha = torch.from_numpy(alpha).reshape(target.shape)
-    else:
-        lo = torch.full_like(target, np.log(0.02))
-        hi = torch.full_like(target, np.log(60.0))
-        for _ in range(70):  # phi is increasing in alpha
-            mid = (lo + hi) / 2
-            up = _phi(mid.exp()) < target
-            lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
-        alpha = ((lo + hi) / 2).exp()
-    k = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
-    mean = (rs.sqrt() - ls.sqrt()) * k * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
-    return torch.stack([alpha, mean, ls, rs], dim=-1)  # (B, 4)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a flat image: NaN features, as the reference
+        ls = s_neg / n_neg
+        rs = s_pos / (n_pos + n_zero)
+        g = np.sqrt(ls) / np.sqrt(rs)
+        rhat = (s_abs / m) ** 2 / ((s_neg + s_pos) / m)
+        target = rhat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
+    alpha = np.empty(target.size)
+    _bisect(np.ascontiguousarray(target.reshape(-1)), alpha)
+    alpha = alpha.reshape(target.shape)
+    k = np.exp(0.5 * (lgamma(1 / alpha) - lgamma(3 / alpha)))
+    mean = (np.sqrt(rs) - np.sqrt(ls)) * k * np.exp(lgamma(2 / alpha) - lgamma(1 / alpha))
+    return np.stack([alpha, mean, ls, rs], axis=-1)  # (..., 4)
 
 
-def _scale_features(gray: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """18 features of one scale. gray: (N, 1, H, W) float64 in [0, 1], window: the (7,) factor
+def _scale_features(gray: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """18 features of one scale. gray: (N, H, W) float64 in [0, 1], window: the (7,) factor
     of the separable Gaussian -> (N, 18)."""
-    if _mscn is not None and use_kernels() and gray.device.type == "cpu":
-        g = np.ascontiguousarray(gray[:, 0].numpy())
-        m = np.empty_like(g)
-        _mscn(g, np.ascontiguousarray(window.to(torch.float64).numpy()), m)  # the torch path's ops, one pass
-        m = torch.from_numpy(m)
-    else:
-        mu = filter2d_separable(gray, window, "zeros")  # 'same' size, zero padding
-        s2 = filter2d_separable(gray * gray, window, "zeros")
-        sd = (mu * mu - s2).abs().sqrt()
-        d = gray - mu
-        # in flat areas (saturated sky, 8x8 JPEG blocks) d is rounding noise (~1e-17) whose sign
-        # would depend on the summation order; it is exactly 0 there
-        d = torch.where(d.abs() < 1e-10, torch.zeros_like(d), d)
-        m = (d / (sd + 1.0 / 255.0))[:, 0]  # (N, H, W)
+    m = np.empty_like(gray)
+    _mscn(gray, window, m)  # zero-padded separable window sums and the normalisation, one pass
     # sums of the coefficients and of their horizontal, vertical, main- and secondary-diagonal
     # neighbour products, in one pass (no product image is materialised)
-    sums = image_pair_sums(m).to(m.device)  # (N, 5, 6)
-    fit = _aggd_continuous(sums)  # (N, 5, 4): one bisection for all five distributions
+    fit = _aggd_continuous(image_pair_sums(m))  # (N, 5, 4): one bisection for all five distributions
     base = fit[:, 0]
-    return torch.cat([base[:, :1], (base[:, 2:3] + base[:, 3:4]) / 2, fit[:, 1:].flatten(1)], dim=-1)  # (N, 18)
+    return np.concatenate([base[:, :1], (base[:, 2:3] + base[:, 3:4]) / 2, fit[:, 1:].reshape(len(m), -1)], axis=-1)
 
 
-def brisque_features(images: torch.Tensor) -> torch.Tensor:
-    """36 BRISQUE features of (N, 3, H, W) RGB [0, 1] -> (N, 36) float64."""
-    if images.device.type == "cpu":
-        from osdhuman.iqa.planes import planes_from_tensor
-
-        return brisque_features_from_gray(planes_from_tensor(images).gray)
-    return _features(rgb_to_gray_skimage(images.to(torch.float64)))
+def brisque_features(images) -> np.ndarray:
+    """36 BRISQUE features of the images (what :class:`~osdhuman.iqa.batch.ImageBatch` takes)
+    -> (N, 36) float64."""
+    return brisque_features_from_gray(ImageBatch.of(images).gray())
 
 
-def brisque_features_from_gray(gray: np.ndarray) -> torch.Tensor:
-    """36 features of (N, H, W) float64 scikit-image gray planes in [0, 1] (:mod:`osdhuman.iqa.planes`)."""
-    return _features(torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float64))[:, None])
-
-
-def _features(gray: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) float64 gray in [0, 1] -> (N, 36): both scales."""
+def brisque_features_from_gray(gray: np.ndarray) -> np.ndarray:
+    """(N, H, W) float64 scikit-image gray in [0, 1] -> (N, 36): both scales."""
+    gray = np.ascontiguousarray(gray, dtype=np.float64)
     g = gaussian_window(7, 7.0 / 6.0)
-    window = torch.from_numpy(g.sum(axis=1) / g.sum()).to(gray)  # 1-D factor of the Gaussian
+    window = g.sum(axis=1) / g.sum()  # 1-D factor of the Gaussian
     f1 = _scale_features(gray, window)
-    g = gray[:, 0].permute(1, 2, 0).cpu().numpy()  # (H, W, N): OpenCV resizes channels together
+    g = gray.transpose(1, 2, 0)  # (H, W, N): OpenCV resizes channels together
     halves = []
     for i in range(0, g.shape[2], 256):
         h = cv2.resize(np.ascontiguousarray(g[:, :, i:i + 256]), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
         halves.append(h.reshape(h.shape[0], h.shape[1], -1))
-    half = torch.from_numpy(np.concatenate(halves, axis=2)).permute(2, 0, 1)[:, None].to(gray)
+    half = np.ascontiguousarray(np.concatenate(halves, axis=2).transpose(2, 0, 1))  # (N, H/2, W/2)
     f2 = _scale_features(half, window)
-    return torch.cat([f1, f2], dim=-1)
+    return np.concatenate([f1, f2], axis=-1)
 
 
 def brisque_fn(model: str = "brisque-package"):
+    """``fn(images) -> (N,)`` scores (lower is better) with the named SVR."""
     if model != "brisque-package":
         raise ValueError(f"unknown offline BRISQUE model {model!r} (only 'brisque-package')")
     svr = load_brisque_package_model()
 
-    def fn(images: torch.Tensor) -> torch.Tensor:
+    def fn(images) -> np.ndarray:
         return svr(brisque_features(images))
 
-    fn.from_planes = lambda p: svr(brisque_features_from_gray(p.gray))  # reads the shared gray plane
     return fn
 
 
 @numba.njit(cache=True, nogil=True)
 def _mscn(g, k, out):
-    """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded window sums of g and g^2
-    (vertical taps in order, then horizontal, as ``filter2d_separable``; a padded zero row
-    or column adds exactly 0, so it is skipped), then the normalisation, one row at a time."""
+    """g (N, H, W) -> MSCN (N, H, W): the separable zero-padded 'same' window sums of g and g^2
+    (vertical taps in order, then horizontal; a padded zero row or column adds exactly 0, so it
+    is skipped), then the normalisation, one row at a time. In flat areas (saturated sky, 8x8
+    JPEG blocks) I - mu is rounding noise (~1e-17) whose sign would depend on the summation
+    order; it is set to exactly 0 there."""
     n, h, w = g.shape
     kn = k.shape[0]
     lo = (kn - 1) // 2
@@ -244,7 +212,7 @@ def _mscn(g, k, out):
                 dst[j] = d / (sd + c)
 
 @numba.njit(cache=True, nogil=True)
-def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value, as the torch path
+def _bisect(target, alpha):  # 70 halvings of [log 0.02, log 60] per value (phi increases with alpha)
     for t in range(target.shape[0]):
         lo, hi = np.log(0.02), np.log(60.0)
         for _ in range(70):

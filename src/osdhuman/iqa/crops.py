@@ -1,10 +1,10 @@
 """Score a batch of 8-bit crops with several metrics, the shared work done once.
 
 Curation scores every 512x512 crop with NIQE, BRISQUE and PIQE (and possibly pyiqa metrics).
-Each used to convert the crops to a float (N, 3, H, W) tensor and then to its own grayscale;
-here the crops are read once into the grayscale planes (:mod:`osdhuman.iqa.planes`: the Y of
-YIQ that NIQE and PIQE share, scikit-image gray for BRISQUE) and, only if some metric needs
-RGB, once into the float tensor; every metric is fed from those.
+The crops of a chunk become one :class:`~osdhuman.iqa.batch.ImageBatch`, so the grayscale
+planes (the Y of YIQ that NIQE and PIQE share, scikit-image gray for BRISQUE) are made once
+per crop, straight from the 8-bit pixels, and, only if some metric needs it, the float RGB
+array once; every metric is fed from that batch.
 
 What is *not* shared, on purpose: each metric's local mean / variance and second scale are
 those of its reference definition (NIQE: float64 MSCN of the rounded luma, MATLAB bicubic
@@ -21,9 +21,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from osdhuman.iqa.planes import planes_from_uint8
+from osdhuman.iqa.batch import ImageBatch
 
 __all__ = ["score_crops"]
 
@@ -35,22 +34,13 @@ def score_crops(metrics: Sequence, crops: np.ndarray, batch_size: int = 8) -> li
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"expected (N, H, W, 3) uint8 crops, got {crops.shape} {crops.dtype}")
     cols: list[list[np.ndarray]] = [[] for _ in metrics]
-    uses_planes = [bool(getattr(m, "reads_planes", False)) for m in metrics]
     for i in range(0, len(crops), max(1, batch_size)):
-        chunk = np.ascontiguousarray(crops[i:i + batch_size])
-        planes = planes_from_uint8(chunk) if any(uses_planes) else None
-        rgb = None
+        batch = ImageBatch.of(crops[i:i + batch_size])  # planes made on first use, shared by all
         for k, m in enumerate(metrics):
             try:
-                if uses_planes[k]:
-                    s = m.score_planes(planes)
-                else:
-                    if rgb is None:
-                        rgb = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-                    s = m(rgb)
-                cols[k].append(np.asarray(s.detach().cpu().numpy(), dtype=np.float64).reshape(-1))
+                cols[k].append(np.asarray(m(batch), dtype=np.float64).reshape(-1))
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the run: NaN, recorded
                 name = getattr(getattr(m, "record", None), "name", repr(m))
                 warnings.warn(f"{name} failed on a batch: {exc!r}", stacklevel=2)
-                cols[k].append(np.full(len(chunk), np.nan))
+                cols[k].append(np.full(len(batch), np.nan))
     return [np.concatenate(c) if c else np.zeros(0) for c in cols]

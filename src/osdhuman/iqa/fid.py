@@ -7,30 +7,29 @@ FID Inception-v3 (pool3, 2048-d). The Frechet distance of the two Gaussian fits:
     FID = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))
 
 The Inception network and its weights (``pt_inception-2015-12-05-6726825d.pth``) come from
-pyiqa, used only when that file is already in pyiqa's weight cache.
+pyiqa, used only when that file is already in pyiqa's weight cache (torch imported there).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 __all__ = ["clean_resize", "frechet_distance", "pyiqa_inception"]
 
 
-def clean_resize(images: torch.Tensor, size: int = 299) -> torch.Tensor:
-    """(N, 3, H, W) RGB [0, 1] -> (N, 3, size, size) float32 on the 0-255 scale."""
-    arr = (images.detach().to("cpu", torch.float32) * 255.0).numpy()
+def clean_resize(rgb: np.ndarray, size: int = 299) -> np.ndarray:
+    """(N, H, W, 3) float32 RGB [0, 1] -> (N, 3, size, size) float32 on the 0-255 scale."""
+    arr = np.asarray(rgb, dtype=np.float32) * np.float32(255.0)
     out = np.empty((arr.shape[0], 3, size, size), dtype=np.float32)
     for i in range(arr.shape[0]):
         for c in range(3):
-            ch = Image.fromarray(arr[i, c], mode="F").resize((size, size), resample=Image.BICUBIC)
+            ch = Image.fromarray(np.ascontiguousarray(arr[i, :, :, c]), mode="F").resize((size, size), resample=Image.BICUBIC)
             out[i, c] = np.asarray(ch).clip(0, 255)
-    return torch.from_numpy(out)
+    return out
 
 
-def frechet_distance(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.ndarray, method: str = "auto") -> float:
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, method: str = "auto") -> float:
     """Frechet distance between Gaussians fitted to (Na, D) and (Nb, D) features.
 
     Tr((S1 S2)^(1/2)) is the sum of square roots of the eigenvalues of S1 S2. "eigh": of the
@@ -64,7 +63,7 @@ def frechet_distance(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor |
     return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)
 
 
-def pyiqa_inception(device: torch.device):
+def pyiqa_inception(device):
     """pyiqa's FID Inception-v3 (pool3 block); its weights must be in pyiqa's cache."""
     from pyiqa.archs.inception import InceptionV3
 

@@ -1,9 +1,16 @@
 """``get_metric``: resolve a row of the metric table to something that scores images.
 
     m = get_metric("niqe")                 # pyiqa if installed with its weights, else offline
-    scores = m(images)                     # images (N, 3, H, W) float RGB in [0, 1] -> (N,)
+    scores = m(images)                     # (N,) float64 numpy
     scores = get_metric("ssim_y")(x, ref)  # full-reference metrics take the reference second
-    m.record                               # MetricRecord(name, reference, lower_better, backend, settings)
+    m.record                               # MetricRecord(name, reference, lower_better, backend, settings, device)
+
+``images``: numpy (N, H, W, 3) uint8 or float RGB in [0, 1] (what image files decode to), torch
+(N, 3, H, W) float in [0, 1], or an :class:`~osdhuman.iqa.batch.ImageBatch` (several metrics of
+one batch then share its grayscale planes). The offline backend is numpy / numba / OpenCV on the
+CPU and never imports torch: asked for another device it still runs on the CPU, and its record
+says ``device='cpu'``. pyiqa (the backend for network metrics, and the one that runs on a GPU)
+imports torch when it is resolved.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import os
 import sys
 from collections.abc import Callable
 
-import torch
+import numpy as np
 
+from osdhuman.iqa.batch import ImageBatch
 from osdhuman.iqa.records import BACKENDS, METRICS, MetricRecord, MetricSpec
 from osdhuman.iqa.weights import MetricUnavailable, WeightFile, weight_problems
 
@@ -32,60 +40,45 @@ def missing_files(files: tuple[WeightFile, ...]) -> list[WeightFile]:
 
 
 class Metric:
-    """A resolved image metric: ``m(images)`` (NR) or ``m(images, reference)`` (FR) -> (N,) CPU
-    float64 tensor. Inputs go to ``device``; no gradients are tracked."""
+    """A resolved image metric: ``m(images)`` (NR) or ``m(images, reference)`` (FR) -> (N,)
+    float64 numpy array. ``fn`` takes :class:`ImageBatch` es; ``device`` is where it runs."""
 
-    def __init__(self, record: MetricRecord, fn: Callable, device: str | torch.device = "cpu"):
+    def __init__(self, record: MetricRecord, fn: Callable, device: str = "cpu"):
         self.record = record
-        self.device = torch.device(device)
+        self.device = device
         self._fn = fn
 
     def __repr__(self) -> str:
         r = self.record
-        return f"Metric({r.name!r}, backend={r.backend!r}, device={str(self.device)!r})"
+        return f"Metric({r.name!r}, backend={r.backend!r}, device={self.device!r})"
 
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"{self.record.name}: expected images (N, 3, H, W), got {tuple(images.shape)}")
-        x = images.to(self.device, torch.float32)
+    def __call__(self, images, reference=None) -> np.ndarray:
+        name = self.record.name
+        x = ImageBatch.of(images, f"{name}: images")
         if self.record.reference == "fr":
             if reference is None:
-                raise ValueError(f"{self.record.name} is full-reference: call m(images, reference)")
-            if reference.shape != images.shape:
-                raise ValueError(f"{self.record.name}: images {tuple(images.shape)} and reference "
-                                 f"{tuple(reference.shape)} differ in shape")
-            out = self._fn(x, reference.to(self.device, torch.float32))
+                raise ValueError(f"{name} is full-reference: call m(images, reference)")
+            r = ImageBatch.of(reference, f"{name}: reference")
+            if r.shape != x.shape:
+                raise ValueError(f"{name}: images {x.shape} and reference {r.shape} differ in shape (N, H, W)")
+            out = self._fn(x, r)
         else:
             out = self._fn(x)
-        return out.detach().reshape(-1).to("cpu", torch.float64)
-
-
-    @property
-    def reads_planes(self) -> bool:
-        """True when this metric can score the shared grayscale planes (:mod:`osdhuman.iqa.planes`)
-        instead of the RGB tensor: an offline implementation that exposes ``from_planes``, on CPU."""
-        return self.device.type == "cpu" and callable(getattr(self._fn, "from_planes", None))
-
-    @torch.inference_mode()
-    def score_planes(self, planes) -> torch.Tensor:
-        """(N,) CPU float64 scores of the crops behind ``planes`` (see :attr:`reads_planes`)."""
-        return self._fn.from_planes(planes).detach().reshape(-1).to("cpu", torch.float64)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
 class SetMetric:
-    """A metric of two image sets (FID): ``features(images) -> (N, D)`` per batch, then
+    """A metric of two image sets (FID): ``features(images) -> (N, D)`` float64 per batch, then
     ``distance(feats_a, feats_b) -> float``."""
 
-    def __init__(self, record: MetricRecord, features: Callable, distance: Callable, device="cpu"):
+    def __init__(self, record: MetricRecord, features: Callable, distance: Callable, device: str = "cpu"):
         self.record = record
-        self.device = torch.device(device)
+        self.device = device
         self._features = features
         self._distance = distance
 
-    @torch.inference_mode()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self._features(images.to(self.device, torch.float32)).detach().to("cpu", torch.float64)
+    def features(self, images) -> np.ndarray:
+        return np.asarray(self._features(ImageBatch.of(images, f"{self.record.name}: images")), dtype=np.float64)
 
     def distance(self, feats_a, feats_b) -> float:
         return float(self._distance(feats_a, feats_b))
@@ -111,6 +104,7 @@ def _safe_pyiqa_loading(spec: MetricSpec):
     checkpoints never run pickled code. Either failure is MetricUnavailable."""
     import pyiqa.archs.arch_util as au
     import pyiqa.utils.download_util as du
+    import torch
 
     found = {f.filename: f.find() for f in spec.pyiqa_files}
     orig_load, orig_url = au.load_pretrained_network, du.load_file_from_url
@@ -182,51 +176,66 @@ def _import_downloaders() -> None:
             pass
 
 
-def _pyiqa_metric(spec: MetricSpec, device: torch.device) -> Metric | SetMetric:
-    import pyiqa
+def _torch_device(device: str):
+    import torch
 
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pyiqa_metric(spec: MetricSpec, device: str) -> Metric | SetMetric:
+    import pyiqa
+    import torch
+
+    dev = _torch_device(device)
     settings = dict(spec.pyiqa_settings)
     record = MetricRecord(spec.name, spec.reference, spec.lower_better, "pyiqa",
                           {"pyiqa_metric": spec.pyiqa, "pyiqa_version": getattr(pyiqa, "__version__", "?"),
-                           **settings})
+                           **settings}, device=str(dev))
     if spec.kind == "set":
         from osdhuman.iqa.fid import clean_resize, frechet_distance, pyiqa_inception
 
         with _safe_pyiqa_loading(spec):
-            net = pyiqa_inception(device)
+            net = pyiqa_inception(dev)
 
-        def feats(images: torch.Tensor) -> torch.Tensor:
-            x = clean_resize(images)  # (N, 3, 299, 299) on the 0-255 scale
-            return net(((x - 128.0) / 128.0).to(device), False, False)[0].flatten(1)  # (N, 2048)
+        @torch.inference_mode()
+        def feats(b: ImageBatch) -> np.ndarray:
+            x = torch.from_numpy(clean_resize(b.rgb()))  # (N, 3, 299, 299) on the 0-255 scale
+            f = net(((x - 128.0) / 128.0).to(dev), False, False)[0].flatten(1)  # (N, 2048)
+            return f.to("cpu", torch.float64).numpy()
 
-        return SetMetric(record, feats, frechet_distance, device)
+        return SetMetric(record, feats, frechet_distance, str(dev))
     create_kwargs = {k: v for k, v in settings.items() if k != "mode"}
     if spec.pyiqa_path_arg and spec.pyiqa_files:
         path = str(spec.pyiqa_files[0].find())
         create_kwargs[spec.pyiqa_path_arg] = path
         record.settings["weights"] = path
     with _safe_pyiqa_loading(spec):
-        model = pyiqa.create_metric(spec.pyiqa, device=device, as_loss=False, **create_kwargs)
+        model = pyiqa.create_metric(spec.pyiqa, device=dev, as_loss=False, **create_kwargs)
 
-    def fn(x, ref=None):
-        return model(x) if ref is None else model(x, ref)
+    @torch.inference_mode()
+    def fn(x: ImageBatch, ref: ImageBatch | None = None) -> np.ndarray:
+        out = model(x.tensor(dev)) if ref is None else model(x.tensor(dev), ref.tensor(dev))
+        return out.detach().reshape(-1).to("cpu", torch.float64).numpy()
 
-    return Metric(record, fn, device)
+    return Metric(record, fn, str(dev))
 
 
-def get_metric(name: str, backend: str = "auto", device: str | torch.device = "cpu", **settings) -> Metric | SetMetric:
-    """The metric ``name`` of :data:`METRICS` on ``backend``: "offline" (ours, no download),
-    "pyiqa" (needs pyiqa and its weight files present locally) or "auto" (the row's ``prefer``
-    order; pyiqa is used only when its files are already on disk). ``settings`` override the
-    offline implementation's settings. Raises :class:`MetricUnavailable` naming the missing
-    package or the exact file and folder."""
+def get_metric(name: str, backend: str = "auto", device="cpu", **settings) -> Metric | SetMetric:
+    """The metric ``name`` of :data:`METRICS` on ``backend``: "offline" (ours, no download,
+    always on the CPU), "pyiqa" (needs pyiqa and its weight files present locally; runs on
+    ``device``: "auto" = cuda when present) or "auto" (the row's ``prefer`` order; pyiqa is used
+    only when its files are already on disk). ``settings`` override the offline implementation's
+    settings. Raises :class:`MetricUnavailable` naming the missing package or the exact file
+    and folder."""
     key = name.lower()
     if key not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     spec = METRICS[key]
-    dev = torch.device(device)
+    device = str(device)  # a torch.device too
     order = spec.prefer if backend == "auto" else (backend,)
     reasons = []
     for b in order:
@@ -237,7 +246,7 @@ def get_metric(name: str, backend: str = "auto", device: str | torch.device = "c
                 raise ValueError(f"{key}: settings {sorted(settings)} apply to the offline backend only")
             why = _pyiqa_reason(spec)
             if why is None:
-                return _pyiqa_metric(spec, dev)
+                return _pyiqa_metric(spec, device)
             reasons.append(why)
         elif b == "offline":
             if spec.offline is None:
@@ -253,6 +262,6 @@ def get_metric(name: str, backend: str = "auto", device: str | torch.device = "c
             except MetricUnavailable as exc:  # e.g. the package holding its model is missing
                 reasons.append(exc.reason)
                 continue
-            record = MetricRecord(spec.name, spec.reference, spec.lower_better, "offline", resolved)
-            return Metric(record, fn, dev)
+            record = MetricRecord(spec.name, spec.reference, spec.lower_better, "offline", resolved, device="cpu")
+            return Metric(record, fn, "cpu")  # numpy / numba on the CPU, whatever device was asked
     raise MetricUnavailable(key, "; ".join(reasons))

@@ -1,12 +1,12 @@
-"""One-pass AGGD moment sums for NIQE and BRISQUE on CPU (numba), the torch path elsewhere.
+"""One-pass AGGD moment sums for NIQE and BRISQUE (numba, CPU).
 
 The AGGD fit of NIQE / BRISQUE needs, per row of samples, the sums of squares of the negative
-and the positive samples, their counts and the sum of absolute values. In torch each is a
-separate pass over a temporary (x*x, masks, products of neighbours); on CPU that is most of
-the metrics' time. These kernels read each sample once and form the neighbour products on the
-fly, so no product image is ever materialised. We use numba (a maintained JIT compiler) for
-the loops; summation is sequential in float64, which differs from torch's pairwise sums by
-~1e-13 relative (far below the metrics' agreement tolerances).
+and the positive samples, their counts and the sum of absolute values. Written as array
+expressions each is a separate pass over a temporary (x*x, masks, products of neighbours);
+these kernels read each sample once and form the neighbour products on the fly, so no product
+image is ever materialised. We use numba (a maintained JIT compiler) for the loops; the sums
+are float64, reassociated so that they vectorise (the order differs from a sequential sum by
+~1e-13 relative, far below the metrics' agreement tolerances).
 
 Every function returns sums of shape (..., 6): ``[sum_{x<0} x^2, n_{x<0}, sum_{x>0} x^2,
 n_{x>0}, n_{x==0}, sum |x|]``.
@@ -16,25 +16,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import torch
 
-__all__ = ["ENABLED", "block_pair_sums", "image_pair_sums", "row_sums", "sums_torch", "tiled_pair_sums",
-           "use_kernels"]
-
-
-ENABLED = True  # set False to take the torch path everywhere (tests compare the two)
-
-
-def use_kernels() -> bool:
-    return ENABLED
-
-
-def sums_torch(x: torch.Tensor) -> torch.Tensor:
-    """(..., M) -> (..., 6) with torch (any device)."""
-    xx = x * x
-    neg, pos = x < 0, x > 0
-    return torch.stack([(xx * neg).sum(-1), neg.sum(-1).to(x.dtype), (xx * pos).sum(-1), pos.sum(-1).to(x.dtype),
-                        (x == 0).sum(-1).to(x.dtype), x.abs().sum(-1)], dim=-1)
+__all__ = ["block_pair_sums", "image_pair_sums", "row_sums", "tiled_pair_sums"]
 
 
 _FM = {"reassoc", "contract"}  # reassociation lets the sums vectorise (order differs ~1e-13 relative)
@@ -105,7 +88,7 @@ def _one_block(blk, o):  # blk (h, w) -> o (5, 6)
         left[0] = row[w - 1]
         left[1:] = row[:w - 1]
         _line(o, 0, row, one, w)
-        _line(o, 1, row, left, w)  # torch.roll shifts (0, 1): x[i, j - 1]
+        _line(o, 1, row, left, w)  # shift (0, 1): x[i, j - 1]
         _line(o, 2, row, up, w)  # (1, 0): x[i - 1, j]
         left[0] = up[w - 1]
         left[1:] = up[:w - 1]
@@ -132,49 +115,37 @@ def _image_pair_sums(m, out):  # m (N, H, W) -> out (N, 5, 6); neighbours inside
                 _line(o, 4, nxt[:w - 1], row[1:], w - 1)  # secondary: m[1:, :-1] * m[:-1, 1:]
 
 
-def _np(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().to(torch.float64).numpy())
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def row_sums(x: torch.Tensor) -> torch.Tensor:
-    """(B, M) float64 -> (B, 6)."""
-    if not use_kernels() or x.device.type != "cpu":
-        return sums_torch(x)
+def row_sums(x: np.ndarray) -> np.ndarray:
+    """(B, M) -> (B, 6)."""
     out = np.zeros((x.shape[0], 6))
-    _row_sums(_np(x), out[:, None, :])
-    return torch.from_numpy(out)
+    _row_sums(_f64(x), out[:, None, :])
+    return out
 
 
-def block_pair_sums(blocks: torch.Tensor) -> torch.Tensor:
+def block_pair_sums(blocks: np.ndarray) -> np.ndarray:
     """(B, h, w) MSCN blocks -> (B, 5, 6): the coefficients, then their products with the
     4 neighbours (0,1), (1,0), (1,1), (1,-1), circular within the block (NIQE's circshift)."""
-    if not use_kernels() or blocks.device.type != "cpu":
-        prods = [blocks] + [blocks * torch.roll(blocks, shifts=s, dims=(1, 2)) for s in ((0, 1), (1, 0), (1, 1), (1, -1))]
-        return torch.stack([sums_torch(p.flatten(1)) for p in prods], dim=1)
     out = np.zeros((blocks.shape[0], 5, 6))
-    _block_pair_sums(_np(blocks), out)
-    return torch.from_numpy(out)
+    _block_pair_sums(_f64(blocks), out)
+    return out
 
 
-def tiled_pair_sums(m: torch.Tensor, size: int) -> torch.Tensor:
+def tiled_pair_sums(m: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W) MSCN image -> (N * nb, 5, 6): :func:`block_pair_sums` of its whole
-    ``size`` x ``size`` tiles in row-major order, read in place (no block copies)."""
+    ``size`` x ``size`` tiles in row-major order."""
     n, h, w = m.shape
-    if not use_kernels() or m.device.type != "cpu":
-        b = m[:, : h // size * size, : w // size * size].unfold(1, size, size).unfold(2, size, size)
-        return block_pair_sums(b.reshape(-1, size, size))
     out = np.zeros((n * (h // size) * (w // size), 5, 6))
-    _tiled_pair_sums(_np(m), size, out)
-    return torch.from_numpy(out)
+    _tiled_pair_sums(_f64(m), size, out)
+    return out
 
 
-def image_pair_sums(m: torch.Tensor) -> torch.Tensor:
+def image_pair_sums(m: np.ndarray) -> np.ndarray:
     """(N, H, W) MSCN image -> (N, 5, 6): the coefficients, then the horizontal, vertical,
     main- and secondary-diagonal neighbour products inside the image (BRISQUE)."""
-    if not use_kernels() or m.device.type != "cpu":
-        prods = [m, m[:, :, :-1] * m[:, :, 1:], m[:, :-1, :] * m[:, 1:, :], m[:, :-1, :-1] * m[:, 1:, 1:],
-                 m[:, 1:, :-1] * m[:, :-1, 1:]]
-        return torch.stack([sums_torch(p.flatten(1)) for p in prods], dim=1)
     out = np.zeros((m.shape[0], 5, 6))
-    _image_pair_sums(_np(m), out)
-    return torch.from_numpy(out)
+    _image_pair_sums(_f64(m), out)
+    return out

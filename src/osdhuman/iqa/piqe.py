@@ -18,8 +18,7 @@ the elementwise steps are the same float32 operations in the same order (includi
 ``sqrt(x + eps)``). The block statistics (variances, standard deviations of 256, 32, 224 and
 6 values) are then taken in float64: pyiqa's float32 reductions differ from them by a few
 float32 ulps, so a block flips only if its statistic lies within ~1e-7 (relative) of a
-threshold; tests compare every block flag with pyiqa's masks. The torch path (other devices,
-or ``moments.ENABLED = False``) is the same algorithm with ``conv2d``.
+threshold; tests compare every block flag with pyiqa's masks.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from osdhuman.iqa.filters import add_window_row, gaussian_window
+from osdhuman.iqa.batch import ImageBatch
+from osdhuman.iqa.filters import add_window_row, gaussian_window, pad
 
-__all__ = ["PiqeBlocks", "piqe", "piqe_blocks", "piqe_from_luma", "symmetric_pad"]
+__all__ = ["PiqeBlocks", "piqe", "piqe_blocks", "piqe_from_luma"]
 
 _EPS32 = float(np.finfo(np.float32).eps)  # pyiqa's safe_sqrt: sqrt(x + eps)
 
@@ -43,16 +41,6 @@ def _mirror_index(n: int, extra: int) -> np.ndarray:
     reflecting again as often as needed (a triangular wave, for pads longer than n)."""
     m = np.arange(n + extra) % (2 * n)
     return np.where(m < n, m, 2 * n - 1 - m)
-
-
-def symmetric_pad(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
-    """(..., H, W) -> (..., H + bottom, W + right), MATLAB 'symmetric' padding on the right and bottom."""
-    h, w = x.shape[-2:]
-    if right:
-        x = x.index_select(-1, torch.from_numpy(_mirror_index(w, right)).to(x.device))
-    if bottom:
-        x = x.index_select(-2, torch.from_numpy(_mirror_index(h, bottom)).to(x.device))
-    return x
 
 
 def _window() -> np.ndarray:
@@ -87,9 +75,7 @@ def _stretched_padded(yiq: np.ndarray, block_size: int) -> np.ndarray:
     peak = np.where(peak > 0, peak, np.float32(1.0)).astype(np.float32)
     z = np.rint(np.float32(255.0) * (yiq / peak)).astype(np.float32)
     if h % block_size == 0 and w % block_size == 0:  # whole blocks (512 crops): replicate only
-        from osdhuman.iqa.filters import _pad_np
-
-        return _pad_np(z, 3, 3, "replicate")
+        return pad(z, 3, 3, "replicate")
     rows = _mirror_index(h, h % block_size)
     cols = _mirror_index(w, w % block_size)
     rows = rows[np.clip(np.arange(-3, len(rows) + 3), 0, len(rows) - 1)]
@@ -119,60 +105,11 @@ def piqe_from_luma(yiq: np.ndarray, **settings) -> np.ndarray:
     return piqe_blocks(yiq, **settings).scores()
 
 
-def piqe(
-    images: torch.Tensor,
-    block_size: int = 16,
-    activity_threshold: float = 0.1,
-    impaired_threshold: float = 0.1,
-    segment: int = 6,
-) -> torch.Tensor:
-    """PIQE of (N, 3, H, W) RGB [0, 1] -> (N,) float64 in [0, 100]."""
-    settings = {"block_size": block_size, "activity_threshold": activity_threshold,
-                "impaired_threshold": impaired_threshold, "segment": segment}
-    from osdhuman.iqa.moments import use_kernels
-
-    if use_kernels() and images.device.type == "cpu":
-        from osdhuman.iqa.planes import planes_from_tensor
-
-        return torch.from_numpy(piqe_from_luma(planes_from_tensor(images).yiq, **settings))
-    return piqe_torch(images, **settings)
-
-
-def piqe_torch(images: torch.Tensor, block_size: int = 16, activity_threshold: float = 0.1,
-               impaired_threshold: float = 0.1, segment: int = 6) -> torch.Tensor:
-    """The same in torch (any device): float32 ``conv2d``, as pyiqa."""
-    x = images.to(torch.float32)
-    y = x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114  # (N, 1, H, W), pyiqa's float32 order
-    peak = y.flatten(1).amax(1).view(-1, 1, 1, 1)
-    y = torch.round(255.0 * (y / torch.where(peak > 0, peak, torch.ones_like(peak))))
-    n, _, h, w = y.shape
-    y = symmetric_pad(y, w % block_size, h % block_size)
-    win = torch.from_numpy(_window()).to(y).view(1, 1, 7, 7)
-    yp, yp2 = F.pad(y, (3, 3, 3, 3), mode="replicate"), F.pad(y * y, (3, 3, 3, 3), mode="replicate")
-    mu, s2 = F.conv2d(yp, win), F.conv2d(yp2, win)
-    m = ((y - mu) / (((s2 - mu * mu).abs() + _EPS32).sqrt() + 1.0))[:, 0]  # (N, H', W')
-    b = m.unfold(1, block_size, block_size).unfold(2, block_size, block_size)  # (N, bh, bw, s, s)
-    b = b.reshape(n, -1, block_size, block_size).to(torch.float64)  # (N, B, s, s)
-
-    var = b.flatten(2).var(-1, unbiased=True)  # (N, B)
-    active = var > activity_threshold
-    # noise criterion: centre (two middle columns) vs surround standard deviation. The
-    # reference code deletes the two centre columns one after the other, so its second
-    # deletion hits the column after the centre pair: the surround excludes columns c-1 and
-    # c+1 (0-based) and keeps column c. We follow it.
-    c = block_size // 2
-    centre = b[..., c - 1:c + 1]  # (N, B, s, 2)
-    surround = torch.cat([b[..., : c - 1], b[..., c:c + 1], b[..., c + 2:]], dim=-1)  # (N, B, s, s-2)
-    cs = (centre.flatten(2).std(-1) / surround.flatten(2).std(-1)).nan_to_num(0.0)
-    sigma = var.sqrt()
-    noisy = sigma > 2 * ((sigma - cs).abs() / torch.maximum(sigma, cs))
-    # noticeable distortion: a flat segment on any of the four block edges
-    edges = torch.stack([b[..., 0, :], b[..., :, -1], b[..., -1, :], b[..., :, 0]], dim=2)  # (N, B, 4, s)
-    seg_std = edges.unfold(-1, segment, 1).std(-1, unbiased=True)  # (N, B, 4, s - segment + 1)
-    impaired = (seg_std < impaired_threshold).flatten(2).any(-1)
-    a = active.to(torch.float64)
-    dist = a * impaired * (1 - var) + a * noisy * var  # (N, B)
-    return (dist.sum(1) + 1.0) / (a.sum(1) + 1.0) * 100.0
+def piqe(images, block_size: int = 16, activity_threshold: float = 0.1, impaired_threshold: float = 0.1,
+         segment: int = 6) -> np.ndarray:
+    """PIQE of the images (what :class:`~osdhuman.iqa.batch.ImageBatch` takes) -> (N,) float64 in [0, 100]."""
+    return piqe_from_luma(ImageBatch.of(images).yiq(), block_size=block_size, activity_threshold=activity_threshold,
+                          impaired_threshold=impaired_threshold, segment=segment)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -262,7 +199,10 @@ def _block_stats(m, bs, seg, act_t, imp_t, var, flags):
                 vr = q / (bs * bs - 1)
                 var[b, bi, bj] = vr
                 flags[b, bi, bj, 0] = vr > act_t
-                # centre: columns c-1, c; surround: all but c-1 and c+1 (see the torch path)
+                # noise criterion: centre (two middle columns) vs surround standard deviation. The
+                # reference code deletes the two centre columns one after the other, so its second
+                # deletion hits the column after the centre pair: the surround excludes columns
+                # c-1 and c+1 (0-based) and keeps column c. We follow it.
                 s_c = _col_stats(blk, c - 1, c, True)
                 s_s = _col_stats(blk, c - 1, c + 1, False)
                 if s_s > 0:

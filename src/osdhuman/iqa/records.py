@@ -2,7 +2,8 @@
 
 A row (:class:`MetricSpec`) says what the metric is (full- or no-reference, direction, how
 the paper prints it) and which backends can compute it: our offline implementation
-(``offline``: a factory returning a pure function) and/or pyiqa (``pyiqa``: its metric name,
+(``offline``: a factory returning a pure numpy function of
+:class:`~osdhuman.iqa.batch.ImageBatch` es, run on the CPU) and/or pyiqa (``pyiqa``: its metric name,
 settings and the weight files it needs). ``get_metric`` resolves a row to a runnable metric
 whose :class:`MetricRecord` says which backend and settings produced the numbers.
 """
@@ -30,6 +31,7 @@ class MetricRecord:
     lower_better: bool
     backend: str  # "offline" | "pyiqa"
     settings: dict = field(default_factory=dict, hash=False)
+    device: str = "cpu"  # where it ran: offline metrics always on the CPU
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class MetricSpec:
     note: str = ""
 
 
-# ---- offline factories (imports deferred so `import osdhuman.iqa` stays light) ----------
+# ---- offline factories (imports deferred so `import osdhuman.iqa` stays light; no torch) ----
 
 
 def _laplacian_var(**_):
@@ -76,22 +78,12 @@ def _ssim_y(window_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: flo
 
 
 def _niqe(params_file: str = "bundled", window: str = "pyiqa", block_size: int = 96, luma: str = "yiq"):
-    import torch
-
     from osdhuman.iqa.niqe import load_pristine_params, niqe, niqe_window
 
+    if luma not in ("yiq", "bt601"):
+        raise ValueError(f"NIQE luma must be 'yiq' or 'bt601', got {luma!r}")
     p = load_pristine_params(None if params_file == "bundled" else params_file)
-    mu, cov = torch.from_numpy(p["mu"]), torch.from_numpy(p["cov"])
-    win = torch.from_numpy(niqe_window(window, p))
-
-    def fn(images):
-        return niqe(images, mu.to(images.device), cov.to(images.device), win.to(images.device), block_size, luma)
-
-    if luma == "yiq":  # reads the shared Y-of-YIQ plane (osdhuman.iqa.crops)
-        from osdhuman.iqa.niqe import niqe_from_luma
-
-        fn.from_planes = lambda p: niqe_from_luma(p.yiq, mu, cov, win, block_size)
-    return fn
+    return partial(niqe, mu=p["mu"], cov=p["cov"], window=niqe_window(window, p), block_size=block_size, luma=luma)
 
 
 def _brisque(model: str = "brisque-package"):
@@ -101,18 +93,10 @@ def _brisque(model: str = "brisque-package"):
 
 
 def _piqe(block_size: int = 16, activity_threshold: float = 0.1, impaired_threshold: float = 0.1, segment: int = 6):
-    import torch
+    from osdhuman.iqa.piqe import piqe
 
-    from osdhuman.iqa.piqe import piqe, piqe_from_luma
-
-    settings = {"block_size": block_size, "activity_threshold": activity_threshold,
-                "impaired_threshold": impaired_threshold, "segment": segment}
-
-    def fn(images):
-        return piqe(images, **settings)
-
-    fn.from_planes = lambda p: torch.from_numpy(piqe_from_luma(p.yiq, **settings))
-    return fn
+    return partial(piqe, block_size=block_size, activity_threshold=activity_threshold,
+                   impaired_threshold=impaired_threshold, segment=segment)
 
 
 _PQ = "pyiqa"

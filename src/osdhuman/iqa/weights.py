@@ -44,10 +44,16 @@ class MetricUnavailable(RuntimeError):
 
 
 def hub_dir() -> Path:
-    """torch.hub's folder without importing torch.hub side effects."""
-    import torch.hub
+    """torch.hub's folder (``torch.hub.get_dir()``), found without importing torch when it is not
+    loaded yet: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``
+    (torch's own rule; a folder set by ``torch.hub.set_dir`` needs torch loaded, and is then read)."""
+    import sys
 
-    return Path(torch.hub.get_dir())
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir())
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
 
 
 def _hf_cache_dir() -> Path:

@@ -21,15 +21,21 @@ def _to01(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) / 2 * 255).round() / 255  # 8-bit quantised, like saved images
 
 
+def _to_u8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU, quantised like saved images."""
+    q = ((x.detach().float().clamp(-1, 1) + 1) / 2 * 255).round()
+    return q.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def psnr_y(pred_m11: torch.Tensor, target_m11: torch.Tensor) -> torch.Tensor:
-    """(B,) PSNR in dB on the Y channel of images in [-1, 1] after 8-bit quantisation, with the
-    evaluation's definition (osdhuman.iqa, the paper's pyiqa settings)."""
-    return iqa_fidelity.psnr_y(_to01(pred_m11), _to01(target_m11))
+    """(B,) float64 PSNR in dB on the Y channel of images in [-1, 1] after 8-bit quantisation,
+    with the evaluation's definition (osdhuman.iqa, the paper's pyiqa settings; on the CPU)."""
+    return torch.from_numpy(iqa_fidelity.psnr_y(_to_u8(pred_m11), _to_u8(target_m11)))
 
 
 def ssim_y(pred_m11: torch.Tensor, target_m11: torch.Tensor) -> torch.Tensor:
-    """(B,) SSIM on the Y channel of images in [-1, 1], as the evaluation computes it."""
-    return iqa_fidelity.ssim_y(_to01(pred_m11), _to01(target_m11)).float()
+    """(B,) SSIM on the Y channel of images in [-1, 1], as the evaluation computes it (on the CPU)."""
+    return torch.from_numpy(iqa_fidelity.ssim_y(_to_u8(pred_m11), _to_u8(target_m11))).float()
 
 
 def image_grid(lq: torch.Tensor, restored: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from importlib.resources import files
 
+from osdhuman.cli import UsageError
 from osdhuman.cli._common import (
     add_config_args,
     check_device,
@@ -17,6 +18,9 @@ from osdhuman.cli._common import (
     output_lock,
     resolve_config,
 )
+
+# osdhuman.curation (~0.5 s: OpenCV, numba kernels) and pandas are imported inside the functions that
+# build or summarise a dataset, so `osdhuman --help` stays fast.
 
 EPILOG = """sources (repeatable --source, optionally NAME=... to name them):
   coco:ANNOTATIONS.json:IMAGE_DIR                       COCO / Objects365 (category 'person')
@@ -70,7 +74,6 @@ def register(subparsers) -> None:
 
 
 def _overrides(args) -> list[str]:
-    from osdhuman.cli import UsageError
     from osdhuman.curation.config import METRIC_PRESETS
 
     extra: list[str] = []
@@ -100,7 +103,6 @@ def _overrides(args) -> list[str]:
 
 
 def run(args) -> int:
-    from osdhuman.cli import UsageError
     from osdhuman.curation.config import CurationConfig
     from osdhuman.curation.detect import DetectorUnavailable, check_detector
     from osdhuman.curation.runner import OutputDirError, build_dataset

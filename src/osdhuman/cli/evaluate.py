@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from osdhuman.cli import UsageError
 from osdhuman.cli._common import (
     add_config_args,
     check_device,
@@ -15,6 +16,10 @@ from osdhuman.cli._common import (
     output_lock,
     resolve_config,
 )
+from osdhuman.outputs import atomic_write_text
+
+# osdhuman.evaluation and osdhuman.imageio (~0.3 s: OpenCV, numba metrics) are imported inside the
+# functions that score, so `osdhuman --help` stays fast.
 
 EVAL_EPILOG = """metrics (--metrics, comma-separated names or one preset):
   paper-val   dists,lpips,psnr_y,ssim_y,fid,clipiqa,maniqa,musiq,niqe (PERSONA-Val, needs --reference)
@@ -84,7 +89,6 @@ def _common(p) -> None:
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    from osdhuman.cli import UsageError
 
     out: dict[str, str] = {}
     for item in items:
@@ -111,7 +115,6 @@ def _overrides(args) -> list[str]:
 
 def _check(args, cfg, folders: dict[str, str]) -> None:
     """Command-line checks made before any image is read: ``folders`` maps 'FLAG NAME' -> DIR."""
-    from osdhuman.cli import UsageError
     from osdhuman.imageio import list_images
 
     check_min(cfg.batch_size, "--batch-size", 1)
@@ -144,9 +147,7 @@ def _report(result, what: str) -> None:
 
 def run_ablation(args) -> int:
     """``--ablation``: one table from earlier evaluate outputs (rows = runs); nothing is scored."""
-    from osdhuman.cli import UsageError
     from osdhuman.evaluation.tables import ablation_table
-    from osdhuman.outputs import atomic_write_text
 
     if args.method or args.reference:
         raise UsageError("--ablation lays out earlier evaluate outputs: give it without --method / --reference")
@@ -165,7 +166,6 @@ def run_ablation(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from osdhuman.cli import UsageError
     from osdhuman.evaluation import EvaluateConfig, evaluate_methods, merged_table
 
     if args.ablation:
@@ -189,7 +189,6 @@ def run_evaluate(args) -> int:
         _report(result, "evaluation")
         if args.merge_with:
             table = merged_table([*args.merge_with, args.out], digits=cfg.digits)
-            from osdhuman.outputs import atomic_write_text
 
             atomic_write_text(Path(args.out) / "table_merged.md", table)
             print(table)
@@ -197,7 +196,6 @@ def run_evaluate(args) -> int:
 
 
 def run_dataset_quality(args) -> int:
-    from osdhuman.cli import UsageError
     from osdhuman.evaluation import DatasetQualityConfig, dataset_quality
 
     datasets = _pairs(args.dataset, "--dataset")

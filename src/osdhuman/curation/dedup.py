@@ -25,6 +25,9 @@ import itertools
 import math
 
 import numpy as np
+from PIL import Image
+
+# imagehash and scipy.sparse (~0.3 s) are imported inside the functions that deduplicate.
 
 PHASH_SIZE = 8  # 8x8 DCT bits = 64-bit hash
 
@@ -50,7 +53,6 @@ def perceptual_hashes(gray_u8: np.ndarray) -> tuple[int, int]:
     ``imagehash.phash`` does) and hashed as is and mirrored, so the flip costs nothing.
     """
     import imagehash
-    from PIL import Image
 
     side = PHASH_SIZE * 4
     small = Image.fromarray(gray_u8).resize((side, side), Image.Resampling.LANCZOS)  # (32, 32)

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from osdhuman.curation.config import DetectorConfig
 from osdhuman.curation.stages import box_iou
+
+# ultralytics (the optional, AGPL osdhuman[yolo] extra) is imported inside the YOLO detector only.
 
 
 class DetectorUnavailable(RuntimeError):
@@ -105,7 +108,6 @@ def _yolo_class():
     """ultralytics' YOLO, with PIL's ``Image.open`` given back: importing ultralytics replaces it by
     one that, on the first file Pillow cannot identify, tries to pip-install pi-heif and logs
     errors; osdhuman decodes its own inputs (osdhuman.imageio) and hands YOLO arrays."""
-    from PIL import Image
     from ultralytics import YOLO
     from ultralytics.utils import patches
 

@@ -39,6 +39,8 @@ from osdhuman.curation.detect import DetectorUnavailable
 from osdhuman.curation.scoring import ScoringUnavailable
 from osdhuman.curation.store import inputs_digest
 
+# ray (the optional osdhuman[ray] extra) is imported inside the function that starts it.
+
 
 def _setup_errors() -> tuple[type, ...]:
     """The errors of a worker that cannot run at all (what it needs is missing on its node)."""

@@ -7,19 +7,20 @@ import html
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from osdhuman.charts import histogram_svg
 from osdhuman.curation.config import CurationConfig
 from osdhuman.curation.schema import metric_column
+from osdhuman.imageio import ImageReadError, read_rgb
 from osdhuman.outputs import atomic_write_text
 
 THUMB = 160
 
 
 def _thumb(arr: np.ndarray, path: Path) -> None:
-    import cv2
 
     small = cv2.resize(arr, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -102,9 +103,7 @@ def _settings_table(cfg: CurationConfig) -> pd.DataFrame:
 
 def _source_thumb(path: str, dest: Path) -> str | None:
     """Thumbnail of a whole source image (letterboxed into THUMB x THUMB); None when unreadable."""
-    import cv2
 
-    from osdhuman.imageio import ImageReadError, read_rgb
 
     try:
         rgb = read_rgb(path)
@@ -154,7 +153,6 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
             tp = tdir / f"{r['crop_id']}.jpg"
             try:
                 if from_disk:
-                    import cv2
 
                     arr = cv2.cvtColor(cv2.imread(str(out / r["image_path"])), cv2.COLOR_BGR2RGB)
                 else:

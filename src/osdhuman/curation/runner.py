@@ -54,7 +54,9 @@ from osdhuman.curation.schema import CANDIDATE_COLUMNS, metric_column
 from osdhuman.curation.scoring import load_metrics, metric_infos
 from osdhuman.curation.shard import ShardWorker, crop_pixels, disambiguate
 from osdhuman.curation.store import ShardStore, sha
-from osdhuman.outputs import atomic_write_bytes, replace_dir
+from osdhuman.outputs import LOCK_NAME, atomic_write_bytes, replace_dir
+
+# osdhuman.curation.ray_backend (the optional ray extra) is imported inside the run that asks for it.
 
 
 class OutputDirError(ValueError):
@@ -83,7 +85,6 @@ def check_output_dir(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise OutputDirError(f"{out}: exists and is not a directory")
-        from osdhuman.outputs import LOCK_NAME  # the lock this run holds is not a stranger's file
 
         if any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / MARKER).exists():
             raise OutputDirError(f"{out}: exists, is not empty and is not a build-dataset output; choose another --out")
@@ -140,7 +141,6 @@ def _parse_inputs(cfg: CurationConfig, out: Path, metrics: list | None) -> tuple
     created only once the inputs are good: until then the records live in a scratch folder
     beside it (moved in by a rename)."""
     records_root = out.resolve() / ".work" / "records"  # absolute: Ray actors run in other folders
-    from osdhuman.outputs import LOCK_NAME
 
     started = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())  # more than this run's lock
     scratch = None if started else _scratch(out)

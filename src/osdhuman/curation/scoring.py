@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from osdhuman.curation.config import IQAConfig
+from osdhuman.curation.stages import gray, laplacian_variance
+from osdhuman.iqa.crops import score_crops
+
+# osdhuman.iqa is imported inside load_metrics, where an install without it falls back to laplacian_var.
 
 
 class ScoringUnavailable(RuntimeError):
@@ -37,7 +41,6 @@ class _LaplacianFallback:
         self.info = MetricInfo("laplacian_var", False, "curation-fallback", {"luma": "BT.601", "kernel": "3x3"})
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:  # (N, H, W, 3) uint8 -> (N,)
-        from osdhuman.curation.stages import gray, laplacian_variance
 
         return np.array([laplacian_variance(gray(c)) for c in crops], dtype=np.float64)
 
@@ -54,7 +57,6 @@ class _SharedScorer:
 
     def column(self, k: int, crops: np.ndarray) -> np.ndarray:
         if crops is not self._crops:
-            from osdhuman.iqa.crops import score_crops
 
             self._columns = score_crops(self.metrics, crops, self.batch_size)
             self._crops = crops
@@ -75,14 +77,6 @@ class _IQAMetric:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         return self._shared.column(self._index, crops)
-
-
-def iqa_available() -> bool:
-    try:
-        import osdhuman.iqa  # noqa: F401 - imported to see whether it can be
-    except ImportError:
-        return False
-    return True
 
 
 def load_metrics(cfg: IQAConfig) -> list:

@@ -15,7 +15,9 @@ import numpy as np
 
 from osdhuman.curation import dedup, stages
 from osdhuman.curation.config import CurationConfig
+from osdhuman.curation.detect import make_detector
 from osdhuman.curation.schema import metric_column
+from osdhuman.curation.scoring import load_metrics
 from osdhuman.curation.sources import SourceImage, reject_row
 from osdhuman.imageio import ImageReadError, orient_points, read_rgb_info
 
@@ -163,14 +165,12 @@ class ShardWorker:
     @property
     def metrics(self) -> list:
         if self._metrics is None:
-            from osdhuman.curation.scoring import load_metrics
 
             self._metrics = load_metrics(self.cfg.iqa)
         return self._metrics
 
     def detector(self):
         if self._detector is None:
-            from osdhuman.curation.detect import make_detector
 
             self._detector = make_detector(self.cfg.detector)
         return self._detector

@@ -33,7 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ijson
+import numpy as np
+
 from osdhuman.curation.config import LabelConfig
+from osdhuman.curation.stages import box_iou
 from osdhuman.imageio import scan_images
 
 KIND_ARGS = {"coco": 2, "openimages": 3, "crowdhuman": 2, "voc": 2, "folder": 1}
@@ -175,7 +179,6 @@ def _num(v) -> float:
 def _json_items(path: str, prefix: str):
     """Stream the items of the array at ``prefix`` ("images.item") of a JSON file (ijson, C
     backend when built): the file is never held in memory whole. SourceError when not JSON."""
-    import ijson
 
     try:
         with open(path, "rb") as fh:
@@ -190,7 +193,6 @@ def parse_coco(spec: SourceSpec, labels: LabelConfig, sink=None) -> ParsedSource
     """COCO / Objects365 json, streamed in three passes (categories, images, annotations):
     memory holds compact arrays of the person boxes, not the file (Objects365 v2: ~2 M images,
     ~30 M boxes). Images are emitted in file-name order."""
-    import numpy as np
 
     ann_path, image_dir = spec.args
     categories = [c for c in _json_items(ann_path, "categories.item") if isinstance(c, dict)]
@@ -403,9 +405,7 @@ def merge_label_boxes(entries: list[tuple], merge_iou: float) -> dict[int, str]:
     ``entries`` are ``(box, label rank, line, ...)``; boxes are visited by label preference
     (rank, then line) and a box whose IoU with a kept box *of another label* exceeds
     ``merge_iou`` is merged into that box. Returns {line of every merged box: why}."""
-    import numpy as np
 
-    from osdhuman.curation.stages import box_iou
 
     order = sorted(range(len(entries)), key=lambda i: (entries[i][1], entries[i][2]))
     boxes = np.array([e[0] for e in entries], dtype=np.float64).reshape(-1, 4)

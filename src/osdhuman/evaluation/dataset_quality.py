@@ -33,6 +33,8 @@ from osdhuman.evaluation.tables import ColumnGroup, markdown_table
 from osdhuman.imageio import scan_images
 from osdhuman.outputs import atomic_write_text
 
+# pandas (~0.35 s) is imported inside the function that writes the tables.
+
 __all__ = ["dataset_quality"]
 
 

@@ -39,6 +39,8 @@ from osdhuman.imageio import scan_images
 from osdhuman.iqa import METRICS
 from osdhuman.outputs import atomic_write_text
 
+# pandas (~0.35 s) is imported inside the function that writes the tables.
+
 __all__ = ["EvaluationResult", "check_output_dir", "evaluate_methods", "index_by_stem", "merged_table"]
 
 

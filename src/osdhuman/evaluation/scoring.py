@@ -19,6 +19,8 @@ from tqdm import tqdm
 from osdhuman.imageio import ImageReadError, read_rgb
 from osdhuman.iqa import METRICS, PRESETS, ImageBatch, MetricUnavailable, SetMetric, get_metric
 
+# torch is imported inside the one function that seeds pyiqa's metrics: offline metrics never load it.
+
 __all__ = ["Issue", "Item", "ResolvedMetrics", "expand_metric_names", "metric_devices", "resolve_metrics", "score_items"]
 
 

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from osdhuman.evaluation.scoring import expand_metric_names
 from osdhuman.iqa import METRICS
 
 __all__ = ["ColumnGroup", "EvaluationFolder", "ablation_table", "format_value", "markdown_table", "rank_marks",
@@ -139,7 +140,6 @@ class EvaluationFolder:
 
 def read_evaluation(folder: str | Path) -> EvaluationFolder:
     """summary.json + settings.json of an evaluate output folder (ValueError naming it if not one)."""
-    from osdhuman.evaluation.scoring import expand_metric_names
 
     d = Path(folder)
     try:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+# torch is imported only when a caller hands in a tensor: offline metrics on arrays never load it.
+
 __all__ = ["ImageBatch"]
 
 _YIQ = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+# pyiqa (the optional, non-commercial extra) is imported inside the functions that use it.
+
 __all__ = ["clean_resize", "frechet_distance", "pyiqa_inception"]
 
 

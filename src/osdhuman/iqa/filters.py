@@ -14,6 +14,8 @@ import math
 import numba
 import numpy as np
 
+from osdhuman.iqa.moments import row_sums
+
 __all__ = ["aggd_fit", "aggd_from_sums", "gaussian_window", "imresize_matlab", "lgamma", "mscn", "pad"]
 
 
@@ -136,7 +138,6 @@ def aggd_fit(x: np.ndarray, right_inclusive: bool = False) -> tuple[np.ndarray, 
 
     ``x``: (B, M) samples per row. Returns (alpha, sigma_left, sigma_right), each (B,).
     See :func:`aggd_from_sums`."""
-    from osdhuman.iqa.moments import row_sums
 
     return aggd_from_sums(row_sums(x), right_inclusive)
 

@@ -28,6 +28,8 @@ from osdhuman.iqa.batch import ImageBatch
 from osdhuman.iqa.records import BACKENDS, METRICS, MetricRecord, MetricSpec
 from osdhuman.iqa.weights import MetricUnavailable, WeightFile, weight_problems
 
+# torch and pyiqa are imported inside the pyiqa backend only: offline metrics never load them.
+
 __all__ = ["Metric", "SetMetric", "get_metric", "missing_files", "pyiqa_installed"]
 
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+# pyiqa (optional) is imported inside the function that reads its CLIP table.
 
 __all__ = ["MetricUnavailable", "WeightFile", "expected_sha256", "hub_dir", "weight_problems"]
 
@@ -47,7 +50,6 @@ def hub_dir() -> Path:
     """torch.hub's folder (``torch.hub.get_dir()``), found without importing torch when it is not
     loaded yet: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``
     (torch's own rule; a folder set by ``torch.hub.set_dir`` needs torch loaded, and is then read)."""
-    import sys
 
     if "torch.hub" in sys.modules:
         return Path(sys.modules["torch.hub"].get_dir())

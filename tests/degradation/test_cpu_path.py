@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from osdhuman.degradation import DegradationConfig, Degrader, sample_params
-from osdhuman.degradation import rng
+from osdhuman.degradation import DegradationConfig, Degrader, rng, sample_params
 from osdhuman.degradation.cpu import degrade_image, degrade_images
 from osdhuman.degradation.poisson import cdf_table, sample_levels
 

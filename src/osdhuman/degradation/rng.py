@@ -33,8 +33,6 @@ from numba.extending import intrinsic
 
 __all__ = ["normal", "uniform", "words"]
 
-_F = np.float32
-
 
 @intrinsic
 def _fma(typingctx, a, b, c):

@@ -53,7 +53,8 @@ def main() -> int:
     ap.add_argument("--ref-images", type=int, default=4, help="reference images per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads, and ours' images side by side on a CPU (default: torch's / the CPU count)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--reference-conv", choices=["onednn", "aten", "both"], default="onednn",
                     help="the reference's F.conv2d backend: torch's default (oneDNN direct conv) or ATen's "
@@ -66,7 +67,7 @@ def main() -> int:
     dev = torch.device(args.device)
     n_ours = args.images or 2 * args.batch_size
     imgs = synthetic_images(max(n_ours, args.ref_images), args.size)
-    deg = Degrader(DegradationConfig(), device=dev, batched=True if args.batched else None)
+    deg = Degrader(DegradationConfig(), device=dev, batched=True if args.batched else None, workers=args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {dev}"
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
           + f", {args.size}x{args.size}, batch {args.batch_size}")

@@ -80,3 +80,37 @@ def test_two_inputs_with_one_output_name(tmp_path):
     # both kept (the one collision rule, README "Output names"): x.jpg -> x.png, x.png -> x-2.png
     assert s.written == 2 and not s.skipped
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["x-2.png", "x.png"]
+
+
+def test_cli_on_a_cpu_never_imports_torch(hq_dir, tmp_path):
+    """`osdhuman degrade` on a CPU, as a whole process: the numpy path, torch never imported;
+    --threads sets the images degraded side by side and does not change a byte."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = ("import sys\nfrom osdhuman.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)")
+    outs = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"lq{threads}"
+        r = subprocess.run([sys.executable, "-c", code, "degrade", str(hq_dir), "-o", str(out), "--seed", "5",
+                            "--no-progress", "--threads", threads], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "broken.png" in r.stderr and "wrote 3 LQ images" in r.stdout
+        outs.append(out)
+    for rel in ("a.png", "b.png", "sub/c.png"):
+        assert _hash(outs[0] / rel) == _hash(outs[1] / rel)
+    # the same LQ as the torch Degrader makes for CPU tensors (what training on a CPU uses)
+    import torch
+
+    from osdhuman.degradation import Degrader
+    from osdhuman.degradation.folder import image_seed
+
+    hq = torch.from_numpy(np.asarray(Image.open(hq_dir / "a.png").convert("RGB")).copy()).permute(2, 0, 1)
+    lq = Degrader()(hq[None].float() / 255.0, [image_seed(5, "a.png")])
+    want = (lq[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(Image.open(outs[0] / "a.png")), want)

@@ -1,19 +1,27 @@
 """The batched building blocks against PyTorch's own single-image operations."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from osdhuman.degradation import KernelParams, build_kernels
-from osdhuman.degradation.blur import blur_one, blur_ragged, fft_length
+from osdhuman.degradation.blur import blur_ragged, fft_length
+from osdhuman.degradation.cpu_blur import blur_image
+from osdhuman.degradation.cpu_jpeg import jpeg_image
+from osdhuman.degradation.cpu_noise import noise_image
 from osdhuman.degradation.noise import (
     add_noise,
-    noise_one,
     poisson_cdf_table,
     sample_poisson_levels,
 )
 from osdhuman.degradation.params import NoiseParams
 from osdhuman.degradation.resize import resize_ragged
+
+
+def noise_one(x: torch.Tensor, p: NoiseParams) -> torch.Tensor:
+    """The CPU path's noise (cpu_noise.py) on x (1, 3, h, w)."""
+    return torch.from_numpy(noise_image(x[0].numpy(), p))[None]
 
 
 def _canvas(images):
@@ -47,8 +55,8 @@ def test_ragged_resize_matches_interpolate(mode):
 
 def test_fft_blur_matches_direct_correlation():
     g = torch.Generator().manual_seed(1)
-    k = build_kernels([KernelParams("aniso", 21, 2.5, 0.8, 0.7), KernelParams("sinc", 13, omega=1.0),
-                       KernelParams("plateau_iso", 7, 1.0, 1.0, 0.0, beta=1.5)], 21)
+    k = torch.from_numpy(build_kernels([KernelParams("aniso", 21, 2.5, 0.8, 0.7), KernelParams("sinc", 13, omega=1.0),
+                                        KernelParams("plateau_iso", 7, 1.0, 1.0, 0.0, beta=1.5)], 21))
     images = [torch.rand(3, 48, 60, generator=g), torch.rand(3, 30, 30, generator=g), torch.rand(3, 7, 9, generator=g)]
     x, sizes = _canvas(images)
     y = blur_ragged(x, sizes, k, [0, 1, 2], fft=True)
@@ -59,7 +67,8 @@ def test_fft_blur_matches_direct_correlation():
             p = F.pad(im[None], (10, 10, 10, 10), mode="reflect")
             ref = F.conv2d(p, k[b].expand(3, 1, 21, 21), groups=3)[0]
             torch.testing.assert_close(y[b, :, :h, :w], ref, atol=1e-5, rtol=0)
-            torch.testing.assert_close(blur_one(im[None], k[b])[0], ref, atol=1e-5, rtol=0)
+            torch.testing.assert_close(torch.from_numpy(blur_image(im.numpy(), k[b].double().numpy())), ref,
+                                       atol=1e-5, rtol=0)
         torch.testing.assert_close(y[b, :, :h, :w], yd[b, :, :h, :w], atol=1e-5, rtol=0)
     # the smallest image is mirrored several times over: still a weighted mean of its pixels
     assert images[2].min() <= y[2, :, :7, :9].min() and y[2, :, :7, :9].max() <= images[2].max()
@@ -152,7 +161,7 @@ def test_cpu_jpeg_is_the_same_libjpeg_turbo_as_torchvision():
     same libjpeg-turbo, so the decoded pixels must be identical at every quality."""
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    from osdhuman.degradation.jpeg import jpeg_one, jpeg_real
+    from osdhuman.degradation.jpeg import jpeg_real
 
     g = torch.Generator().manual_seed(3)
     low = torch.rand(2, 3, 9, 11, generator=g)
@@ -165,31 +174,33 @@ def test_cpu_jpeg_is_the_same_libjpeg_turbo_as_torchvision():
             u8 = (x[b, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
             tv = decode_jpeg(encode_jpeg(u8, quality=q)).float() / 255
             assert torch.equal(ours[b, :, :h, :w], tv)
-        one = jpeg_one(x[:1].clone(), q)
-        assert torch.equal(one[0], ours[0])
+        one = jpeg_image(x[0].numpy(), q)  # the CPU path's codec call
+        assert torch.equal(torch.from_numpy(one), ours[0])
 
 
 def test_poisson_guide_table_equals_its_searchsorted_definition():
     """The histogram construction of the guide table equals searchsorted(CDF, j / J, right=True)."""
-    from osdhuman.degradation.noise import _J, _K, _guide_from_cdf, poisson_cdf_table
+    from osdhuman.degradation.poisson import J, K, guide_from_cdf
 
     cdf = poisson_cdf_table("cpu")  # (R, K)
-    q = (torch.arange(_J + 1, dtype=torch.float64) / _J).expand(cdf.shape[0], -1).contiguous()
-    g = torch.searchsorted(cdf, q, right=True).clamp(max=_K - 1)
+    q = (torch.arange(J + 1, dtype=torch.float64) / J).expand(cdf.shape[0], -1).contiguous()
+    g = torch.searchsorted(cdf, q, right=True).clamp(max=K - 1)
     want = (2 * g[:, :-1] + (g[:, 1:] != g[:, :-1]).long()).to(torch.int16)
-    assert torch.equal(_guide_from_cdf(cdf.numpy()), want)
+    assert torch.equal(torch.from_numpy(guide_from_cdf(cdf.numpy())), want)
 
 
 def test_poisson_guide_blocks_are_built_only_for_the_exponents_drawn(monkeypatch):
     """The guide table is filled one exponent block at a time; draws from a partly built
     table equal the exact inversion, and a block is built once."""
-    from osdhuman.degradation import noise
+    from osdhuman.degradation import noise, poisson
 
     monkeypatch.setattr(noise, "_TABLES", {k: v for k, v in noise._TABLES.items() if not k.startswith("guide:")})
     monkeypatch.setattr(noise, "_GUIDE_BLOCKS", {})
+    monkeypatch.setattr(poisson, "_GUIDE", np.zeros_like(poisson._GUIDE))
+    monkeypatch.setattr(poisson, "_BUILT", set())
     built = []
-    real = noise._guide_from_cdf
-    monkeypatch.setattr(noise, "_guide_from_cdf", lambda cdf: built.append(cdf.shape) or real(cdf))
+    real = poisson.guide_from_cdf
+    monkeypatch.setattr(poisson, "guide_from_cdf", lambda cdf: built.append(cdf.shape) or real(cdf))
     g = torch.Generator().manual_seed(3)
     k = torch.randint(0, 256, (5000,), generator=g)
     u = torch.rand(5000, generator=g, dtype=torch.float64)
@@ -201,5 +212,5 @@ def test_poisson_guide_blocks_are_built_only_for_the_exponents_drawn(monkeypatch
         ref = torch.tensor([int(torch.searchsorted(table[r], uu, right=True))
                             for r, uu in zip((e * 256 + k).tolist(), u.tolist())])
         assert torch.equal(n, ref)
-    assert built == [(256, noise._K)] * 4  # blocks 8, 3, then 0 and 5 (found by torch.unique)
-    assert noise._GUIDE_BLOCKS["guide:cpu"] == {0, 3, 5, 8}
+    assert built == [(256, poisson.K)] * 4  # blocks 8, 3, then 0 and 5 (found by torch.unique)
+    assert noise._GUIDE_BLOCKS["guide:cpu"] == {0, 3, 5, 8} == poisson.built_blocks()

@@ -39,7 +39,9 @@ def register(subparsers) -> None:
     add_config_args(p)
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per call (default 8)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads: images degraded side by side on a CPU, torch's threads on another device "
+                        "(default: the CPU count / torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true",
                    help="write every LQ again, replacing files already in LQ_DIR (default: resume - keep the LQ "
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_min, check_output_dir, resolve_config
+    from osdhuman.cli._common import check_device, check_min, check_output_dir, resolve_config
     from osdhuman.config import SEED_MAX
     from osdhuman.degradation import DegradationConfig, degrade_folder
 
@@ -66,25 +68,24 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         pass
     check_output_dir(lq)
-    import torch
+    check_device(args.device)  # "cpu" passes without importing torch: the CPU path never does
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    device = args.device
+    if device == "auto" or device.split(":")[0] != "cpu":
+        import torch
 
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {args.device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
     if args.writers is not None and args.writers < 0:
         raise UsageError(f"--writers must be >= 0, got {args.writers}")
     cfg = resolve_config(DegradationConfig, args)
     try:
         summary = degrade_folder(hq, lq, seed=args.seed, cfg=cfg, device=device, batch_size=args.batch_size,
                                  progress=not args.no_progress, overwrite=args.overwrite, writers=args.writers,
-                                 notify=lambda msg: print(f"osdhuman degrade: {msg}", file=sys.stderr))
+                                 notify=lambda msg: print(f"osdhuman degrade: {msg}", file=sys.stderr),
+                                 workers=args.threads)
     except ValueError as exc:
         print(f"osdhuman degrade: error: {exc}", file=sys.stderr)
         return 1

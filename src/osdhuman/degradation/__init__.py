@@ -15,11 +15,15 @@ Public API::
     degrade_folder(hq_dir, lq_dir, seed=0)          # what `osdhuman degrade` runs
 
 An image's LQ depends only on (its pixels, its seed, the config): not on the batch it travels
-in. On a CPU (image by image, one thread per image, ``workers`` images in parallel) it is
-bit-identical run to run whatever the thread count. On CUDA the batch runs as one ragged
-canvas (per-image sizes, kernels and modes in batched ops); its noise comes from CUDA
-generators, so CPU and CUDA give different (equally distributed) LQs for one seed.
-Degrader(cfg, batched=True) runs the CUDA code path on a CPU (tests, debugging).
+in. On a CPU it is computed image by image in numpy / OpenCV / Pillow (cpu.py: no torch, one
+thread per image, ``workers`` images in parallel), bit-identical run to run whatever the thread
+count. On CUDA the batch runs in torch as one ragged canvas (per-image sizes, kernels and
+modes in batched ops); its noise comes from CUDA generators, so CPU and CUDA give different
+(equally distributed) LQs for one seed. Degrader(cfg, batched=True) runs the CUDA code path on
+a CPU (tests, debugging); it agrees with the CPU path to float rounding.
+
+Importing this package does not import torch (``osdhuman degrade`` on a CPU never does):
+``Degrader`` and ``make_pairs`` load the torch path on first use.
 """
 
 from osdhuman.degradation.config import (
@@ -39,7 +43,17 @@ from osdhuman.degradation.params import (
     ResizeParams,
     sample_params,
 )
-from osdhuman.degradation.pipeline import Degrader, make_pairs
+
+_TORCH_NAMES = {"Degrader", "make_pairs"}  # in pipeline.py, which imports torch
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from osdhuman.degradation import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DegradationConfig",

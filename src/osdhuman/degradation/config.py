@@ -129,12 +129,13 @@ class DegradationConfig:
 
     ``scale``: the LQ is produced at HQ size / scale and (``back_to_hq_size``) resized back to
     the HQ size with a random mode from ``back_modes``, then quantised to 8 bit.
-    ``jpeg_codec``: "real" = libjpeg-turbo (CPU) / nvJPEG (CUDA) through torchvision at an integer
-    quality; "differentiable" = an in-torch JPEG approximation (DCT + quantisation tables) that
-    keeps gradients (straight-through rounding).
+    ``jpeg_codec``: "real" = libjpeg-turbo through Pillow (CPU) / nvJPEG through torchvision (CUDA)
+    at an integer quality; "differentiable" = an in-torch JPEG approximation (DCT + quantisation
+    tables) that keeps gradients (straight-through rounding; always the batched torch path).
     ``kernel_max_size``: kernels are zero-padded to this (odd) size, the reflect padding is its half.
-    ``fft_blur``: blur by FFT (exact same correlation, much faster than direct 21x21 conv); False
-    uses direct grouped convolution.
+    ``fft_blur``: the batched torch path blurs by FFT (exact same correlation, much faster than
+    direct 21x21 conv); False uses direct grouped convolution. The CPU path (cpu.py) always takes
+    its cheapest exact route (cpu_blur.py).
     """
 
     scale: int = rule(4, ge=1)

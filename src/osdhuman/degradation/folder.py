@@ -4,7 +4,8 @@
     2. give each image its seed: a hash of (run seed, relative path), so adding or removing
        files never changes the LQ of the others
     3. read (decoding the next batch on threads while this one degrades), batch images of
-       equal size, degrade on the chosen device
+       equal size, degrade on the chosen device: on a CPU image by image through cpu.py (numpy /
+       OpenCV / Pillow: torch is never imported), else through the torch ``Degrader``
     4. hand each LQ to a writer pool (PNG encoding on threads; its record goes to a journal,
        then the temp file is renamed into place); at the end params.jsonl (one JSON line per image),
        skipped.jsonl (every file left out and why) and config.yaml, atomically and last
@@ -25,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.degradation.config import DegradationConfig
-from osdhuman.degradation.pipeline import Degrader
+from osdhuman.degradation.cpu import degrade_images
+from osdhuman.degradation.params import sample_params
 from osdhuman.imageio import ImageReadError, read_rgb, scan_images
 from osdhuman.outputs import (
     OutputLock,
@@ -70,10 +71,13 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def degrade_folder(hq_dir: str | Path, lq_dir: str | Path, seed: int = 0, cfg: DegradationConfig | None = None,
-                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = True,
+                   device="cpu", batch_size: int = 8, progress: bool = True,
                    overwrite: bool = False, writers: int | None = None,
-                   notify: Callable[[str], None] | None = None) -> DegradeSummary:
+                   notify: Callable[[str], None] | None = None, workers: int | None = None) -> DegradeSummary:
     """Write one LQ PNG per readable image of ``hq_dir`` into ``lq_dir`` (same relative name).
+
+    ``device``: "cpu" (the numpy path, ``workers`` images at a time, default the CPU count) or a
+    torch device (str or ``torch.device``) for the batched torch path.
 
     Resumes: an LQ already in ``lq_dir`` whose record (input sha256, seed, config) matches is
     kept; one whose input or parameters changed is redone (listed in ``summary.redone``); a
@@ -96,7 +100,8 @@ def degrade_folder(hq_dir: str | Path, lq_dir: str | Path, seed: int = 0, cfg: D
             if notify is not None:
                 notify(f"redoing {out}: {why}")
         try:
-            _run_jobs(jobs, lq_dir, seed, cfg, device, batch_size, progress, log, key, summary, writers)
+            _run_jobs(jobs, lq_dir, seed, cfg, _degrader(cfg, device, workers), batch_size, progress, log, key,
+                      summary, writers)
         finally:
             log.close()
         # summaries last: a folder holding them is a finished run
@@ -198,19 +203,34 @@ def _group_by_size(read: list, summary: DegradeSummary) -> list[list[tuple[np.nd
     return list(by_size.values())
 
 
-def _degrade_group(deg: Degrader, dev: torch.device, seed: int, group: list) -> tuple[np.ndarray, list[int], list]:
-    hq = torch.from_numpy(np.stack([g[0] for g in group])).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-    seeds = [image_seed(seed, g[1]) for g in group]
-    lq, params = deg(hq.to(dev).float() / 255.0, seeds, return_params=True)
-    lq8 = (lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
-    return lq8, seeds, params
+def _degrader(cfg: DegradationConfig, device, workers: int | None) -> Callable[[list, list], tuple[list, list]]:
+    """A function (HQ uint8 (H, W, 3) images of one size, their seeds) -> (LQ uint8 (h, w, 3)
+    images, their ImageParams). On a CPU with the real JPEG codec the numpy path (no torch
+    import); else the torch ``Degrader`` on ``device``."""
+    if str(device).split(":")[0] == "cpu" and cfg.jpeg_codec == "real":
+        def run_cpu(hq: list[np.ndarray], seeds: list[int]):
+            params = [sample_params(cfg, s, im.shape[:2]) for im, s in zip(hq, seeds)]
+            return degrade_images(hq, params, cfg, workers), params
+
+        return run_cpu
+    import torch
+
+    from osdhuman.degradation.pipeline import Degrader
+
+    deg = Degrader(cfg, device=device, workers=workers)
+    dev = torch.device(device)
+
+    def run_torch(hq: list[np.ndarray], seeds: list[int]):
+        x = torch.from_numpy(np.stack(hq)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+        lq, params = deg(x.to(dev).float() / 255.0, seeds, return_params=True)
+        return list((lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()), params  # (H, W, 3) each
+
+    return run_torch
 
 
-def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, batch_size: int, progress: bool,
+def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, degrade, batch_size: int, progress: bool,
               log: ResumeLog, key: str, summary: DegradeSummary, writers: int | None) -> None:
     """Read ahead on threads, degrade in batches of equal size, hand each LQ to the writer pool."""
-    deg = Degrader(cfg, device=device)
-    dev = torch.device(device)
     try:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), desc="degrade", unit="img", disable=not progress, file=sys.stderr)
@@ -224,7 +244,8 @@ def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, device, bat
     with WriterPool(writers) as pool:
         for read in _read_ahead(chunks, readers=min(2, os.cpu_count() or 1)):
             for group in _group_by_size(read, summary):
-                lq8, seeds, params = _degrade_group(deg, dev, seed, group)
+                seeds = [image_seed(seed, g[1]) for g in group]
+                lq8, params = degrade([g[0] for g in group], seeds)
                 for (_, rel, out, fp), arr, s, p in zip(group, lq8, seeds, params):
                     rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s,
                            "params": p.to_dict(), "input": fp, "run_key": key}

@@ -1,18 +1,14 @@
 """JPEG compression of a ragged batch at a per-image quality.
 
 ``jpeg_real``: the real codec (4:2:0 chroma, integer quality): libjpeg-turbo through Pillow for
-CPU tensors, nvJPEG through torchvision for CUDA tensors. Input is clipped to [0, 1] and rounded
-to 8 bit first. Why Pillow on CPU: torchvision's CPU encoder is the same libjpeg-turbo (its bytes
-and decoded pixels are identical to Pillow's, checked in tests/degradation/test_ops.py), but
-importing ``torchvision.io`` imports ``torch._dynamo`` (~2.5 s, measured), more than a whole
-48-image ``osdhuman degrade`` run spends degrading.
+CPU tensors (cpu_jpeg.py says why Pillow), nvJPEG through torchvision for CUDA tensors. Input is
+clipped to [0, 1] and rounded to 8 bit first. (One image on a CPU without torch: cpu_jpeg.py.)
 ``jpeg_differentiable``: an in-torch approximation (BT.601 YCbCr, 4:2:0 by 2x2 mean, 8x8 DCT,
 IJG-scaled Annex K tables, straight-through rounding) that keeps gradients.
 """
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,39 +16,21 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from osdhuman.degradation import cpu_jpeg
 from osdhuman.degradation.ragged import crop_list, paste_list
 
-__all__ = ["jpeg_differentiable", "jpeg_one", "jpeg_real", "quant_tables"]
-
-
-
-def _pil_encode(u8: torch.Tensor, quality: int) -> bytes:
-    """(3, h, w) uint8 CPU tensor -> JPEG bytes (libjpeg-turbo defaults: 4:2:0, islow DCT)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(u8.permute(1, 2, 0).contiguous().numpy()).save(buf, "JPEG", quality=int(quality))
-    return buf.getvalue()
-
-
-def _pil_decode(data: bytes) -> torch.Tensor:
-    """JPEG bytes -> (3, h, w) uint8 tensor."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+__all__ = ["jpeg_differentiable", "jpeg_real", "quant_tables"]
 
 
 def _cpu_codec():
-    """encode / decode with torchvision's signatures (lists in, lists out), through Pillow."""
+    """encode / decode with torchvision's signatures (lists of (3, h, w) uint8 tensors in, lists
+    out), through Pillow."""
 
     def enc(images, quality: int):
-        return [_pil_encode(u8, quality) for u8 in images] if isinstance(images, list) else _pil_encode(images, quality)
+        return [cpu_jpeg.encode(u8.permute(1, 2, 0).numpy(), quality) for u8 in images]
 
     def dec(data, device=None):
-        return [_pil_decode(d) for d in data] if isinstance(data, list) else _pil_decode(data)
+        return [torch.from_numpy(cpu_jpeg.decode(d).copy()).permute(2, 0, 1) for d in data]
 
     return enc, dec
 
@@ -185,15 +163,3 @@ def jpeg_differentiable(x: torch.Tensor, sizes: Sequence[tuple[int, int]], quali
            (torch.arange(Wc, device=dev).view(1, 1, 1, -1) < ws.to(dev).view(-1, 1, 1, 1))
     out[idx] = rgb * mask
     return out
-
-
-def jpeg_one(x: torch.Tensor, quality: int | None) -> torch.Tensor:
-    """:func:`jpeg_real` for one image x (1, 3, h, w) without a canvas."""
-    if quality is None:
-        return x
-    encode_jpeg, decode_jpeg = _codec(x.device)
-
-    u8 = x[0].clamp(0, 1).mul_(255.0).round_().to(torch.uint8)  # (3, h, w)
-    data = encode_jpeg(u8.cpu() if x.device.type != "cuda" else u8, quality=int(quality))
-    dec = decode_jpeg(data.cpu(), device=x.device) if x.device.type == "cuda" else decode_jpeg(data)
-    return dec.to(x.dtype).div_(255.0)[None]

@@ -9,90 +9,53 @@ Both are clipped to [0, 1].
 Per-pixel randomness comes from one ``torch.Generator`` per image seeded with its own noise
 seed, drawn at the image's own size, so it does not depend on the batch. The Poisson draw is
 vectorised over the whole batch: q v only takes the values k 2^e / 255 (k < 256, e <= 8), so
-we invert a precomputed float64 CDF table of those 2,304 rates exactly (per-pixel uniforms
+we invert poisson.py's float64 CDF table of those 2,304 rates exactly (per-pixel uniforms
 from the image's generator; no per-image loop in the transform).
+
+This is the batched torch path (CUDA, and ``Degrader(batched=True)``); one image on a CPU gets
+its noise from cpu_noise.py, without torch, from the same draws (rng.py reproduces torch's
+CPU generator), so on a CPU both give the same noise.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
+from osdhuman.degradation import poisson
 from osdhuman.degradation.params import NoiseParams
 from osdhuman.degradation.ragged import valid_mask
 
-__all__ = ["add_noise", "noise_one", "poisson_cdf_table", "sample_poisson_levels"]
+__all__ = ["add_noise", "poisson_cdf_table", "sample_poisson_levels"]
 
-_K = 512  # support of the table: P(X >= 512 | rate 256) is far below float64 resolution
+_J, _K = poisson.J, poisson.K
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
-_TABLES: dict[str, torch.Tensor] = {}
-_TABLES_LOCK = threading.Lock()  # the degrade pool's threads build each table once
+_TABLES: dict[str, torch.Tensor] = {}  # poisson.py's tables on a device
 
 
 def poisson_cdf_table(device) -> torch.Tensor:
     """(9 * 256, 512) float64: row e * 256 + k holds CDF(n) of Poisson(k 2^e / 255), n < 512."""
     key = str(device)
-    with _TABLES_LOCK:
-        if key not in _TABLES:
-            _TABLES[key] = _cdf_table().to(device)
+    if key not in _TABLES:
+        _TABLES[key] = torch.from_numpy(poisson.cdf_table()).to(device)
     return _TABLES[key]
 
 
-def _cdf_table() -> torch.Tensor:
-    e = torch.arange(9, dtype=torch.float64).view(9, 1, 1)
-    k = torch.arange(256, dtype=torch.float64).view(1, 256, 1)
-    lam = k * torch.pow(2.0, e) / 255.0  # (9, 256, 1)
-    n = torch.arange(_K, dtype=torch.float64).view(1, 1, _K)
-    logpmf = torch.where(lam > 0, n * torch.log(lam.clamp(min=1e-300)) - lam - torch.lgamma(n + 1),
-                         torch.where(n == 0, 0.0, -torch.inf))
-    cdf = torch.cumsum(torch.exp(logpmf), dim=-1).clamp(max=1.0)  # (9, 256, K)
-    cdf[..., -1] = 1.0
-    return cdf.view(9 * 256, _K)
-
-
-_J = 4096  # guide-table resolution in u
-
-
 def _guide_table(device, exponents: Sequence[int]) -> torch.Tensor:
-    """(9 * 256 * J,) int16: entry r J + j = 2 n + jump, n the smallest n with CDF_r(n) > j / J
-    and jump = 1 when the CDF also passes a step inside [j / J, (j + 1) / J).
-
-    Built one exponent block (256 rows) at a time, when a draw first needs it: an image's
-    exponent is ceil(log2(its distinct levels)), so a folder of photos needs one or two of the
-    nine blocks (0.08 s each, against 0.8 s for the whole table on the first batch). Blocks
-    never built stay zero and are never read."""
+    """poisson.py's guide codes (9 * 256 * J,) int16 on ``device``, with the blocks of
+    ``exponents`` built (a copy per call where a new block was needed)."""
+    exponents = sorted({int(v) for v in exponents})
     key = "guide:" + str(device)
-    cdf = poisson_cdf_table("cpu")  # (R, K)
-    with _TABLES_LOCK:
-        if key not in _TABLES:
-            _TABLES[key] = torch.zeros(cdf.shape[0] * _J, dtype=torch.int16, device=device)
-            _GUIDE_BLOCKS[key] = set()
-        table, built = _TABLES[key], _GUIDE_BLOCKS[key]
-        for e in sorted({int(v) for v in exponents} - built):
-            rows = slice(e * 256, (e + 1) * 256)
-            table[e * 256 * _J:(e + 1) * 256 * _J] = _guide_from_cdf(cdf[rows].numpy()).flatten().to(device)
-            built.add(e)
-    return table
+    have = _TABLES.get(key)
+    if have is None or not set(exponents) <= _GUIDE_BLOCKS.get(key, set()):
+        table = poisson.guide_table(exponents)
+        _TABLES[key] = have = torch.from_numpy(table.copy()).to(device)
+        _GUIDE_BLOCKS[key] = set(poisson.built_blocks())
+    return have
 
 
-_GUIDE_BLOCKS: dict[str, set[int]] = {}  # exponent blocks built per guide table
-
-
-def _guide_from_cdf(cdf: np.ndarray) -> torch.Tensor:
-    """(R, J) int16 guide codes. g[r, j] = #{n : CDF_r(n) <= j / J} (= searchsorted(CDF_r,
-    j / J, right=True)); CDF * J is exact in float64 (J is a power of 2), so CDF(n) <= j / J
-    exactly when ceil(CDF(n) J) <= j: a histogram of ceil(CDF J) per row, summed up. 20x
-    faster than the searchsorted it equals (tests/degradation/test_ops.py), which cost the
-    first ``degrade`` batch ~1 s."""
-    R, K = cdf.shape
-    c = np.ceil(cdf * _J).astype(np.int64)  # (R, K) in 0..J
-    hist = np.bincount((np.arange(R).reshape(-1, 1) * (_J + 1) + c).ravel(), minlength=R * (_J + 1))
-    g = np.minimum(hist.reshape(R, _J + 1).cumsum(axis=1), K - 1)  # (R, J + 1)
-    code = 2 * g[:, :-1] + (g[:, 1:] != g[:, :-1])
-    return torch.from_numpy(code.astype(np.int16))
+_GUIDE_BLOCKS: dict[str, set[int]] = {}  # exponent blocks present in each device's copy
 
 
 def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor,
@@ -192,22 +155,3 @@ def add_noise(x: torch.Tensor, sizes: Sequence[tuple[int, int]], params: Sequenc
         noisy = xs + (n / vals - q) * scale
         out[gi] = torch.where(valid, noisy.clamp(0, 1), 0.0)
     return out
-
-
-def noise_one(x: torch.Tensor, p: NoiseParams | None) -> torch.Tensor:
-    """:func:`add_noise` for one image x (1, 3, h, w) without a canvas (same draws, same result)."""
-    if p is None:
-        return x
-    _, C, h, w = x.shape
-    ch = 1 if p.gray else C
-    # in-place arithmetic on fresh buffers: the same operations, in the same order, as add_noise
-    if p.type == "gaussian":
-        n = _draw(p.seed, (1, ch, h, w), x.device, x.dtype, uniform=False)
-        return (x + n.mul_(p.level / 255.0)).clamp_(0, 1)
-    src = _GRAY[0] * x[:, 0:1] + _GRAY[1] * x[:, 1:2] + _GRAY[2] * x[:, 2:3] if p.gray else x
-    k = (src * 255.0).round_().clamp_(0, 255).to(torch.int32)  # (1, ch, h, w) 8-bit level
-    e = _levels((torch.bincount(k.flatten(), minlength=256) > 0).sum())
-    u = _draw(p.seed, (1, ch, h, w), x.device, x.dtype, uniform=True)
-    n = sample_poisson_levels(k, e.expand_as(k), u, [int(e)]).to(x.dtype)
-    q = k.to(x.dtype).div_(255.0)
-    return (x + n.div_(float(2 ** int(e))).sub_(q).mul_(p.level)).clamp_(0, 1)

@@ -2,8 +2,9 @@
 
 Every random choice of the pipeline except the per-pixel noise is drawn here from the image's
 own seed (``random.Random(seed)``: fast, platform-independent, and independent of the batch the
-image travels in). The per-pixel noise uses ``torch.Generator``s seeded from ``noise_seed`` values
-drawn here first, so one seed fixes everything.
+image travels in). The per-pixel noise uses generators seeded from ``noise_seed`` values drawn
+here first (torch's CPU generator stream, which rng.py reproduces without torch; CUDA generators
+on the batched CUDA path), so one seed fixes everything.
 """
 
 from __future__ import annotations

@@ -6,30 +6,35 @@ Steps for every image (Real-ESRGAN, Wang et al. 2021, Fig. 2; docs/reference.md 
   3. final, in random order: (resize to HQ / 4 + sinc) then JPEG, or JPEG then (resize + sinc)
   4. resize back to the HQ size (random mode), clip and quantise to 8 bit.
 Every parameter is drawn per image from the image's own seed, so an image's LQ is the same
-whatever batch it travels in; on a CPU it is bit-identical run to run (each image is computed
-on one thread, so also whatever the number of cores or workers).
+whatever batch it travels in.
+
+Two implementations of these steps: the batched torch path here (a ragged canvas, on CUDA, and
+wherever a gradient is needed: the differentiable JPEG), and the image-by-image CPU path in
+cpu.py (numpy / OpenCV / Pillow, no torch), which ``Degrader`` calls for CPU tensors, so
+training on a CPU and ``osdhuman degrade`` give the same LQ; on a CPU the two agree to float
+rounding (tests/degradation/test_cpu_path.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-import cv2
+import numpy as np
 import torch
 
-from osdhuman.degradation.blur import blur_one, blur_ragged
+from osdhuman.degradation.blur import blur_ragged
 from osdhuman.degradation.config import DegradationConfig
-from osdhuman.degradation.jpeg import jpeg_differentiable, jpeg_one, jpeg_real
+from osdhuman.degradation.cpu import degrade_planes, run_parallel
+from osdhuman.degradation.jpeg import jpeg_differentiable, jpeg_real
 from osdhuman.degradation.kernels import build_kernels
-from osdhuman.degradation.noise import add_noise, noise_one
+from osdhuman.degradation.noise import add_noise
 from osdhuman.degradation.params import (
     ImageParams,
     KernelParams,
     ResizeParams,
     sample_params,
 )
-from osdhuman.degradation.resize import resize_one, resize_ragged
+from osdhuman.degradation.resize import resize_ragged
 
 __all__ = ["Degrader", "make_pairs"]
 
@@ -38,17 +43,16 @@ class Degrader:
     """Callable degradation: ``lq = Degrader(cfg)(hq, seeds)``.
 
     No parameters, no state besides the config. ``device``: where ``__call__`` works (default:
-    the input's device). ``batched``: process the whole batch at once as a ragged canvas
-    (default on CUDA) or image by image with native single-image ops (default on CPU, where a
-    batch brings no speed and the canvas padding costs work; there the blur and resize take
-    the exact OpenCV / sparse routes of blur.py and resize.py). Each mode gives an image the
-    same LQ whatever its batch; the two modes agree to float rounding.
+    the input's device). ``batched``: process the whole batch at once as a torch ragged canvas
+    (default on CUDA, and whenever the JPEG is the differentiable one or the input needs a
+    gradient) or image by image on the host through cpu.py's numpy path (default for CPU
+    tensors with the real JPEG: a batch brings no speed there and the canvas padding costs
+    work). Each mode gives an image the same LQ whatever its batch; the two modes agree to
+    float rounding.
 
-    Image by image on a CPU, each image is computed with one intra-op thread and ``workers``
-    images run side by side (default: torch's thread count): many mid-sized ops parallelise
-    badly inside an op, and one thread per image makes the result independent of the
-    machine's core count. torch's and OpenCV's global thread counts are set to 1 during the
-    call and restored (the CPU blur and resize take OpenCV routes, see blur.py / resize.py).
+    Image by image, each image is computed on one thread and ``workers`` images run side by
+    side (default: the CPU count); OpenCV's global thread count is 1 during the call and
+    restored, so the result does not depend on the machine's core count.
     """
 
     def __init__(self, cfg: DegradationConfig | None = None, device: str | torch.device | None = None,
@@ -85,52 +89,16 @@ class Degrader:
     def apply(self, hq: torch.Tensor, params: Sequence[ImageParams]) -> torch.Tensor:
         """Degrade hq (B, 3, H, W) in [0, 1] with given per-image parameters (differentiable
         when ``cfg.jpeg_codec == "differentiable"`` and called outside ``no_grad``)."""
-        batched = self.batched if self.batched is not None else hq.device.type != "cpu"
+        needs_torch = self.cfg.jpeg_codec != "real" or hq.requires_grad
+        batched = self.batched if self.batched is not None else (hq.device.type != "cpu" or needs_torch)
         if batched:
             return self._apply_batch(hq, params)
-        B = hq.shape[0]
-        if hq.device.type != "cpu":
-            return torch.cat([self._apply_one(hq[b:b + 1], params[b]) for b in range(B)])
-        workers = min(self.workers or torch.get_num_threads(), B)
-        prev, prev_cv = torch.get_num_threads(), cv2.getNumThreads()
-        torch.set_num_threads(1)
-        cv2.setNumThreads(1)
-        try:
-            if workers <= 1:
-                outs = [self._apply_one(hq[b:b + 1], params[b]) for b in range(B)]
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    outs = list(pool.map(lambda b: self._apply_one(hq[b:b + 1], params[b]), range(B)))
-        finally:
-            torch.set_num_threads(prev)
-            cv2.setNumThreads(prev_cv)
-        return torch.cat(outs)
-
-    def _apply_one(self, x: torch.Tensor, p: ImageParams) -> torch.Tensor:
-        """One image x (1, 3, H, W): each step exactly as Real-ESRGAN runs it on a batch of one."""
-        cfg = self.cfg
-        jpeg = jpeg_one if cfg.jpeg_codec == "real" else (lambda im, q: jpeg_differentiable(im, [im.shape[-2:]], [q]))
-        x = x.clamp(0, 1)
-        for sp in (p.stage1, p.stage2):
-            x = self._blur_one(x, sp.blur)
-            x = _interpolate(x, sp.resize)
-            x = noise_one(x, sp.noise)
-            x = jpeg(x, sp.jpeg_quality)
-        if p.final_order == "jpeg_first":
-            x = jpeg(x, p.final_jpeg_quality)
-        x = _interpolate(x, p.final_resize)
-        x = self._blur_one(x, p.final_sinc)
-        if p.final_order == "resize_first":
-            x = jpeg(x, p.final_jpeg_quality)
-        if p.back_resize is not None:
-            x = _interpolate(x, p.back_resize)
-        return _quantise(x)
-
-    def _blur_one(self, x: torch.Tensor, k: KernelParams | None) -> torch.Tensor:
-        if k is None:
-            return x
-        kern = build_kernels([k], self.cfg.kernel_max_size, dtype=torch.float64)[0]  # (M, M)
-        return blur_one(x, kern, fft=self.cfg.fft_blur, size_multiple=self.cfg.fft_size_multiple or 4)
+        if needs_torch:
+            raise ValueError("image by image runs the numpy CPU path: no gradient, real JPEG only")
+        planes = hq.detach().to("cpu", torch.float32).numpy()  # (B, 3, H, W)
+        lq8 = run_parallel(lambda b: degrade_planes(planes[b], params[b], self.cfg), range(len(params)), self.workers)
+        lq = torch.from_numpy(np.stack(lq8)).to(torch.float32).div_(255.0)  # (B, 3, h, w) on 8-bit levels
+        return lq.to(hq.device)
 
     def _apply_batch(self, hq: torch.Tensor, params: Sequence[ImageParams]) -> torch.Tensor:
         """The whole batch at once on a ragged canvas (per-image sizes, kernels and modes)."""
@@ -159,7 +127,7 @@ class Degrader:
         index = [b for b, k in enumerate(kernels) if k is not None]
         if not index:
             return x
-        k = build_kernels([kernels[b] for b in index], self.cfg.kernel_max_size)  # (N, M, M)
+        k = torch.from_numpy(build_kernels([kernels[b] for b in index], self.cfg.kernel_max_size))  # (N, M, M)
         return blur_ragged(x, sizes, k, index, fft=self.cfg.fft_blur, size_multiple=self.cfg.fft_size_multiple or 32)
 
     @staticmethod
@@ -170,16 +138,6 @@ class Degrader:
             return x, list(sizes)  # every image keeps its size with an identity resampling
         scales = [r.scale if r.use_scale_factor else None for r in rp]
         return resize_ragged(x, sizes, out_sizes, [r.mode for r in rp], scales), out_sizes
-
-
-def _interpolate(x: torch.Tensor, r: ResizeParams) -> torch.Tensor:
-    """Real-ESRGAN's call: F.interpolate(scale_factor=s) in stage 1, F.interpolate(size=...) else
-    (by :func:`resize_one`, which takes faster equivalent routes on a CPU).
-
-    x (1, C, h, w) -> (1, C, *r.size)."""
-    if tuple(r.size) == tuple(x.shape[-2:]) and (r.mode == "area" or not r.use_scale_factor or r.scale == 1.0):
-        return x
-    return resize_one(x, tuple(r.size), r.mode, r.scale if r.use_scale_factor else None)
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:

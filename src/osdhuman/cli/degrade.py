@@ -18,7 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from osdhuman.cli._common import add_config_args
+from osdhuman.cli import UsageError
+from osdhuman.cli._common import add_config_args, check_device, check_min, check_output_dir, resolve_config
+from osdhuman.config import SEED_MAX
+
+# osdhuman.degradation is imported inside run (OpenCV, numba: ~0.3 s), and torch only for a device
+# other than the CPU.
 
 
 def register(subparsers) -> None:
@@ -51,9 +56,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osdhuman.cli import UsageError
-    from osdhuman.cli._common import check_device, check_min, check_output_dir, resolve_config
-    from osdhuman.config import SEED_MAX
     from osdhuman.degradation import DegradationConfig, degrade_folder
 
     hq, lq = Path(args.hq_dir), Path(args.output_dir)

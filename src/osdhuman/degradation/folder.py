@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from osdhuman.config import save_config, to_dict
 from osdhuman.degradation.config import DegradationConfig
@@ -43,6 +44,9 @@ from osdhuman.outputs import (
     sweep_temp_files,
     unique_output_path,
 )
+
+# torch and the torch Degrader are imported inside _degrader, only for a device other than the CPU (or the
+# differentiable JPEG): a CPU run never loads torch.
 
 __all__ = ["DegradeSummary", "degrade_folder", "image_seed"]
 
@@ -231,11 +235,7 @@ def _degrader(cfg: DegradationConfig, device, workers: int | None) -> Callable[[
 def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, degrade, batch_size: int, progress: bool,
               log: ResumeLog, key: str, summary: DegradeSummary, writers: int | None) -> None:
     """Read ahead on threads, degrade in batches of equal size, hand each LQ to the writer pool."""
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), desc="degrade", unit="img", disable=not progress, file=sys.stderr)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=len(jobs), desc="degrade", unit="img", disable=not progress, file=sys.stderr)
 
     def done(_digest: str) -> None:
         summary.written += 1
@@ -250,7 +250,5 @@ def _run_jobs(jobs, lq_dir: Path, seed: int, cfg: DegradationConfig, degrade, ba
                     rec = {"file": rel, "output": out.relative_to(lq_dir).as_posix(), "seed": s,
                            "params": p.to_dict(), "input": fp, "run_key": key}
                     pool.submit(_encode_and_write, log, rec, arr, then=done)
-            if bar is not None:
-                bar.update(len(read))
-    if bar is not None:
-        bar.close()
+            bar.update(len(read))
+    bar.close()

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from osdhuman.degradation import cpu_jpeg
 from osdhuman.degradation.ragged import crop_list, paste_list
 
+# torchvision.io (~2.5 s, it loads torch._dynamo) is imported inside the CUDA codec only.
+
 __all__ = ["jpeg_differentiable", "jpeg_real", "quant_tables"]
 
 

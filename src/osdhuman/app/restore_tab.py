@@ -138,7 +138,6 @@ class RestoreService:
 
     @staticmethod
     def _views(files: list[str], report, log: list[str]) -> list[RestoredPhoto]:
-
         outputs = dict(report.restored)
         failed = dict(report.failed)
         people = {r["input"]: r for r in report.people}

@@ -56,7 +56,6 @@ def _card_facts(weights: Path) -> dict:
     facts: dict = {}
     for cand in (weights.parent / "config.yaml", weights.parent.parent / "config.yaml"):
         if cand.is_file():
-
             try:
                 data = (yaml.safe_load(cand.read_text()) or {}).get("data", {})
             except yaml.YAMLError:

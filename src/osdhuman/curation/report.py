@@ -153,7 +153,6 @@ def write_report(out: Path, cand: pd.DataFrame, rejects: pd.DataFrame, infos: li
             tp = tdir / f"{r['crop_id']}.jpg"
             try:
                 if from_disk:
-
                     arr = cv2.cvtColor(cv2.imread(str(out / r["image_path"])), cv2.COLOR_BGR2RGB)
                 else:
                     arr = render(r)

@@ -57,7 +57,6 @@ class _SharedScorer:
 
     def column(self, k: int, crops: np.ndarray) -> np.ndarray:
         if crops is not self._crops:
-
             self._columns = score_crops(self.metrics, crops, self.batch_size)
             self._crops = crops
         return self._columns[k]

@@ -165,13 +165,11 @@ class ShardWorker:
     @property
     def metrics(self) -> list:
         if self._metrics is None:
-
             self._metrics = load_metrics(self.cfg.iqa)
         return self._metrics
 
     def detector(self):
         if self._detector is None:
-
             self._detector = make_detector(self.cfg.detector)
         return self._detector
 

@@ -50,7 +50,6 @@ def describe_weights(path: str | Path) -> dict:
     alpha = most_common(fw.unet.alpha) or default_alpha or rank
     width = None
     if fw.prompt_encoder is not None:
-
         width = prompt_width(fw.prompt_encoder)
     prompt = fam.prompt if fw.prompt_encoder is not None else (
         f"HFIE head ({len(fw.head)} tensors)" if fw.head else fw.recorded.get("prompt_source", "none in the files"))

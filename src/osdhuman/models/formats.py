@@ -302,7 +302,6 @@ def _read_embedder(path: Path, fw: ForeignWeights) -> None:
     data = load_tensor_file(path)[0]
     fw.files.append(str(path))
     if "swinir_kwargs" in data or "performer_kwargs" in data:
-
         fw.prompt_encoder = load_haodiff_encoder(path, data)
         fw.ignored = list(fw.prompt_encoder.ignored)
         _family_defaults(fw, "haodiff")

@@ -179,7 +179,6 @@ def read_ram_checkpoint(path: str) -> dict:
     """A RAM checkpoint (torch pickle, weights_only, memory-mapped when it can) or our
     reduced encoder file (safetensors, same key names)."""
     if path.endswith(".safetensors"):
-
         try:
             return load_file(path)
         except (SafetensorError, OSError) as exc:

@@ -166,7 +166,6 @@ def load_pretrained(
     kind = classify(p)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if kind == "osdhuman":
-
         saved = read_saved_config(p).get("config", {})
         model = load_osdhuman(p, base_model=base_model, hfie_encoder_path=hfie_encoder_path, **overrides)
         c = model.config

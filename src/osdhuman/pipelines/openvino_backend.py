@@ -197,7 +197,6 @@ class OpenVINOPipeline(RestorationPipeline):
     """A RestorationPipeline whose model parts are an OpenVINO export (always on the CPU)."""
 
     def __init__(self, backend: OpenVINOBackend, config: PipelineConfig | None = None):
-
         self.config = replace(config or PipelineConfig(), device="cpu", precision="fp32")
         self.backend = backend
         self.model = None  # no PyTorch model: the parts are IR

@@ -363,6 +363,5 @@ def _format(results: Sequence[torch.Tensor], output_type: str) -> Any:
     if output_type == "np":
         return arrays
     if output_type == "pil":
-
         return [Image.fromarray(a) for a in arrays]
     raise ValueError(f"output_type must be pil | np | np16 | pt, got {output_type!r}")

@@ -43,7 +43,6 @@ class WorkProgress:
     """A tqdm bar over work units; ``watch(unet)`` counts every UNet forward by its batch size."""
 
     def __init__(self, total: int, enabled: bool = True, desc: str = "restore"):
-
         # disable=None: tqdm turns itself off when stderr is not a terminal (clean logs)
         self.bar = tqdm(total=total, desc=desc, unit="tile", disable=None if enabled else True, dynamic_ncols=True)
         self.done = 0

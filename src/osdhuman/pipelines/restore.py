@@ -312,11 +312,9 @@ def use_openvino(cfg: RestoreConfig) -> bool:
 def _load_pipeline(cfg: RestoreConfig, log=None):
 
     if use_openvino(cfg):
-
         return OpenVINOPipeline.from_export(cfg.weights, log=log, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
                                             vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, seed=cfg.seed)
     if cfg.weights is None and cfg.base_model is None:
-
         raise WeightsError("no weights configured: RestoreConfig.weights and .base_model are both unset")
     pipe = RestorationPipeline.from_pretrained(
         cfg.weights, base_model=cfg.base_model, guidance_scale=cfg.guidance_scale,
@@ -465,7 +463,6 @@ def _people_record(people, item, result, dst: Path, out_dir: Path, cfg: RestoreC
     """The report record of one person-aware photo, and its contact sheet (--save-crops)."""
     sheet = None
     if cfg.save_crops and result.crops_before:
-
         sheet_path = out_dir / "crops" / dst.relative_to(out_dir).parent / f"{dst.stem}_people.png"
         labels = [f"person {p.rank + 1}" for p in result.plan.people]
         write_image(contact_sheet(result.crops_before[::-1], result.crops_after[::-1], labels=labels[::-1]), sheet_path)

@@ -32,7 +32,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     check_device(args.device)
 
     if importlib.util.find_spec("gradio") is None:

@@ -89,7 +89,6 @@ def _common(p) -> None:
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
-
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")

@@ -83,7 +83,6 @@ def check_people_args(cfg, args: argparse.Namespace, files) -> tuple[object | No
 
 
 def _header_size(path) -> tuple[int, int] | None:
-
     try:
         with Image.open(path) as im:
             w, h = im.size

@@ -21,7 +21,6 @@ THUMB = 160
 
 
 def _thumb(arr: np.ndarray, path: Path) -> None:
-
     small = cv2.resize(arr, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
 

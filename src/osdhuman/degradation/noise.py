@@ -32,6 +32,7 @@ __all__ = ["add_noise", "poisson_cdf_table", "sample_poisson_levels"]
 _J, _K = poisson.J, poisson.K
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
 _TABLES: dict[str, torch.Tensor] = {}  # poisson.py's tables on a device
+_GUIDE_BLOCKS: dict[str, set[int]] = {}  # exponent blocks present in each device's guide table
 
 
 def poisson_cdf_table(device) -> torch.Tensor:
@@ -53,9 +54,6 @@ def _guide_table(device, exponents: Sequence[int]) -> torch.Tensor:
         _TABLES[key] = have = torch.from_numpy(table.copy()).to(device)
         _GUIDE_BLOCKS[key] = set(poisson.built_blocks())
     return have
-
-
-_GUIDE_BLOCKS: dict[str, set[int]] = {}  # exponent blocks present in each device's copy
 
 
 def sample_poisson_levels(k: torch.Tensor, e: torch.Tensor, u: torch.Tensor,

@@ -327,7 +327,6 @@ def check_dape_inputs(cfg: OSDHumanConfig) -> TagVocabulary:
 
 
 def _build_tagger(cfg: OSDHumanConfig, vocab: TagVocabulary) -> RamTagger:
-
     tiny = cfg.base_model == "tiny"
     swin = swin_kwargs(cfg.base_model, cfg.hfie_image_size)
     with seeded(cfg.seed + 3):

@@ -62,7 +62,6 @@ def exact_conv_lora(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-
     save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, metadata)
 
 

@@ -286,7 +286,6 @@ def _family_defaults(fw: ForeignWeights, family: str) -> None:
 
 
 def _read_osdface(folder: Path, fw: ForeignWeights) -> None:
-
     for name in (OSDFACE_EMBED_FILE, OSDFACE_CODEBOOK_FILE):
         if not (folder / name).is_file():
             raise WeightsError(f"{folder / name}: not found: an OSDFace folder needs {OSDFACE_EMBED_FILE} and "

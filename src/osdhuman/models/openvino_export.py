@@ -221,7 +221,6 @@ class _Prompt(nn.Module):
 
 
 def _prompt_kind(model: OSDHuman) -> str:
-
     pe = model.prompt_extractor
     if isinstance(pe, HFIE):
         return "hfie"

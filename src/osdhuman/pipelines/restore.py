@@ -310,7 +310,6 @@ def use_openvino(cfg: RestoreConfig) -> bool:
 
 
 def _load_pipeline(cfg: RestoreConfig, log=None):
-
     if use_openvino(cfg):
         return OpenVINOPipeline.from_export(cfg.weights, log=log, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
                                             vae_tile_size=cfg.vae_tile_size, color_fix=cfg.color_fix, seed=cfg.seed)

@@ -73,7 +73,6 @@ class TrainingData:
 
 
 def _dataset(source: str, cfg: TrainConfig, split: str, train: bool):
-
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(

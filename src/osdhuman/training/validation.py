@@ -17,14 +17,18 @@ from osdhuman.iqa import fidelity as iqa_fidelity
 __all__ = ["psnr_y", "ssim_y", "image_grid", "save_grid_png"]
 
 
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> float 8-bit levels 0..255, quantised like saved images."""
+    return ((x.detach().float().clamp(-1, 1) + 1) / 2 * 255).round()
+
+
 def _to01(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float().clamp(-1, 1) + 1) / 2 * 255).round() / 255  # 8-bit quantised, like saved images
+    return _levels(x) / 255
 
 
 def _to_u8(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU, quantised like saved images."""
-    q = ((x.detach().float().clamp(-1, 1) + 1) / 2 * 255).round()
-    return q.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU."""
+    return _levels(x).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def psnr_y(pred_m11: torch.Tensor, target_m11: torch.Tensor) -> torch.Tensor:
@@ -46,7 +50,6 @@ def image_grid(lq: torch.Tensor, restored: torch.Tensor, hq: torch.Tensor) -> to
 
 
 def save_grid_png(grid01: torch.Tensor, path: str | Path) -> Path:
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (grid01.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
